@@ -1,0 +1,84 @@
+"""Config: YAML round-trip, overrides, and every validation error path."""
+import pytest
+import yaml
+
+from w2s_nb.config import (ConfigError, RunConfig, apply_overrides, from_dict, load_config, parse_override,
+                           save_config, to_dict, validate)
+
+
+def test_defaults_are_valid_and_round_trip(tmp_path):
+    cfg = load_config()
+    assert isinstance(cfg, RunConfig) and cfg.stage2.tau == 0.6 and cfg.strong.lora.r == 8
+    p = save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(p) == cfg
+    assert yaml.safe_load(p.read_text())["stage2"]["tau_high"] == 0.8
+
+
+def test_overrides_list_and_dict_forms():
+    a = load_config(overrides=["stage2.tau=0.7", "strong.lora.targets=[q_proj, v_proj]", "data.path=null"])
+    b = load_config(overrides={"stage2.tau": 0.7, "strong.lora.targets": ["q_proj", "v_proj"]})
+    assert a == b and a.stage2.tau == 0.7 and a.data.path is None
+
+
+def test_extends_and_file_values(tmp_path):
+    (tmp_path / "base.yaml").write_text("seed: 3\nstage1:\n  rounds: 1\n  n_shots: 2\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nstage1:\n  rounds: 2\n")
+    cfg = load_config(tmp_path / "child.yaml", ["name=x"])
+    assert (cfg.seed, cfg.stage1.rounds, cfg.stage1.n_shots, cfg.name) == (3, 2, 2, "x")
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"stage2.methods": ["dpoo"]}, "stage2.methods=['dpoo']: expected one of dpo, orpo, simpo"),
+    ({"strong.finetune": "qloraa"}, "strong.finetune='qloraa': expected one of qlora, lora, full"),
+    ({"stage1.rounds": 0}, "stage1.rounds=0: expected a number >= 1"),
+    ({"stage2.top_p": 1.5}, "stage2.top_p=1.5: expected a number <= 1"),
+    ({"stage2.temperature": 0}, "stage2.temperature=0: expected a number > 0"),
+    ({"weak.lora.dropout": 1.0}, "weak.lora.dropout=1.0: expected a number < 1"),
+    ({"seed": "one"}, "seed='one': expected int"),
+    ({"seed": True}, "seed=True: expected int"),
+    ({"data.prompt_template": "Q: {q}"}, "expected a template containing {question}"),
+    ({"data.dataset": "jsonl"}, "data.path=None: expected a file path when dataset='jsonl'"),
+    ({"stage2.tau": 0.9, "stage2.tau_high": 0.8}, "stage2.tau_high=0.8: expected a number >= tau (0.9)"),
+    ({"stage1.demo_choice": "fixed"}, "stage1.demo_ids=[]: expected 4 ids (n_shots) when demo_choice='fixed'"),
+    ({"stage2.bogus": 1}, "unknown config key(s): stage2.bogus"),
+    ({"bogus": 1}, "unknown config key(s): bogus"),
+    ({"stage2": 5}, "stage2=5: expected a mapping of Stage2Config fields"),
+    ({"data.dataset": "imagenet"}, "data.dataset='imagenet': expected one of world, gsm8k, math, jsonl"),
+])
+def test_each_validation_error_names_key_value_and_allowed(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=override)
+    assert message in str(e.value)
+
+
+def test_all_errors_reported_at_once():
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides={"stage1.rounds": 0, "stage2.n": 1, "eval.n": 0})
+    msg = str(e.value)
+    assert all(k in msg for k in ("stage1.rounds=0", "stage2.n=1", "eval.n=0"))
+
+
+def test_yaml_errors(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("a: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ConfigError, match="expected a mapping at the top level"):
+        load_config(tmp_path / "list.yaml")
+
+
+def test_override_parsing():
+    assert parse_override("a.b=0.5") == ("a.b", 0.5)
+    assert parse_override("a=[x, y]") == ("a", ["x", "y"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_override("novalue")
+    with pytest.raises(ConfigError, match="is not a section"):
+        apply_overrides({"seed": 1}, {"seed.x": 2})
+
+
+def test_from_dict_and_validate_direct():
+    cfg = from_dict(RunConfig, {"stage2": {"tau": 0.5}})
+    assert validate(cfg).stage2.tau == 0.5
+    assert to_dict(cfg)["stage2"]["tau"] == 0.5
