@@ -1,0 +1,104 @@
+"Engine models: tokenizer, tiny Llama, ModelRef, atomic writes, loading (LoRA / QLoRA / adapters)."
+import json
+import os
+
+import pytest
+import torch
+from peft import get_peft_model
+from transformers import AutoModelForCausalLM
+
+from w2s_nb.config import ModelConfig
+from w2s_nb.models import (ModelRef, bnb_4bit_problem, build_tokenizer, load_model, load_tokenizer,
+                           lora_config, merge_adapters, new_llama, resolve_device,
+                           resolve_dtype, resolve_model_path)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer(["Question: 12 + 30 = 42\nAnswer: #### 42"] * 10, vocab_size=300)
+
+
+def test_tokenizer_round_trips_and_splits_digits(tok, tmp_path):
+    for s in ["Ünïcode 🙂 ∑ x² and 1234 + 5678 = 6912", "tabs\tand\nnewlines  ", "", "中文 日本語"]:
+        assert tok.decode(tok(s)["input_ids"]) == s
+    assert tok.tokenize("2024") == ["2", "0", "2", "4"]
+    assert (tok.pad_token, tok.bos_token, tok.eos_token) == ("<pad>", "<s>", "</s>")
+    assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 1, 2)
+    t2 = build_tokenizer(["abc 123"] * 5, vocab_size=270, out_dir=tmp_path)
+    assert (tmp_path / "tokenizer.json").exists() and t2.decode(t2("abc 123")["input_ids"]) == "abc 123"
+    with pytest.raises(ValueError, match="vocab_size=100"): build_tokenizer(["x"], vocab_size=100)
+
+
+def test_new_llama_is_seeded_and_sized(tok):
+    a, b = new_llama(tok, 32, 2, 4, 64, seed=3), new_llama(tok, 32, 2, 4, 64, seed=3)
+    c = new_llama(tok, 32, 2, 4, 64, seed=4)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(a.lm_head.weight, c.lm_head.weight)
+    assert a.config.vocab_size == len(tok) and a.config.num_hidden_layers == 2
+    assert a.config.eos_token_id == tok.eos_token_id and a.generation_config.pad_token_id == tok.pad_token_id
+    assert new_llama(tok, 32, 1, 4, 64, tie_embeddings=True).lm_head.weight is not None
+    with pytest.raises(ValueError, match="not divisible"): new_llama(tok, 30, 1, 4, 64)
+
+
+def test_model_ref_json(tmp_path):
+    r = ModelRef("world:strong", ["/a/adapter", "/b/adapter"])
+    assert ModelRef.from_json(r.to_json()) == r
+    r.to_json(tmp_path / "ref.json")
+    assert ModelRef.from_json(tmp_path / "ref.json") == r
+    assert r.with_adapter("/c") == ModelRef("world:strong", ["/a/adapter", "/b/adapter", "/c"]) and len(r.adapters) == 2
+    with pytest.raises(ValueError, match="not a ModelRef"): ModelRef.from_dict({"bass": "x"})
+
+
+def test_resolve_helpers():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="expected auto, cpu or cuda"): resolve_device("tpu")
+    assert resolve_model_path("/some/dir") == "/some/dir" and resolve_model_path("org/model") == "org/model"
+    assert resolve_dtype("auto", "cpu") == torch.float32 and resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+
+
+def test_load_tokenizer_padding(tiny_model_dir):
+    ref, cfg = ModelRef(tiny_model_dir), ModelConfig(path=tiny_model_dir, finetune="lora")
+    left, right = load_tokenizer(ref, cfg), load_tokenizer(ref, cfg, padding_side="right")
+    assert (left.padding_side, right.padding_side) == ("left", "right") and left.pad_token == "<pad>"
+    batch = left(["a", "a b c d e"], padding=True)["input_ids"]
+    assert batch[0][0] == left.pad_token_id and batch[1][0] != left.pad_token_id
+
+
+def test_load_model_lora_and_qlora(tiny_model_dir):
+    ref = ModelRef(tiny_model_dir)
+    m = load_model(ref, ModelConfig(path=tiny_model_dir, finetune="lora"), "cpu")
+    assert m.dtype == torch.float32 and not m.training and type(m.model.layers[0].mlp.up_proj).__name__ == "Linear"
+    assert bnb_4bit_problem("cpu") is None
+    q = load_model(ref, ModelConfig(path=tiny_model_dir, finetune="qlora"), "cpu", for_training=True)
+    lin = q.model.layers[0].mlp.up_proj
+    assert type(lin).__name__ == "Linear4bit" and lin.weight.quant_state.quant_type == "nf4"
+    assert lin.weight.quant_state.nested                   # double quantisation
+    assert lin.support_avx512bf16_for_cpu is False         # the CPU repacking trap is defused for training
+    assert q.training
+    ids = torch.tensor([[1, 10, 11, 12]])
+    with torch.no_grad():                                  # 4-bit logits stay close to the fp32 model's
+        assert (torch.softmax(q(input_ids=ids).logits, -1) - torch.softmax(m(input_ids=ids).logits, -1)).abs().max() < 0.05
+    assert lora_config(ModelConfig()).target_modules == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+
+def test_adapters_are_merged_in_order(tiny_model_dir, tmp_path):
+    "load_model(base + [a1, a2]) == the base with a1 merged, then a2 merged (a2 trained on top of a1)."
+    cfg = ModelConfig(path=tiny_model_dir, finetune="lora")
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    dirs = []
+    for i in range(2):
+        torch.manual_seed(i)
+        p = get_peft_model(merge_adapters(AutoModelForCausalLM.from_pretrained(tiny_model_dir), dirs), lora_config(cfg))
+        for n, w in p.named_parameters():
+            if "lora_B" in n: torch.nn.init.normal_(w, std=0.05)   # a non-trivial adapter
+        p.save_pretrained(tmp_path / f"a{i}"); dirs.append(str(tmp_path / f"a{i}"))
+    ids = torch.tensor([[1, 10, 11, 12, 13]])
+    with torch.no_grad():
+        want = p(input_ids=ids).logits                     # adapter a1 live on top of merged a0
+        got = load_model(ModelRef(tiny_model_dir, dirs), cfg, "cpu")(input_ids=ids).logits
+        plain = base(input_ids=ids).logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(got, plain, atol=1e-3)
+    with pytest.raises(FileNotFoundError, match="no adapter_config.json"):
+        load_model(ModelRef(tiny_model_dir, [str(tmp_path)]), cfg, "cpu")

@@ -1,0 +1,165 @@
+"""Report: figures and tables from a fixture run directory (fake metrics, no models), the CLI, and papermill."""
+import json
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from w2s_nb.cli import main
+from w2s_nb.eval import wilson_interval
+from w2s_nb.report import compare_runs, load_run, make_report, ordered_models, plot_accuracy, save_figure, short_label
+
+ROOT = Path(__file__).resolve().parent.parent
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+ALL_FILES = {f"{s}.{e}" for s in ("accuracy", "selection", "confidence", "losses") for e in ("png", "svg")} | {"results.md"}
+
+
+def _write(path: Path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".jsonl": path.write_text("".join(json.dumps(r) + "\n" for r in obj))
+    else: path.write_text(json.dumps(obj))
+
+
+def make_fixture_run(root: Path, floor=0.25, ceiling=0.70, stages=True, n_test=200) -> Path:
+    """A run directory written straight from RUNDIR_FORMATS.md: models.json files with train logs,
+    stage1/stage2 metrics and eval/metrics.json. Accuracies are made up; no model exists."""
+    models = [  # name, stage, group, round, variant, method, accuracy
+        ("weak", "weak", "weak_floor", None, None, None, floor),
+        ("weak_icl", None, "weak_icl", None, None, None, floor + 0.05),
+        ("full_weak", "stage1", "full_weak", None, None, None, floor + 0.02),
+        ("s1_r1_weak", "stage1", "stage1", 1, "weak", None, 0.40),
+        ("s1_r1_hybrid", "stage1", "stage1", 1, "hybrid", None, 0.45),
+        ("ceiling", "stage1", "ceiling", None, None, None, ceiling),
+        ("m_pro_dpo", "stage2", "stage2", None, None, "dpo", 0.52),
+        ("m_pro_simpo", "stage2", "stage2", None, None, "simpo", 0.50)]
+    if not stages: models = [m for m in models if m[2] in ("weak_floor", "weak_icl")]
+    ms, mj = {}, {"weak": {}, "stage1": {}, "stage2": {}}
+    for name, stage, group, t, variant, method, acc in models:
+        c = round(acc * n_test)
+        p = None if name in ("weak", "ceiling") or not stages or ceiling <= floor else (c / n_test - floor) / (ceiling - floor)
+        meta = dict(label=f"model {name}", group=group, round=t, variant=variant, method=method)
+        ms[name] = dict(**meta, accuracy=c / n_test, correct=c, n=n_test, ci95=list(wilson_interval(c, n_test)),
+                        pgr=p, pass_at_n=None, majority_n=1)
+        if stage is None or (not stages and stage != "weak"): continue
+        mj[stage][name] = dict(ref=dict(base="/models/strong", adapters=[f"{stage}/{name}/adapter"], gguf_file=None),
+                               role="weak" if name == "weak" else "strong", **meta)
+        _write(root / stage / name / "train_log.jsonl",
+               [dict(step=s, epoch=s / 10, loss=1.5 / s) for s in range(1, 11)] + [dict(step=10, train_loss=0.4)])
+    if stages:
+        mj["stage1"]["m_plus"] = {**mj["stage1"]["s1_r1_hybrid"], "label": "M_plus", "alias_of": "s1_r1_hybrid"}
+        _write(root / "stage1" / "stage1_metrics.json", dict(rounds=[dict(
+            round=1, n_questions=300, selected=120, selection_label_acc=0.85, weak_label_acc=0.4, icl_label_acc=0.45,
+            labellers=["weak", "icl"])], d_weak_label_acc=0.4))
+        _write(root / "stage2" / "stage2_metrics.json", dict(
+            n_questions=300, n_samples=10, confidences=[(i % 10 + 1) / 10 for i in range(300)], tau=0.6, tau_high=0.8,
+            kept=150, pairs=100, pairs_weak_chosen=60, pairs_weak_rejected=40, chosen_correct=0.8, rejected_wrong=0.9,
+            skipped=dict(low_confidence=150, no_rejected=20, below_tau_high=30, empty_majority=0)))
+    for stage, d in mj.items():
+        if d: _write(root / stage / "models.json", d)
+    _write(root / "eval" / "metrics.json", dict(answer_format="gsm8k", n_test=n_test, models=ms, weak_floor="weak",
+                                                ceiling="ceiling" if "ceiling" in ms else None))
+    (root / "config.yaml").write_text("weak:\n  path: /models/weak-1b\nstrong:\n  path: /models/strong\n")
+    return root
+
+
+def assert_valid_png(path: Path):
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, path
+    img = matplotlib.image.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 300, img.shape
+
+
+def assert_valid_svg(path: Path):
+    text = path.read_text()
+    assert text.lstrip().startswith("<?xml") and "<svg" in text and text.rstrip().endswith("</svg>")
+
+
+def test_make_report_writes_every_figure_and_table(tmp_path):
+    run = make_fixture_run(tmp_path / "run_a")
+    written = make_report(run)
+    assert set(written) == ALL_FILES
+    assert all(p.parent == run / "report" and p.exists() for p in written.values())
+    for name, p in written.items():
+        if name.endswith(".png"): assert_valid_png(p)
+        if name.endswith(".svg"): assert_valid_svg(p)
+    md = written["results.md"].read_text()
+    assert "| model s1_r1_hybrid | `s1_r1_hybrid` | stage1 | 45.0 |" in md
+    assert "0.444" in md  # PGR of s1_r1_hybrid: (0.45 - 0.25) / (0.70 - 0.25)
+    assert "| 1 | weak, icl | 300 | 120 | 85.0 | 40.0 | 45.0 |" in md
+    assert "![accuracy](accuracy.png)" in md
+    # redrawing an unchanged run gives the same SVG (no timestamps, stable ids)
+    again = save_figure(plot_accuracy(load_run(run)["metrics"], "run_a"), tmp_path / "again", "accuracy")
+    assert again["accuracy.svg"].read_bytes() != b"" and again["accuracy.svg"].read_bytes() == written["accuracy.svg"].read_bytes()
+
+
+def test_report_order_and_labels():
+    run = {"models": {"ceiling": dict(group="ceiling"), "m_pro_dpo": dict(group="stage2", method="dpo"),
+                      "s1_r2_hybrid": dict(group="stage1", round=2, variant="hybrid"), "weak_icl": dict(group="weak_icl"),
+                      "s1_r1_icl": dict(group="stage1", round=1, variant="icl"), "weak": dict(group="weak_floor"),
+                      "s1_r1_hybrid": dict(group="stage1", round=1, variant="hybrid")}}
+    names = [n for n, _ in ordered_models(run)]
+    assert names == ["weak", "weak_icl", "s1_r1_icl", "s1_r1_hybrid", "s1_r2_hybrid", "m_pro_dpo", "ceiling"]
+    assert [short_label(n, m) for n, m in ordered_models(run)][2:6] == ["S-I r1 icl", "S-I r1 hybrid", "S-I r2 hybrid", "S-II DPO"]
+
+
+def test_report_of_a_partial_run_and_undefined_pgr(tmp_path):
+    run = make_fixture_run(tmp_path / "early", floor=0.4, ceiling=0.3, stages=False)
+    written = make_report(run, tmp_path / "elsewhere")
+    assert set(written) == {"accuracy.png", "accuracy.svg", "losses.png", "losses.svg", "results.md"}
+    assert_valid_png(written["accuracy.png"])
+    md = written["results.md"].read_text()
+    assert "Undefined here:** no strong-ceiling accuracy" in md
+    assert "## Stage I" not in md and "## Stage II" not in md
+
+
+def test_report_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run directory not found"):
+        load_run(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="run the eval stage first"):
+        make_report(tmp_path / "empty")
+
+
+def test_compare_runs_table_and_figure(tmp_path):
+    runs = [make_fixture_run(tmp_path / "gemma", floor=0.25), make_fixture_run(tmp_path / "llama", floor=0.30),
+            make_fixture_run(tmp_path / "bad", floor=0.5, ceiling=0.45)]
+    written = compare_runs(runs, tmp_path / "cmp")
+    assert set(written) == {"compare.png", "compare.svg", "compare.md"}
+    assert_valid_png(written["compare.png"]); assert_valid_svg(written["compare.svg"])
+    lines = written["compare.md"].read_text().splitlines()
+    header = next(l for l in lines if l.startswith("| run |"))
+    assert header == ("| run | n test | weak floor | weak-ICL | full weak FT | Stage I (M_plus) | Stage II DPO | "
+                      "Stage II SIMPO | strong ceiling |")
+    rows = [l for l in lines if l.startswith("| gemma") or l.startswith("| llama") or l.startswith("| bad")]
+    assert len(rows) == 3
+    assert rows[0].startswith("| gemma (weak: weak-1b) | 200 | 25.0 | 30.0 (0.11) | 27.0 (0.04) | 45.0 (0.44) |")
+    assert "bad (weak: weak-1b): PGR undefined" in written["compare.md"].read_text()
+
+
+def test_cli_report_one_and_several_runs(tmp_path, capsys):
+    a, b = make_fixture_run(tmp_path / "a"), make_fixture_run(tmp_path / "b", floor=0.3)
+    assert main(["report", str(a)]) == 0
+    assert set(p.name for p in (a / "report").iterdir()) == ALL_FILES
+    assert main(["report", str(a), str(b), "--out", str(tmp_path / "cmp")]) == 0
+    assert (tmp_path / "cmp" / "compare.md").exists()
+    assert_valid_png(tmp_path / "cmp" / "compare.png")
+    assert main(["report", str(a), str(b)]) == 0  # default: first run's report/compare
+    assert (a / "report" / "compare" / "compare.png").exists()
+    assert str(a / "report" / "compare" / "compare.md") in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "run directory not found" in capsys.readouterr().err
+
+
+def test_report_notebook_runs_under_papermill(tmp_path):
+    import nbformat
+    import papermill as pm
+    nb = nbformat.read(ROOT / "nbs" / "12_report.ipynb", as_version=4)
+    assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells), (
+        "nbs/12_report.ipynb has no cell tagged 'parameters': nbdev_clean strips cell tags unless settings.ini "
+        "has `allowed_cell_metadata_keys = tags`")
+    a, b = make_fixture_run(tmp_path / "a"), make_fixture_run(tmp_path / "b", floor=0.3)
+    pm.execute_notebook(str(ROOT / "nbs" / "12_report.ipynb"), str(tmp_path / "out.ipynb"),
+                        parameters=dict(run_dir=str(a), compare=[str(b)], config_file=None),
+                        kernel_name="python3", progress_bar=False, cwd=str(ROOT / "nbs"))
+    assert set(p.name for p in (a / "report").iterdir() if p.is_file()) == ALL_FILES
+    for f in ("accuracy.png", "selection.png", "confidence.png", "losses.png", "compare/compare.png"):
+        assert_valid_png(a / "report" / f)

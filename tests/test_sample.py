@@ -1,0 +1,129 @@
+"Engine sampling: n samples, seeds, stop strings, batching = one-by-one, shards, kill + resume, generate_texts."
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from w2s_nb.config import ModelConfig, SamplingConfig
+from w2s_nb.models import ModelRef, load_model, load_tokenizer
+from w2s_nb.sample import generate_texts, read_shards, sample, trim_at_stop
+
+
+@pytest.fixture(scope="module")
+def mt(tiny_model_dir):
+    cfg = ModelConfig(path=tiny_model_dir, finetune="lora")
+    return load_model(ModelRef(tiny_model_dir), cfg, "cpu"), load_tokenizer(ModelRef(tiny_model_dir), cfg)
+
+
+# prompts of different lengths, so batches need real (left) padding
+PROMPTS = [{"id": f"q{i}", "prompt": "Question: What is " + " plus ".join(str(i + k) for k in range(1 + i % 4)) + "?\nAnswer:"}
+           for i in range(10)]
+
+
+def test_n_samples_in_input_order(mt):
+    recs = sample(*mt, PROMPTS, n=3, temperature=1.0, max_new_tokens=6, batch_size=6, seed=0)
+    assert [r["id"] for r in recs] == [p["id"] for p in PROMPTS]
+    assert [r["prompt"] for r in recs] == [p["prompt"] for p in PROMPTS]
+    assert all(len(r["samples"]) == 3 and all(isinstance(s, str) for s in r["samples"]) for r in recs)
+    assert any(len(set(r["samples"])) > 1 for r in recs)   # sampled, not copies
+    greedy = sample(*mt, ["Question: 1?\nAnswer:"], n=4, max_new_tokens=6)
+    assert greedy[0]["id"] == 0 and len(set(greedy[0]["samples"])) == 1 and len(greedy[0]["samples"]) == 4
+
+
+def test_same_seed_same_output(mt):
+    kw = dict(n=2, temperature=1.0, top_p=0.9, max_new_tokens=8, batch_size=4)
+    a, b = sample(*mt, PROMPTS, seed=7, **kw), sample(*mt, PROMPTS, seed=7, **kw)
+    assert a == b and a != sample(*mt, PROMPTS, seed=8, **kw)
+
+
+def test_batched_greedy_equals_one_by_one(mt):
+    batched = sample(*mt, PROMPTS, max_new_tokens=12, batch_size=32)
+    single = sample(*mt, PROMPTS, max_new_tokens=12, batch_size=1)
+    assert batched == single
+
+
+def test_stop_strings_stop_and_trim(mt, monkeypatch):
+    model, tok = mt
+    lengths = []
+    gen = model.generate
+    def spy(*a, **k):
+        out = gen(*a, **k); lengths.append(out.shape[1] - k["input_ids"].shape[1]); return out
+    monkeypatch.setattr(model, "generate", spy)
+    free = sample(model, tok, PROMPTS[:1], max_new_tokens=40)[0]["samples"][0]
+    # a printable string the model really produces mid-way
+    i = next(i for i in range(4, len(free) - 3) if free[i:i + 3].isascii() and free[i:i + 3].isprintable())
+    stop = free[i:i + 3]
+    cut = free.find(stop)
+    rec = sample(model, tok, PROMPTS[:1], max_new_tokens=40, stop=[stop, "NEVER-SEEN"])[0]
+    assert rec["samples"] == [free[:cut]] and stop not in rec["samples"][0]
+    assert lengths[0] == 40 and lengths[1] < 40              # generation itself stopped early
+    assert trim_at_stop("a Question b Answer: c", ["Answer:", "Question"]) == "a "
+
+
+def test_shards_and_resume(mt, tmp_path):
+    full = sample(*mt, PROMPTS, max_new_tokens=6, out_dir=tmp_path, shard_size=4, batch_size=3)
+    assert sorted(p.name for p in tmp_path.glob("shard-*")) == ["shard-00000.jsonl", "shard-00001.jsonl", "shard-00002.jsonl"]
+    assert len(read_shards(tmp_path)) == 10
+    (tmp_path / "shard-00001.jsonl").unlink()                # lose a shard: only those ids are redone
+    again = sample(*mt, PROMPTS, max_new_tokens=6, out_dir=tmp_path, shard_size=4)
+    assert again == full and len(read_shards(tmp_path)) == 10
+    assert (tmp_path / "shard-00003.jsonl").exists()
+    with pytest.raises(ValueError, match="other settings"):
+        sample(*mt, PROMPTS, max_new_tokens=7, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="another prompt"):
+        sample(*mt, [{"id": "q0", "prompt": "changed"}], max_new_tokens=6, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="duplicate prompt id"):
+        sample(*mt, [{"id": 1, "prompt": "a"}, {"id": 1, "prompt": "b"}])
+
+
+CHILD = """
+import sys, json
+from w2s_nb.config import ModelConfig, SamplingConfig
+from w2s_nb.models import ModelRef
+from w2s_nb.sample import generate_texts
+d, out = sys.argv[1], sys.argv[2]
+prompts = [{"id": i, "prompt": f"Question: What is {i} plus {i % 7}?\\nAnswer:"} for i in range(400)]
+generate_texts(ModelRef(d), ModelConfig(path=d, finetune="lora"), prompts,
+               SamplingConfig(batch_size=2, max_new_tokens=16, stop=[], shard_size=2), out_dir=out)
+"""
+
+
+def test_kill_then_resume_no_duplicates_no_losses(tiny_model_dir, tmp_path):
+    out = tmp_path / "samples"
+    p = subprocess.Popen([sys.executable, "-c", CHILD, tiny_model_dir, str(out)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("shard-*.jsonl"))) < 3 and p.poll() is None:
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL); p.wait()
+    before = read_shards(out)
+    assert 0 < len(before) < 400                             # killed mid-run
+    prompts = [{"id": i, "prompt": f"Question: What is {i} plus {i % 7}?\nAnswer:"} for i in range(400)]
+    cfg = ModelConfig(path=tiny_model_dir, finetune="lora")
+    recs = generate_texts(ModelRef(tiny_model_dir), cfg, prompts,
+                          SamplingConfig(batch_size=32, max_new_tokens=16, stop=[], shard_size=64), out_dir=out)
+    lines = [json.loads(l) for f in sorted(out.glob("shard-*.jsonl")) for l in f.read_text().splitlines()]
+    assert sorted(r["id"] for r in lines) == list(range(400))  # every id exactly once
+    assert [r["id"] for r in recs] == list(range(400))
+    assert all(recs[i] == r for i, r in before.items())       # what was written before the kill is kept
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+    # greedy: resumed output equals an uninterrupted run on the same prompts
+    assert recs[-5:] == sample(load_model(ModelRef(tiny_model_dir), cfg, "cpu"), load_tokenizer(ModelRef(tiny_model_dir), cfg),
+                               prompts[-5:], max_new_tokens=16)
+
+
+def test_generate_texts_skips_loading_when_done(tiny_model_dir, tmp_path, monkeypatch, caplog):
+    cfg, sc = ModelConfig(path=tiny_model_dir, finetune="lora"), SamplingConfig(max_new_tokens=5, stop=["Question"])
+    first = generate_texts(ModelRef(tiny_model_dir), cfg, PROMPTS[:4], sc, out_dir=tmp_path)
+    import w2s_nb.sample as S
+    monkeypatch.setattr(S, "load_model", lambda *a, **k: pytest.fail("model loaded although all ids are done"))
+    assert generate_texts(ModelRef(tiny_model_dir), cfg, PROMPTS[:4], sc, out_dir=tmp_path) == first
+    monkeypatch.undo()
+    vl = generate_texts(ModelRef(tiny_model_dir), cfg, PROMPTS[:2], SamplingConfig(backend="vllm", max_new_tokens=5,
+                        stop=["Question"]))
+    assert vl == first[:2] and "sampling.backend=vllm skipped" in caplog.text

@@ -1,0 +1,64 @@
+"""Stage I: the consistency rule, variant construction, gold isolation and the iteration wiring."""
+import pytest
+
+from w2s_nb.config import load_config
+from w2s_nb.stage1 import (GoldLeakError, assert_no_gold, icl_prompts, label_examples, select_consistent,
+                           stage1_variants, variant_examples)
+
+TPL = "Question: {question}\nAnswer:"
+
+
+def _labels(preds, prefix):
+    return [dict(id=f"q{i}", question=f"What is q{i}?", text=f" {prefix}{i}\n#### {p}", pred=p) for i, p in enumerate(preds)]
+
+
+@pytest.mark.parametrize("weak, icl, agree", [
+    ("5", "5", True), ("5", "5.0", True), ("1,000", "1000", True), ("$5", "5", True), ("3", "-3", False),
+    ("", "", False), ("5", "", False), ("", "5", False), ("5", "6", False),
+])
+def test_consistency_rule_edge_cases(weak, icl, agree):
+    from w2s_nb.answers import normalize_answer
+    sel = select_consistent(_labels([normalize_answer(weak, "gsm8k")], "w"), _labels([normalize_answer(icl, "gsm8k")], "i"))
+    assert sel[0]["agree"] is agree
+
+
+def test_selection_keeps_both_solutions_and_missing_labels_fail():
+    sel = select_consistent(_labels(["1", "2"], "w"), _labels(["1", "3"], "i"))
+    assert sel[0] == dict(id="q0", question="What is q0?", weak_text=" w0\n#### 1", weak_pred="1",
+                          icl_text=" i0\n#### 1", icl_pred="1", agree=True)
+    with pytest.raises(ValueError, match="ICL labels missing"):
+        select_consistent(_labels(["1", "2"], "w"), _labels(["1"], "i"))
+
+
+def test_variants_hybrid_has_two_examples_per_kept_question():
+    sel = select_consistent(_labels(["1", "2", "3"], "w"), _labels(["1", "9", "3"], "i"))
+    hyb = variant_examples(sel, "hybrid", TPL)
+    assert len(hyb) == 4
+    assert [e["completion"] for e in hyb] == [" w0\n#### 1", " i0\n#### 1", " w2\n#### 3", " i2\n#### 3"]
+    assert hyb[0]["prompt"] == hyb[1]["prompt"] == "Question: What is q0?\nAnswer:"
+    assert [e["completion"] for e in variant_examples(sel, "weak", TPL)] == [" w0\n#### 1", " w2\n#### 3"]
+    assert [e["completion"] for e in variant_examples(sel, "icl", TPL)] == [" i0\n#### 1", " i2\n#### 3"]
+    assert len(label_examples(_labels(["1", "", "3"], "w"), TPL)) == 3
+
+
+def test_gold_isolation():
+    with pytest.raises(GoldLeakError, match=r"carries gold field\(s\) \['answer', 'solution'\]"):
+        assert_no_gold([dict(id="q", question="?", solution="s", answer="1")], "x")
+    leaky = [dict(s, answer="1") for s in select_consistent(_labels(["1"], "w"), _labels(["1"], "i"))]
+    with pytest.raises(GoldLeakError):
+        variant_examples(leaky, "hybrid", TPL)
+    with pytest.raises(GoldLeakError):
+        label_examples([dict(id="q", question="?", text="t", pred="1", solution="gold")], TPL)
+
+
+def test_icl_prompt_uses_weak_demos_verbatim():
+    p = icl_prompts([dict(id="x", question="What is 3 + 4?")], [dict(question="What is 2 + 2?", solution="2 + 2 = 5\n#### 5")], TPL)
+    assert p[0]["id"] == "x"
+    assert "2 + 2 = 5\n#### 5" in p[0]["prompt"] and p[0]["prompt"].endswith("Question: What is 3 + 4?\nAnswer:")
+    assert p[0]["prompt"].index("What is 2 + 2?") < p[0]["prompt"].index("What is 3 + 4?")
+
+
+def test_round_variants():
+    cfg = load_config(overrides={"stage1.rounds": 2, "stage1.variants": ["hybrid"]})
+    assert stage1_variants(cfg, 1) == ["weak", "icl", "hybrid"]   # round-1 weak/icl models label round 2
+    assert stage1_variants(cfg, 2) == ["hybrid"]

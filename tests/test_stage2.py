@@ -1,0 +1,84 @@
+"""Stage II: confidence, both pair rules and their thresholds, skips, the cap, seeded choice, gold isolation."""
+import pytest
+
+from w2s_nb.config import Stage2Config
+from w2s_nb.stage1 import GoldLeakError
+from w2s_nb.stage2 import build_pairs, majority, pair_quality, question_pairs
+
+S = [f"s{i}" for i in range(10)]
+WEAK = dict(id="q", text="WEAK", pred="5")
+
+
+def pairs(preds, weak_pred="5", seed=0, **kw):
+    return question_pairs(dict(WEAK, pred=weak_pred), S, preds, Stage2Config(**kw), seed)
+
+
+@pytest.mark.parametrize("answers, expected", [
+    (["3"] * 6 + ["4"] * 4, ("3", 0.6)),
+    (["", "", "7"], ("7", 1 / 3)),          # empty answers count in the denominator
+    (["4", "3", "3", "4"], ("4", 0.5)),     # ties: the earliest
+    ([""] * 3, ("", 0.0)),
+])
+def test_confidence(answers, expected):
+    a, c = majority(answers)
+    assert a == expected[0] and c == pytest.approx(expected[1])
+
+
+def test_weak_agrees_rule():
+    p, why = pairs(["5"] * 6 + ["6"] * 4)                 # confidence 0.6 == tau: used
+    assert why == "" and len(p) == 1
+    assert p[0]["chosen"] == "WEAK" and p[0]["rejected"] in S[6:] and p[0]["kind"] == "weak_chosen"
+    assert pairs(["5"] * 10) == ([], "no_rejected")
+
+
+def test_weak_disagrees_rule_and_tau_high():
+    p, why = pairs(["7"] * 8 + ["6"] * 2)                 # confidence 0.8 == tau_high: weak rejected
+    assert p[0]["rejected"] == "WEAK" and p[0]["chosen"] in S[:8] and p[0]["kind"] == "weak_rejected"
+    assert pairs(["7"] * 7 + ["6"] * 3) == ([], "below_tau_high")
+    assert pairs(["7"] * 7 + ["6"] * 3, tau_high=0.7)[0][0]["rejected"] == "WEAK"
+
+
+def test_skip_cases():
+    assert pairs(["5"] * 5 + ["6"] * 5) == ([], "low_confidence")
+    assert pairs(["5"] * 5 + ["6"] * 5, tau=0.5)[1] == ""
+    assert pairs([""] * 10) == ([], "empty_majority")
+
+
+def test_cap_and_distinct_samples():
+    p, _ = pairs(["5"] * 7 + ["6"] * 3, pairs_per_question=3)
+    assert len(p) == 3 and len({x["rejected"] for x in p}) == 3
+    p, _ = pairs(["5"] * 8 + ["6"] * 2, pairs_per_question=3)
+    assert len(p) == 2                                    # only two disagreeing samples exist
+    p, _ = pairs(["7"] * 9 + ["6"], pairs_per_question=2)
+    assert len(p) == 2 and len({x["chosen"] for x in p}) == 2 and all(x["rejected"] == "WEAK" for x in p)
+
+
+def test_seeded_choice_is_deterministic():
+    preds = ["5"] * 6 + ["6"] * 4
+    runs = {pairs(preds, seed=s)[0][0]["rejected"] for s in range(20)}
+    assert pairs(preds, seed=3) == pairs(preds, seed=3)
+    assert len(runs) > 1                                  # the seed matters
+
+
+def test_strong_only_ablation():
+    p, _ = pairs(["7"] * 8 + ["6"] * 2, pair_source="strong")
+    assert p[0]["kind"] == "strong" and p[0]["chosen"] in S[:8] and p[0]["rejected"] in S[8:]
+    assert "WEAK" not in (p[0]["chosen"], p[0]["rejected"])
+
+
+def test_build_pairs_end_to_end_and_quality():
+    d_weak = [dict(id="a", question="What is 2 + 3?", text=" 2 + 3 = 5\n#### 5", pred="5"),
+              dict(id="b", question="What is 2 * 4?", text=" 2 * 4 = 6\n#### 6", pred="6"),
+              dict(id="c", question="What is 9 - 1?", text=" 9 - 1 = 8\n#### 8", pred="8")]
+    sampled = [dict(id="a", samples=[" 5\n#### 5"] * 7 + [" 6\n#### 6"] * 3),
+               dict(id="b", samples=[" 8\n#### 8"] * 9 + [" 6\n#### 6"]),
+               dict(id="c", samples=[" 1\n#### 1"] * 5 + [" 8\n#### 8"] * 5)]
+    conf, prs, skipped = build_pairs(d_weak, sampled, Stage2Config(), "gsm8k", "Question: {question}\nAnswer:", seed=0)
+    assert [c["confidence"] for c in conf] == [0.7, 0.9, 0.5]
+    assert skipped == {"paired": 2, "low_confidence": 1}
+    assert [(p["id"], p["kind"]) for p in prs] == [("a", "weak_chosen"), ("b", "weak_rejected")]
+    assert prs[0]["prompt"] == "Question: What is 2 + 3?\nAnswer:" and prs[0]["chosen"] == " 2 + 3 = 5\n#### 5"
+    assert pair_quality(prs, {"a": "5", "b": "8"}, "gsm8k") == dict(chosen_correct=1.0, rejected_wrong=1.0)
+    assert pair_quality(prs, {"a": "6", "b": "6"}, "gsm8k") == dict(chosen_correct=0.0, rejected_wrong=0.0)
+    with pytest.raises(GoldLeakError):
+        build_pairs([dict(d_weak[0], answer="5")], sampled[:1], Stage2Config(), "gsm8k", "Question: {question}\nAnswer:", seed=0)

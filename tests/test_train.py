@@ -1,0 +1,194 @@
+"Engine training: SFT (LoRA, QLoRA, full), DPO/ORPO/SimPO, resume, merge, accelerate launch."
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from peft import PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, TrainerCallback
+
+from w2s_nb.config import LoraSettings, ModelConfig, PrefSettings, SFTSettings
+from w2s_nb.models import ModelRef, load_model, load_tokenizer, lora_config
+from w2s_nb.train import (completion_logprobs, finished, launch_command, read_train_log, train_preference,
+                          train_sft)
+
+SFT = SFTSettings(epochs=2, lr=1e-2, batch_size=8, max_length=64)
+
+
+def cfg_for(d, finetune="lora", **sft):
+    return ModelConfig(path=d, finetune=finetune, lora=LoraSettings(r=8, alpha=16),
+                       sft=SFTSettings(**{**SFT.__dict__, **sft}))
+
+
+def probe_ids(tok):
+    return tok(["Question: What is 3 plus 4?\nAnswer: 3 + 4 = 7"], return_tensors="pt")["input_ids"]
+
+
+class GrabLogits(TrainerCallback):
+    "Record the trained model's logits on a probe input at the end of training."
+    def __init__(self, ids): self.ids, self.logits = ids, None
+    def on_train_end(self, args, state, control, model=None, **kw):
+        model.eval()
+        with torch.no_grad(): self.logits = model(input_ids=self.ids).logits.clone()
+
+
+def losses(out_dir):
+    return [r["loss"] for r in read_train_log(out_dir) if "loss" in r]
+
+
+@pytest.fixture(scope="module")
+def sft_run(tiny_model_dir, tiny_examples, tmp_path_factory):
+    "One LoRA SFT run shared by several tests (Stage-I model for the preference tests)."
+    out = tmp_path_factory.mktemp("sft")
+    cfg = cfg_for(tiny_model_dir, merge_adapter=True)
+    tok = load_tokenizer(ModelRef(tiny_model_dir), cfg)
+    grab = GrabLogits(probe_ids(tok))
+    new = train_sft(ModelRef(tiny_model_dir), cfg, tiny_examples, out, seed=0, callbacks=[grab])
+    return dict(ref=new, cfg=cfg, out=out, grab=grab, tok=tok)
+
+
+def test_sft_lowers_loss_and_trains_only_lora(sft_run, tiny_model_dir):
+    ref, out = sft_run["ref"], sft_run["out"]
+    assert ref == ModelRef(tiny_model_dir, [str(Path(out).resolve() / "adapter")])
+    ls = losses(out)
+    assert len(ls) == 16 and sum(ls[-4:]) / 4 < sum(ls[:4]) / 4 - 0.3, ls
+    adapter = Path(ref.adapters[0])
+    assert (adapter / "adapter_model.safetensors").exists() and (adapter / "tokenizer.json").exists()
+    from safetensors.torch import load_file
+    sd = load_file(adapter / "adapter_model.safetensors")
+    assert sd and all("lora_" in k for k in sd)                       # only LoRA weights are saved
+    assert all(v.abs().sum() > 0 for k, v in sd.items() if "lora_B" in k)  # B starts at zero: trained
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(adapter))
+    for k, v in base.state_dict().items():                            # base weights untouched
+        assert torch.equal(peft.get_base_model().state_dict()[k.replace(".weight", ".base_layer.weight")]
+                           if k.replace(".weight", ".base_layer.weight") in peft.get_base_model().state_dict()
+                           else peft.get_base_model().state_dict()[k], v), k
+    assert json.loads((Path(out) / "result.json").read_text())["finetune"] == "lora"
+
+
+def test_adapter_reloads_with_identical_logits(sft_run, tiny_model_dir):
+    ref, ids = sft_run["ref"], probe_ids(sft_run["tok"])
+    trained = sft_run["grab"].logits
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), ref.adapters[0]).eval()
+    with torch.no_grad():
+        assert torch.equal(peft(input_ids=ids).logits, trained)       # unmerged: bit-identical
+        merged = load_model(ref, sft_run["cfg"], "cpu")(input_ids=ids).logits
+        base = load_model(ModelRef(tiny_model_dir), sft_run["cfg"], "cpu")(input_ids=ids).logits
+    torch.testing.assert_close(merged, trained, atol=1e-5, rtol=1e-5)  # merged into the weights
+    assert not torch.allclose(base, trained, atol=1e-3)
+
+
+def test_merge_adapter_and_resume(sft_run, tiny_examples):
+    out, ids = Path(sft_run["out"]), probe_ids(sft_run["tok"])
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=ids).logits, sft_run["grab"].logits, atol=1e-5, rtol=1e-5)
+    t = time.time()  # a finished out_dir is returned as is, without training
+    assert train_sft(ModelRef(sft_run["ref"].base), sft_run["cfg"], tiny_examples, out, seed=0) == sft_run["ref"]
+    assert time.time() - t < 1
+
+
+def test_qlora_sft_on_cpu_changes_lora_weights(tiny_model_dir, tiny_examples, tmp_path):
+    cfg = cfg_for(tiny_model_dir, "qlora")
+    new = train_sft(ModelRef(tiny_model_dir), cfg, tiny_examples, tmp_path, seed=0)
+    from safetensors.torch import load_file
+    sd = load_file(Path(new.adapters[0]) / "adapter_model.safetensors")
+    assert all(v.abs().sum() > 0 for k, v in sd.items() if "lora_B" in k)
+    ls = losses(tmp_path)
+    assert sum(ls[-4:]) / 4 < sum(ls[:4]) / 4 - 0.3, ls
+    assert json.loads((tmp_path / "result.json").read_text())["finetune"] == "qlora"
+    m = load_model(new, cfg, "cpu")                                    # 4-bit base + merged adapter
+    assert type(m.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
+
+
+def test_qlora_trap_defused_after_inference(tiny_model_dir):
+    "An inference forward before training must not kill LoRA gradients on a 4-bit model (AVX512-BF16 CPUs)."
+    cfg = cfg_for(tiny_model_dir, "qlora")
+    model = get_peft_model(load_model(ModelRef(tiny_model_dir), cfg, "cpu", for_training=True), lora_config(cfg))
+    ids = torch.tensor([[1, 5, 6, 7, 8]])
+    model.eval()
+    with torch.no_grad(): model(input_ids=ids)                        # the forward that repacks weights
+    model.train()
+    model(input_ids=ids, labels=ids).loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if "lora_" in n}
+    assert grads and all(g is not None for g in grads.values())          # the trap leaves them None
+    assert all(g.abs().sum() > 0 for n, g in grads.items() if "lora_B" in n)  # (A's grad is 0 while B == 0)
+
+
+def test_full_finetune(tiny_model_dir, tiny_examples, tmp_path):
+    cfg = cfg_for(tiny_model_dir, "full", epochs=1, lr=1e-3)
+    new = train_sft(ModelRef(tiny_model_dir), cfg, tiny_examples, tmp_path, seed=0)
+    assert new == ModelRef(str(tmp_path.resolve() / "model"))
+    a, b = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoModelForCausalLM.from_pretrained(new.base)
+    assert not torch.equal(a.model.layers[0].mlp.up_proj.weight, b.model.layers[0].mlp.up_proj.weight)
+
+
+def test_qlora_without_4bit_fails_or_falls_back(tiny_model_dir, monkeypatch, caplog):
+    import w2s_nb.models as M
+    monkeypatch.setitem(M._BNB_CHECK, "cpu", "bitsandbytes cannot run 4-bit on cpu: (simulated)")
+    with pytest.raises(RuntimeError, match="finetune='qlora' needs 4-bit bitsandbytes.*allow_fallback"):
+        load_model(ModelRef(tiny_model_dir), cfg_for(tiny_model_dir, "qlora"), "cpu")
+    cfg = cfg_for(tiny_model_dir, "qlora"); cfg.allow_fallback = True
+    m = load_model(ModelRef(tiny_model_dir), cfg, "cpu")
+    assert type(m.model.layers[0].self_attn.q_proj).__name__ == "Linear"
+    assert "falling back to LoRA" in caplog.text
+
+
+def margin(ref, cfg, pairs):
+    m, tok = load_model(ref, cfg, "cpu"), load_tokenizer(ref, cfg)
+    P = [p["prompt"] for p in pairs]
+    return (completion_logprobs(m, tok, P, [p["chosen"] for p in pairs])
+            - completion_logprobs(m, tok, P, [p["rejected"] for p in pairs])).mean().item()
+
+
+@pytest.mark.parametrize("method", ["dpo", "orpo", "simpo"])
+def test_preference_raises_margin(method, sft_run, tiny_pairs, tmp_path):
+    "Start from the Stage-I model (SFT adapter merged) and add a new LoRA adapter."
+    start, cfg = sft_run["ref"], sft_run["cfg"]
+    pref = PrefSettings(epochs=2, lr=1e-2, batch_size=8, max_length=64, beta=0.5 if method != "simpo" else 2.0)
+    new = train_preference(start, cfg, pref, method, tiny_pairs, tmp_path, seed=0)
+    assert new.adapters == [*start.adapters, str(tmp_path.resolve() / "adapter")]
+    before, after = margin(start, cfg, tiny_pairs), margin(new, cfg, tiny_pairs)
+    assert after > before + 0.5, (before, after)
+    assert json.loads((tmp_path / "result.json").read_text())["method"] == method
+
+
+def test_bad_inputs(tiny_model_dir, tmp_path):
+    cfg = cfg_for(tiny_model_dir)
+    with pytest.raises(ValueError, match="no training examples"):
+        train_sft(ModelRef(tiny_model_dir), cfg, [], tmp_path, seed=0)
+    with pytest.raises(ValueError, match="string fields"):
+        train_sft(ModelRef(tiny_model_dir), cfg, [{"prompt": "x"}], tmp_path, seed=0)
+    with pytest.raises(ValueError, match="expected one of dpo, orpo, simpo"):
+        train_preference(ModelRef(tiny_model_dir), cfg, PrefSettings(), "kto", [], tmp_path, seed=0)
+
+
+def test_accelerate_two_processes(tiny_model_dir, tiny_examples, tmp_path):
+    "num_processes=2: train_sft launches itself under `accelerate launch` (2 ranks, gloo on CPU)."
+    cfg = cfg_for(tiny_model_dir, epochs=1)
+    new = train_sft(ModelRef(tiny_model_dir), cfg, tiny_examples, tmp_path, seed=0, num_processes=2)
+    res = json.loads((tmp_path / "result.json").read_text())
+    assert res["num_processes"] == 2 and new == ModelRef.from_dict(res["ref"])
+    assert new.adapters == [str(tmp_path.resolve() / "adapter")]
+    assert len(losses(tmp_path)) == 4          # 64 examples / (8 per rank x 2 ranks)
+    assert (tmp_path / "job.json").exists()
+
+
+def test_accelerate_launch_cli(tiny_model_dir, tiny_examples, tmp_path):
+    "The documented command: `accelerate launch --cpu --num_processes 2 -m w2s_nb.train job.json`."
+    cfg = cfg_for(tiny_model_dir, epochs=1)
+    from w2s_nb.config import to_dict
+    job = dict(kind="sft", ref=ModelRef(tiny_model_dir).to_dict(), cfg=to_dict(cfg), examples=tiny_examples[:16],
+               out_dir=str(tmp_path / "out"), seed=0, device="cpu")
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    p = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+                        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                        "-m", "w2s_nb.train", str(tmp_path / "job.json")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert finished(tmp_path / "out") == ModelRef(tiny_model_dir, [str((tmp_path / "out").resolve() / "adapter")])
+    assert launch_command("j.json", 2)[-4:] == ["2", "-m", "w2s_nb.train", "j.json"]
