@@ -1,0 +1,110 @@
+"""Pipeline: end to end under papermill, resume, redo after a change, failures, kill + resume, stage selection."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from w2s_nb.config import load_config
+from w2s_nb.pipeline import StageFailed, run_pipeline
+from w2s_nb.rundir import LOCK_ENV, STAGES, read_json, read_jsonl
+
+ROOT = Path(__file__).resolve().parent.parent
+W2S = [sys.executable, "-c", "import sys; from w2s_nb.cli import main; sys.exit(main(sys.argv[1:]))"]  # the `w2s` command
+
+
+def tiny(tmp_path, name="t", **extra):
+    "Overrides for a tiny run of the embedded world (same code paths as the default, smaller sizes)."
+    o = {"name": name, "out_dir": str(tmp_path), "device": "cpu",
+         "data.n_gold1": 24, "data.n_gold2": 24, "data.n_test": 16,
+         "weak.sft.epochs": 1, "strong.sft.epochs": 1, "sampling.max_new_tokens": 64,
+         "stage1.rounds": 1, "stage2.n": 4, "stage2.tau": 0.25, "stage2.tau_high": 0.25, "stage2.methods": ["dpo"],
+         "stage2.pref.epochs": 1}
+    o.update(extra)
+    return o
+
+
+def _cfg(tmp_path, **kw):
+    return load_config(ROOT / "configs" / "default.yaml", tiny(tmp_path, **kw))
+
+
+def _env():
+    return {k: v for k, v in os.environ.items() if k != LOCK_ENV} | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def test_invalid_config_fails_before_any_stage(tmp_path):
+    r = subprocess.run([*W2S, "run", str(ROOT / "configs/default.yaml"),
+                        "--set", f"out_dir={tmp_path}", "--set", "stage2.methods=[dpoo]"], capture_output=True, text=True, env=_env())
+    assert r.returncode == 2 and "stage2.methods=['dpoo']: expected one of dpo, orpo, simpo" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_end_to_end_papermill_resume_and_redo(tmp_path):
+    logs = []
+    rd = run_pipeline(_cfg(tmp_path), log=logs.append)
+    assert [l.split()[1] for l in logs if "running" in l] == list(STAGES)
+    for i, s in enumerate(STAGES):
+        assert rd.path("notebooks", f"{i:02d}_{s}.ipynb").exists() and rd.path(s, "_done.json").exists()
+    m = rd.manifest()
+    assert m["versions"]["torch"] and m["config"]["data"]["n_gold1"] == 24
+    assert all(m["stages"][s]["status"] == "done" for s in STAGES)
+    assert m["stages"]["data"]["outputs"]["data/gold1.jsonl"]
+    ev = read_json(rd.path("eval", "metrics.json"))
+    assert {"weak", "weak_icl", "full_weak", "ceiling", "s1_r1_hybrid", "m_pro_dpo"} <= set(ev["models"])
+    assert rd.path("report", "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the papermill parameters reached the notebook (not the parameters cell's defaults)
+    nb = json.loads(rd.path("notebooks", "02_stage1.ipynb").read_text())
+    assert nb["metadata"]["papermill"]["parameters"]["run_dir"] == str(rd.root.resolve())
+    # second invocation: nothing to do
+    logs.clear(); t0 = time.time()
+    run_pipeline(_cfg(tmp_path), log=logs.append)
+    assert logs == [f"✓ {s:7s} up to date" for s in STAGES] and time.time() - t0 < 30
+    # a Stage II parameter changed: stage2 and everything after it is redone, nothing before
+    logs.clear()
+    before = rd.path("stage1", "models.json").stat().st_mtime_ns
+    run_pipeline(_cfg(tmp_path, **{"stage2.tau": 0.5, "stage2.tau_high": 0.5}), log=logs.append)
+    redone = [l.split()[1] for l in logs if "running" in l]
+    assert redone == ["stage2", "eval", "report"]
+    assert rd.path("stage1", "models.json").stat().st_mtime_ns == before
+    assert read_json(rd.path("stage2", "stage2_metrics.json"))["tau"] == 0.5
+
+
+def test_failing_stage_names_stage_exception_and_notebook(tmp_path):
+    cfg = _cfg(tmp_path, **{"data.n_gold1": 10 ** 6})
+    with pytest.raises(StageFailed) as e:
+        run_pipeline(cfg, log=lambda m: None)
+    msg = str(e.value)
+    assert "stage 'data' failed with DataError" in msg
+    nb = Path(msg.split("full traceback is ")[1].strip())
+    assert nb.exists() and "DataError" in nb.read_text()
+    assert not (Path(cfg.out_dir) / cfg.name / "data" / "_done.json").exists()
+
+
+def test_only_needs_up_to_date_predecessors(tmp_path):
+    with pytest.raises(StageFailed, match="needs data, weak, stage1 to be up to date"):
+        run_pipeline(_cfg(tmp_path), only=["stage2"], log=lambda m: None)
+
+
+def test_kill_mid_stage_then_rerun_loses_and_duplicates_nothing(tmp_path):
+    """SIGKILL the pipeline while Stage I is sampling, then re-run: it finishes with every record once."""
+    sets = [f"--set={k}={json.dumps(v)}" for k, v in tiny(tmp_path, name="k", **{"data.n_gold2": 48, "sampling.batch_size": 4, "sampling.shard_size": 4}).items()]
+    cmd = [*W2S, "run", str(ROOT / "configs/default.yaml"), "--inline", *sets]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shards = tmp_path / "k" / "stage1" / "round1" / "d_icl_shards"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(shards.glob("shard-*.jsonl"))) < 2:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL); proc.wait()
+    n_before = len(list(shards.glob("shard-*.jsonl")))
+    assert 2 <= n_before < 12, "the kill should land while Stage I is sampling"
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "✓ data    up to date" in r.stdout and "✓ weak    up to date" in r.stdout
+    ids = [x["id"] for x in read_jsonl(tmp_path / "k" / "stage1" / "round1" / "d_icl.jsonl")]
+    assert len(ids) == len(set(ids)) == 48
+    shard_ids = [x["id"] for p in sorted(shards.glob("shard-*.jsonl")) for x in read_jsonl(p)]
+    assert sorted(shard_ids) == sorted(ids)

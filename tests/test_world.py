@@ -1,0 +1,44 @@
+"""The embedded world: deterministic problems in GSM8K format, shipped models that load like any HF model."""
+import json
+
+from w2s_nb.answers import extract_answer
+from w2s_nb.data import load_gsm8k
+from w2s_nb.models import ModelRef, load_model, load_tokenizer, resolve_model_path
+from w2s_nb.config import ModelConfig
+from w2s_nb.world import WorldSpec, corpus, dataset, gsm_record, world_data_paths, world_model_path
+
+
+def test_problems_are_deterministic_and_correct():
+    a, b = dataset(3, 50), dataset(3, 50)
+    assert a == b and len({p["question"] for p in a}) == 50
+    for p in a:
+        x = None
+        for _, l, op, r, c, _ in p["lines"]:
+            assert c == {"+": l + r, "-": l - r, "*": l * r, "/": l // r}[op] and (op != "/" or l % r == 0)
+        assert extract_answer(gsm_record(p)["answer"], "gsm8k") == str(p["answer"]) == str(c)
+
+
+def test_corpus_mixes_formats():
+    docs = corpus(1, 200)
+    assert sum(d.startswith("Question:") for d in docs) < sum(d.startswith(("Problem:", "Q:", "Exercise:", "Task:", "Puzzle:")) for d in docs)
+    assert any(" = " in d and "Question" not in d and ":" not in d.splitlines()[0] for d in docs)  # drills
+
+
+def test_data_files_load_with_the_gsm8k_loader(tmp_path):
+    p = world_data_paths(tmp_path, n_train=30, n_test=10)
+    train, test = load_gsm8k(p["train"], source="world"), load_gsm8k(p["test"], source="world")
+    assert len(train) == 30 and len(test) == 10 and not set(train["question"]) & set(test["question"])
+    assert world_data_paths(tmp_path, n_train=30, n_test=10) == p
+
+
+def test_shipped_models_match_the_spec_and_load():
+    for role in ("weak", "strong"):
+        d = world_model_path(role)
+        info = json.loads((d / "world.json").read_text())
+        assert info["spec_key"] == WorldSpec().key() and info["role"] == role
+        assert str(d) == resolve_model_path(f"world:{role}")
+    cfg = ModelConfig(path="world:strong", finetune="lora", dtype="float32")
+    ref = ModelRef(resolve_model_path("world:strong"))
+    m, tok = load_model(ref, cfg, "cpu"), load_tokenizer(ref, cfg)
+    assert sum(p.numel() for p in m.parameters()) == json.loads((world_model_path("strong") / "world.json").read_text())["params"]
+    assert tok.decode(tok("Question: 12 + 7 = 19")["input_ids"], skip_special_tokens=True) == "Question: 12 + 7 = 19"
