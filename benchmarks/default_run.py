@@ -29,7 +29,7 @@ def main():
     name = f"bench-seed{a.seed}" + ("-inline" if a.inline else "")
     run_dir = ROOT / "runs" / name
     if run_dir.exists() and not a.keep: shutil.rmtree(run_dir)
-    cmd = [sys.executable, "-m", "w2s_nb.cli", "run", str(ROOT / "configs" / "default.yaml"),
+    cmd = [sys.executable, "-c", "import sys; from w2s_nb.cli import main; sys.exit(main(sys.argv[1:]))", "run", str(ROOT / "configs" / "default.yaml"),
            "--set", f"name={name}", "--set", f"seed={a.seed}", "--set", f"out_dir={ROOT / 'runs'}",
            *[x for s in a.set for x in ("--set", s)], *(["--inline"] if a.inline else [])]
     t0 = time.time()

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def timed_run(name: str, sets: list[str], inline: bool) -> float:
     shutil.rmtree(ROOT / "runs" / name, ignore_errors=True)
-    cmd = [sys.executable, "-m", "w2s_nb.cli", "run", str(ROOT / "configs" / "default.yaml"), "--set", f"name={name}",
+    cmd = [sys.executable, "-c", "import sys; from w2s_nb.cli import main; sys.exit(main(sys.argv[1:]))", "run", str(ROOT / "configs" / "default.yaml"), "--set", f"name={name}",
            "--set", f"out_dir={ROOT / 'runs'}", *[x for s in sets for x in ("--set", s)], *(["--inline"] if inline else [])]
     t0 = time.time()
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
