@@ -56,8 +56,6 @@ def test_notebooks_execute():
     _run(["nbdev_test", "--n_workers", "2", "--timing", "--skip_file_re", "^([_.]|tutorial)"], ROOT)
 
 
-@pytest.mark.skip(reason="the current embedded world (issue 5) leaves M_plus too unconfident for Stage II pairs at the "
-                         "tutorial's small size; re-enable once the world shows the weak-to-strong effect")
 def test_tutorial_executes_at_small_size(tmp_path):
     """The teaching walkthrough runs top to bottom under papermill (small settings) and draws its figures."""
     import json

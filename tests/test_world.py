@@ -5,23 +5,42 @@ from w2s_nb.answers import extract_answer
 from w2s_nb.data import load_gsm8k
 from w2s_nb.models import ModelRef, load_model, load_tokenizer, resolve_model_path
 from w2s_nb.config import ModelConfig
-from w2s_nb.world import WorldSpec, corpus, dataset, gsm_record, world_data_paths, world_model_path
+from w2s_nb.world import WorldSpec, corpus, dataset, doc_text, gsm_record, pack, world_data_paths, world_model_path
 
 
 def test_problems_are_deterministic_and_correct():
     a, b = dataset(3, 50), dataset(3, 50)
     assert a == b and len({p["question"] for p in a}) == 50
     for p in a:
-        x = None
-        for _, l, op, r, c, _ in p["lines"]:
-            assert c == {"+": l + r, "-": l - r, "*": l * r, "/": l // r}[op] and (op != "/" or l % r == 0)
+        prev = None
+        for i, (_, _, l, op, r, c) in enumerate(p["lines"]):
+            assert (op is None) == (i == 0 and "of" not in p["question"].split(".")[0])  # opening restated
+            assert op is None or c == {"+": l + r, "-": l - r, "*": l * r}[op]
+            assert 1 <= c <= WorldSpec().maxv and (prev is None or l == prev)  # each step continues from the last total
+            prev = c
         assert extract_answer(gsm_record(p)["answer"], "gsm8k") == str(p["answer"]) == str(c)
+        assert p["question"].count(".") == len(p["lines"]) and gsm_record(p)["answer"].count("\n") == len(p["lines"])
 
 
 def test_corpus_mixes_formats():
-    docs = corpus(1, 200)
-    assert sum(d.startswith("Question:") for d in docs) < sum(d.startswith(("Problem:", "Q:", "Exercise:", "Task:", "Puzzle:")) for d in docs)
+    docs = [doc_text(d) for d in corpus(1, 200)]
+    assert sum(d.startswith("Question:") for d in docs) < sum(d.startswith(("Problem:", "Q:", "Exercise:", "Task:")) for d in docs)
     assert any(" = " in d and "Question" not in d and ":" not in d.splitlines()[0] for d in docs)  # drills
+
+
+def test_pack_masks_questions_and_keeps_numbers_whole():
+    tok = load_tokenizer(ModelRef(resolve_model_path("world:weak")), ModelConfig(path="world:weak"))
+    assert all(len(tok(f" {n}", add_special_tokens=False)["input_ids"]) == 1 for n in range(1, WorldSpec().maxv + 1))
+    docs = corpus(2, 40)
+    ids, labels = pack(docs, tok, 64)
+    assert ids.shape == labels.shape and ids.shape[1] == 64
+    kept = labels != -100
+    assert (ids[kept] == labels[kept]).all() and 0.3 < kept.float().mean() < 0.95  # questions are masked, the rest trained
+    q = docs[next(i for i, d in enumerate(docs) if len(d) > 1)][1][0]  # a question segment
+    q_ids = tok(q, add_special_tokens=False)["input_ids"]
+    flat_ids, flat_lab = ids.flatten().tolist(), labels.flatten().tolist()
+    at = next(i for i in range(len(flat_ids)) if flat_ids[i:i + len(q_ids)] == q_ids)
+    assert set(flat_lab[at:at + len(q_ids)]) == {-100}
 
 
 def test_data_files_load_with_the_gsm8k_loader(tmp_path):
