@@ -11,12 +11,9 @@ import argparse
 import json
 import resource
 import shutil
-import subprocess
 import sys
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from _w2s import ROOT, w2s_run
 
 
 def main():
@@ -29,15 +26,10 @@ def main():
     name = f"bench-seed{a.seed}" + ("-inline" if a.inline else "")
     run_dir = ROOT / "runs" / name
     if run_dir.exists() and not a.keep: shutil.rmtree(run_dir)
-    cmd = [sys.executable, "-c", "import sys; from w2s_nb.cli import main; sys.exit(main(sys.argv[1:]))", "run", str(ROOT / "configs" / "default.yaml"),
-           "--set", f"name={name}", "--set", f"seed={a.seed}", "--set", f"out_dir={ROOT / 'runs'}",
-           *[x for s in a.set for x in ("--set", s)], *(["--inline"] if a.inline else [])]
-    t0 = time.time()
-    r = subprocess.run(cmd, cwd=ROOT)
-    wall = time.time() - t0
+    rc, wall = w2s_run(name, [f"seed={a.seed}", *a.set], inline=a.inline)
     peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-    print(f"\nexit {r.returncode}; wall time {wall / 60:.1f} min ({wall:.0f} s); peak RSS {peak_gib:.2f} GiB")
-    if r.returncode: sys.exit(r.returncode)
+    print(f"\nexit {rc}; wall time {wall / 60:.1f} min ({wall:.0f} s); peak RSS {peak_gib:.2f} GiB")
+    if rc: sys.exit(rc)
     m = json.loads((run_dir / "eval" / "metrics.json").read_text())["models"]
     for k, v in m.items():
         pgr = "" if v.get("pgr") is None else f"  PGR {v['pgr']:.2f}"

@@ -8,21 +8,15 @@ Runs the same config twice from scratch — `w2s run --inline` (stage functions 
 """
 import argparse
 import shutil
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from _w2s import ROOT, w2s_run
 
 
 def timed_run(name: str, sets: list[str], inline: bool) -> float:
     shutil.rmtree(ROOT / "runs" / name, ignore_errors=True)
-    cmd = [sys.executable, "-c", "import sys; from w2s_nb.cli import main; sys.exit(main(sys.argv[1:]))", "run", str(ROOT / "configs" / "default.yaml"), "--set", f"name={name}",
-           "--set", f"out_dir={ROOT / 'runs'}", *[x for s in sets for x in ("--set", s)], *(["--inline"] if inline else [])]
-    t0 = time.time()
-    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    return time.time() - t0
+    rc, wall = w2s_run(name, sets, inline=inline, quiet=True)
+    if rc: raise SystemExit(f"w2s run {name} failed (exit {rc})")
+    return wall
 
 
 def main():

@@ -78,6 +78,13 @@ def test_override_parsing():
         apply_overrides({"seed": 1}, {"seed.x": 2})
 
 
+def test_exponent_numbers_are_floats_in_files_and_overrides(tmp_path):
+    (tmp_path / "c.yaml").write_text("strong:\n  sft: {lr: 2e-5}\nstage2:\n  pref: {lr: 5E-7}\n")
+    cfg = load_config(tmp_path / "c.yaml", ["weak.sft.lr=3e-4"])
+    assert (cfg.strong.sft.lr, cfg.stage2.pref.lr, cfg.weak.sft.lr) == (2e-5, 5e-7, 3e-4)
+    assert parse_override("name='1e3'") == ("name", "1e3") and parse_override("seed=12") == ("seed", 12)
+
+
 def test_from_dict_and_validate_direct():
     cfg = from_dict(RunConfig, {"stage2": {"tau": 0.5}})
     assert validate(cfg).stage2.tau == 0.5

@@ -14,7 +14,7 @@ from w2s_nb.pipeline import StageFailed, run_pipeline
 from w2s_nb.rundir import LOCK_ENV, STAGES, read_json, read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
-W2S = [sys.executable, "-c", "import sys; from w2s_nb.cli import main; sys.exit(main(sys.argv[1:]))"]  # the `w2s` command
+W2S = [sys.executable, "-m", "w2s_nb.cli"]  # the `w2s` command
 
 
 def tiny(tmp_path, name="t", **extra):

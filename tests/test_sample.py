@@ -47,6 +47,32 @@ def test_batched_greedy_equals_one_by_one(mt):
     assert batched == single
 
 
+def test_token_budget_shrinks_batches_of_long_prompts(mt, monkeypatch):
+    model, tok = mt
+    long = [{"id": f"l{i}", "prompt": "Question: " + " plus ".join(["7"] * 30) + f" plus {i}?\nAnswer:"} for i in range(4)]
+    prompts, calls = long + PROMPTS, []
+    gen = model.generate
+    def spy(*a, **k):
+        calls.append(tuple(k["input_ids"].shape)); return gen(*a, **k)
+    monkeypatch.setattr(model, "generate", spy)
+    plain = sample(model, tok, prompts, max_new_tokens=6, batch_size=8)
+    assert [b for b, _ in calls] == [8, 6]
+    longest = max(len(tok(p["prompt"])["input_ids"]) for p in long)
+    budget = 2 * (longest + 6)                                # two long prompts a call; short ones fit 8
+    calls.clear()
+    budgeted = sample(model, tok, prompts, max_new_tokens=6, batch_size=8, max_batch_tokens=budget)
+    assert calls[0] == (2, longest) and calls[1][0] == 2 and sum(b for b, _ in calls) == len(prompts)
+    assert max(b for b, _ in calls) == 8 and budgeted == plain  # greedy output does not depend on batching
+    import w2s_nb.sample as S                                  # the run config's budget reaches the batches
+    sizes, hf = [], S.hf_generate
+    monkeypatch.setattr(S, "hf_generate", lambda m, t, ps, *a: sizes.append(len(ps)) or hf(m, t, ps, *a))
+    got = generate_texts(ModelRef(model.name_or_path), ModelConfig(path=model.name_or_path, finetune="lora"), prompts,
+                         SamplingConfig(batch_size=8, max_batch_tokens=budget, max_new_tokens=6, stop=[]))
+    assert sizes == [b for b, _ in calls] and got == plain
+    with pytest.raises(ValueError, match="longest first"):
+        S.batch_bounds([1, 2], 1, 8, 6)
+
+
 def test_stop_strings_stop_and_trim(mt, monkeypatch):
     model, tok = mt
     lengths = []

@@ -87,3 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"w2s: {e}", file=sys.stderr)
         return 2
+
+# %% ../nbs/14_cli.ipynb #104c391a
+#| eval: false
+if __name__ == "__main__": sys.exit(main())

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -18,7 +19,7 @@ import yaml
 __all__ = ['DATASETS', 'ANSWER_FORMATS', 'FINETUNE', 'DTYPES', 'DEMO_CHOICES', 'VARIANTS', 'PREF_METHODS', 'DEVICES', 'opt',
            'DataConfig', 'LoraSettings', 'SFTSettings', 'ModelConfig', 'SamplingConfig', 'Stage1Config', 'PrefSettings',
            'Stage2Config', 'EvalConfig', 'RunConfig', 'ConfigError', 'config_errors', 'validate', 'from_dict',
-           'to_dict', 'parse_override', 'apply_overrides', 'read_yaml', 'load_config', 'save_config']
+           'to_dict', 'parse_yaml', 'parse_override', 'apply_overrides', 'read_yaml', 'load_config', 'save_config']
 
 # %% ../nbs/00_config.ipynb #5da38ebc
 def opt(default: Any = dataclasses.MISSING, *, choices=None, ge=None, gt=None, le=None, lt=None,
@@ -91,7 +92,9 @@ class ModelConfig:
 class SamplingConfig:
     "Batched generation (transformers `generate`, optional vLLM)."
     backend: str = opt("hf", choices=("hf", "vllm"))
-    batch_size: int = opt(32, ge=1)
+    batch_size: int = opt(32, ge=1, help="generated sequences per `generate` call (at most)")
+    max_batch_tokens: Optional[int] = opt(None, ge=1, help="also cap a call at this many (prompt + new) tokens, so "
+                                          "long prompts get smaller batches (None: batch_size alone)")
     max_new_tokens: int = opt(512, ge=1)
     stop: list = opt(default_factory=lambda: ["Question", "Answer:"], help="strings that end a solution")
     shard_size: int = opt(256, ge=1, help="records per JSONL shard (resume granularity)")
@@ -254,11 +257,21 @@ def to_dict(cfg) -> dict:
     "A config as a plain nested dict (YAML/JSON ready)."
     return dataclasses.asdict(cfg)
 
+class _YamlLoader(yaml.SafeLoader):
+    "PyYAML's safe loader, except that `2e-5` is a float (YAML 1.2), not the string YAML 1.1 makes of it."
+
+_YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                                  list("-+0123456789"))
+
+def parse_yaml(text: str) -> Any:
+    "YAML text → Python objects, safely (no arbitrary tags); exponent numbers such as `3e-4` are floats."
+    return yaml.load(text, Loader=_YamlLoader)
+
 def parse_override(s: str) -> tuple[str, Any]:
     "`'a.b=1'` → `('a.b', 1)`; the value is parsed as YAML (`true`, `0.5`, `[a, b]`, `null`)."
     if "=" not in s: raise ConfigError(f"override {s!r}: expected KEY=VALUE, e.g. stage2.method=orpo")
     k, v = s.split("=", 1)
-    return k.strip(), yaml.safe_load(v) if v.strip() else ""
+    return k.strip(), parse_yaml(v) if v.strip() else ""
 
 def apply_overrides(d: dict, overrides: dict | list | None) -> dict:
     "Set dotted keys (`{'stage2.tau': 0.7}` or `['stage2.tau=0.7']`) in a nested dict (copy)."
@@ -277,7 +290,7 @@ def read_yaml(path) -> dict:
     "Read a YAML config file, following `extends:` (relative to the file) recursively."
     path = Path(path)
     if not path.exists(): raise ConfigError(f"config file not found: {path}")
-    try: d = yaml.safe_load(path.read_text()) or {}
+    try: d = parse_yaml(path.read_text()) or {}
     except yaml.YAMLError as e: raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(d, dict): raise ConfigError(f"{path}: expected a mapping at the top level")
     base = d.pop("extends", None)

@@ -13,10 +13,10 @@ from typing import Optional
 
 import matplotlib
 import numpy as np
-import yaml
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from .config import parse_yaml
 from .rundir import atomic_write_text, read_json, read_jsonl
 
 # %% auto #0
@@ -47,7 +47,7 @@ def load_run(run_dir) -> dict:
     return dict(root=root, name=root.resolve().name, metrics=metrics, models=models,
                 stage1=_read_optional(root / "stage1" / "stage1_metrics.json"),
                 stage2=_read_optional(root / "stage2" / "stage2_metrics.json"),
-                config=yaml.safe_load(cp.read_text()) if cp.exists() else {})
+                config=parse_yaml(cp.read_text()) if cp.exists() else {})
 
 def train_log_path(root, entry: dict) -> Optional[Path]:
     "The `train_log.jsonl` of a `models.json` entry (newest adapter, else base), or None."

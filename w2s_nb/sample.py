@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Callable, Optional
@@ -23,7 +22,8 @@ from .rundir import atomic_dir, atomic_write_text
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'trim_at_stop', 'hf_generate', 'read_shards', 'sample', 'vllm_problem', 'vllm_generate_fn', 'generate_texts']
+__all__ = ['log', 'trim_at_stop', 'hf_generate', 'read_shards', 'batch_bounds', 'sample', 'vllm_problem', 'vllm_generate_fn',
+           'generate_texts']
 
 # %% ../nbs/06_sample.ipynb #86090edd
 def trim_at_stop(text: str, stop) -> str:
@@ -91,12 +91,26 @@ def _batch_seed(seed: int, first_id) -> int:
     "A batch's seed: from the run seed and the batch's first id (stable when a resumed run re-forms batches)."
     return int(hashlib.sha256(f"{seed}:{first_id}".encode()).hexdigest()[:8], 16)
 
+# %% ../nbs/06_sample.ipynb #5cd35c97
+def batch_bounds(lens: list, seqs_per_prompt: int, batch_size: int, max_new_tokens: int,
+                 max_batch_tokens: Optional[int] = None) -> list:
+    "`[(start, stop)]` batches over prompts of token lengths `lens` (sorted longest first) within both limits."
+    if any(a < b for a, b in zip(lens, lens[1:])): raise ValueError("batch_bounds: lens must be sorted longest first")
+    per_batch, out, b = max(1, batch_size // seqs_per_prompt), [], 0
+    while b < len(lens):
+        k = per_batch if max_batch_tokens is None else \
+            min(per_batch, max(1, max_batch_tokens // ((lens[b] + max_new_tokens) * seqs_per_prompt)))
+        out.append((b, min(b + k, len(lens))))
+        b += k
+    return out
+
 # %% ../nbs/06_sample.ipynb #d4216479
 def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
            max_new_tokens: int = 256, stop=None, batch_size: int = 32, seed: int = 0, out_dir=None,
-           shard_size: int = 256, generate_fn: Optional[Callable] = None) -> list:
+           shard_size: int = 256, generate_fn: Optional[Callable] = None, max_batch_tokens: Optional[int] = None) -> list:
     """`n` completions per prompt → `[{id, prompt, samples}]` in input order; resumable via JSONL shards in `out_dir`.
-    `batch_size` counts generated sequences per `generate` call; `temperature=0` is greedy."""
+    `batch_size` counts generated sequences per `generate` call, `max_batch_tokens` (optional) their prompt + new
+    tokens; `temperature=0` is greedy."""
     if n < 1: raise ValueError(f"n={n}: expected >= 1")
     if temperature < 0: raise ValueError(f"temperature={temperature}: expected >= 0")
     if not 0 < top_p <= 1: raise ValueError(f"top_p={top_p}: expected 0 < top_p <= 1")
@@ -114,20 +128,22 @@ def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_
     if todo:
         generate_fn = generate_fn or (lambda ps, s: hf_generate(model, tokenizer, ps, n, temperature, top_p,
                                                                 max_new_tokens, stop, s))
-        per_batch = max(1, batch_size if temperature == 0 else batch_size // n)
         if tokenizer is not None:
             tokenizer.padding_side = "left"
             lens = [len(tokenizer(r["prompt"])["input_ids"]) for r in todo]
         else: lens = [len(r["prompt"]) for r in todo]
-        todo = [r for _, r in sorted(zip(lens, todo), key=lambda x: -x[0])]  # longest first: OOM shows early
+        order = sorted(range(len(todo)), key=lambda i: -lens[i])  # longest first: OOM shows early
+        todo, lens = [todo[i] for i in order], [lens[i] for i in order]
+        bounds = batch_bounds(lens, 1 if temperature == 0 else n, batch_size, max_new_tokens,
+                              max_batch_tokens if tokenizer is not None else None)
         shard, buf = (_next_shard(out_dir) if out_dir is not None else 0), []
-        for b in tqdm(range(0, len(todo), per_batch), total=math.ceil(len(todo) / per_batch), desc="sampling"):
-            batch = todo[b:b + per_batch]
+        for b, e in tqdm(bounds, desc="sampling"):
+            batch = todo[b:e]
             outs = generate_fn([r["prompt"] for r in batch], _batch_seed(seed, batch[0]["id"]))
             for r, s in zip(batch, outs):
                 done[r["id"]] = rec = {**r, "samples": s}
                 buf.append(rec)
-            while out_dir is not None and (len(buf) >= shard_size or (buf and b + per_batch >= len(todo))):
+            while out_dir is not None and (len(buf) >= shard_size or (buf and e >= len(todo))):
                 part, buf = buf[:shard_size], buf[shard_size:]
                 atomic_write_text(Path(out_dir) / f"shard-{shard:05d}.jsonl", "".join(json.dumps(x) + "\n" for x in part))
                 shard += 1
@@ -181,7 +197,8 @@ def generate_texts(ref: ModelRef, cfg: ModelConfig, prompts: list, sampling: Sam
             return [done[r["id"]] for r in recs]
     device = resolve_device(device)
     kw = dict(n=n, temperature=temperature, top_p=top_p, max_new_tokens=sampling.max_new_tokens, stop=sampling.stop,
-              batch_size=sampling.batch_size, seed=seed, out_dir=out_dir, shard_size=sampling.shard_size)
+              batch_size=sampling.batch_size, max_batch_tokens=sampling.max_batch_tokens, seed=seed, out_dir=out_dir,
+              shard_size=sampling.shard_size)
     if sampling.backend == "vllm":
         if (problem := vllm_problem(device)) is None:
             import tempfile
