@@ -108,3 +108,33 @@ def test_kill_mid_stage_then_rerun_loses_and_duplicates_nothing(tmp_path):
     assert len(ids) == len(set(ids)) == 48
     shard_ids = [x["id"] for p in sorted(shards.glob("shard-*.jsonl")) for x in read_jsonl(p)]
     assert sorted(shard_ids) == sorted(ids)
+
+
+def _nb(path, *sources):
+    import nbformat
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_shared_kernel_clean_namespace_same_process_and_replaced_when_dead(tmp_path):
+    import papermill as pm
+    from w2s_nb.pipeline import StageKernel
+    first = _nb(tmp_path / "a.ipynb", "import os, json\nleft_over = 1\nopen('pid_a', 'w').write(str(os.getpid()))")
+    second = _nb(tmp_path / "b.ipynb", "import os\nassert 'left_over' not in globals() and 'json' not in globals()\n"
+                                       "open('pid_b', 'w').write(str(os.getpid()))")
+    with StageKernel(tmp_path) as k:
+        for nb in (first, second):
+            pm.execute_notebook(str(nb), str(tmp_path / f"out-{nb.name}"), kernel_name="python3", progress_bar=False,
+                                km=k.fresh_namespace())
+        pid = (tmp_path / "pid_a").read_text()
+        assert (tmp_path / "pid_b").read_text() == pid      # one kernel process ran both notebooks
+        os.kill(int(pid), signal.SIGKILL)                     # a dead kernel (e.g. out of memory) is replaced
+        deadline = time.time() + 30
+        while k.km.is_alive() and time.time() < deadline: time.sleep(0.1)
+        pm.execute_notebook(str(second), str(tmp_path / "out-c.ipynb"), kernel_name="python3", progress_bar=False,
+                            km=k.fresh_namespace())
+        assert (tmp_path / "pid_b").read_text() != pid
+        km = k.km
+    assert not km.has_kernel                                  # closed with the run

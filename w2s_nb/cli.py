@@ -30,7 +30,8 @@ def _run(args) -> int:
     cfg = load_config(args.config, args.set)  # the whole config is validated before any stage runs
     try:
         rd = run_pipeline(cfg, overrides=args.set, only=args.only, start=args.start, until=args.until,
-                          force=args.force, inline=args.inline, config_file=args.config)
+                          force=args.force, inline=args.inline, config_file=args.config,
+                          fresh_kernels=args.fresh_kernels)
     except (StageFailed, RunLockedError) as e:
         print(f"w2s run: {e}", file=sys.stderr)
         return 1
@@ -68,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--until", default=None, metavar="STAGE", help="last stage to run")
     run.add_argument("--force", action="store_true", help="redo the selected stages even if they are up to date")
     run.add_argument("--inline", action="store_true", help="call the stage functions in this process instead of papermill")
+    run.add_argument("--fresh-kernels", action="store_true",
+                     help="a new kernel for every stage notebook (default: one kernel, namespace reset between stages)")
     run.set_defaults(func=_run)
     rep = sub.add_parser("report", help="draw a run's figures and results.md; several runs: one comparison table and figure")
     rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

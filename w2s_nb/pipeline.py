@@ -5,6 +5,7 @@
 # %% ../nbs/13_pipeline.ipynb #6391f601
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from .rundir import (STAGES, RunDir, atomic_write_text, git_commit, run_lock, sh
 
 # %% auto #0
 __all__ = ['STAGE_NOTEBOOKS', 'STAGE_PARAMS', 'stage_params', 'select_stages', 'input_fingerprints', 'StageFailed',
-           'notebooks_dir', 'stage_functions', 'execute_stage', 'prepare_run', 'run_pipeline']
+           'notebooks_dir', 'stage_functions', 'execute_stage', 'StageKernel', 'prepare_run', 'run_pipeline']
 
 # %% ../nbs/13_pipeline.ipynb #41a80664
 STAGE_NOTEBOOKS = {"data": "02_data.ipynb", "weak": "08_weak.ipynb", "stage1": "09_stage1.ipynb",
@@ -73,8 +74,9 @@ def stage_functions() -> dict:
     return {"data": data.run_data, "weak": weak.run_weak, "stage1": stage1.run_stage1, "stage2": stage2.run_stage2,
             "eval": ev.run_eval, "report": lambda cfg, rd: report.make_report(rd.root)}
 
-def execute_stage(stage: str, rd: RunDir, cfg: RunConfig, inline: bool = False) -> Path | None:
-    "Run one stage: its notebook under papermill (default) or its function in this process."
+def execute_stage(stage: str, rd: RunDir, cfg: RunConfig, inline: bool = False, kernel=None) -> Path | None:
+    """Run one stage: its notebook under papermill (default) or its function in this process.
+    `kernel`: a `StageKernel` to run the notebook in (None: papermill starts a fresh kernel)."""
     if inline:
         stage_functions()[stage](cfg, rd); return None
     import papermill as pm
@@ -84,11 +86,41 @@ def execute_stage(stage: str, rd: RunDir, cfg: RunConfig, inline: bool = False) 
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         pm.execute_notebook(str(src), str(out), parameters=dict(run_dir=str(rd.root.resolve()), config_file=str(rd.config_path.resolve())),
-                            kernel_name="python3", progress_bar=False, cwd=str(src.parent))
+                            kernel_name="python3", progress_bar=False, cwd=str(src.parent),
+                            **(dict(km=kernel.fresh_namespace()) if kernel is not None else {}))
     except pm.PapermillExecutionError as e:
         raise StageFailed(f"stage '{stage}' failed with {e.ename}: {e.evalue}\n"
                           f"The executed notebook with the full traceback is {out}") from None
     return out
+
+# %% ../nbs/13_pipeline.ipynb #536bd2de
+class StageKernel:
+    "A Jupyter kernel shared by the stage notebooks of one run; `fresh_namespace()` before each notebook."
+    def __init__(self, cwd, kernel_name: str = "python3"): self.cwd, self.kernel_name, self.km = Path(cwd), kernel_name, None
+
+    def _start(self):
+        from jupyter_client.manager import KernelManager
+        self.km = KernelManager(kernel_name=self.kernel_name)
+        self.km.start_kernel(cwd=str(self.cwd))
+
+    def fresh_namespace(self):
+        "The kernel manager, with its kernel alive and its user namespace emptied."
+        if self.km is None or not self.km.is_alive():
+            self.close(); self._start()
+        kc = self.km.client(); kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=120)
+            reply = kc.execute_interactive("get_ipython().run_line_magic('reset', '-f')", timeout=120, output_hook=lambda m: None)
+            if reply["content"]["status"] != "ok": raise RuntimeError(f"could not reset the stage kernel: {reply['content']}")
+        finally: kc.stop_channels()
+        return self.km
+
+    def close(self):
+        if self.km is not None and self.km.has_kernel: self.km.shutdown_kernel(now=True)
+        self.km = None
+
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
 
 # %% ../nbs/13_pipeline.ipynb #6f7e30b4
 def prepare_run(cfg: RunConfig, overrides=None, config_file=None) -> RunDir:
@@ -103,11 +135,13 @@ def prepare_run(cfg: RunConfig, overrides=None, config_file=None) -> RunDir:
     return rd
 
 def run_pipeline(cfg: RunConfig, overrides=None, only=None, start=None, until=None, force: bool = False,
-                 inline: bool = False, config_file=None, log=print) -> RunDir:
-    "Run the selected stages in order, skipping finished ones; return the run directory."
+                 inline: bool = False, config_file=None, log=print, fresh_kernels: bool = False) -> RunDir:
+    """Run the selected stages in order, skipping finished ones; return the run directory.
+    Notebooks share one kernel (namespace reset between them) unless `fresh_kernels`."""
     stages = select_stages(only, start, until)
     rd = RunDir(Path(cfg.out_dir) / cfg.name)
-    with run_lock(rd.root):
+    no_shared_kernel = inline or fresh_kernels
+    with run_lock(rd.root), (contextlib.nullcontext() if no_shared_kernel else StageKernel(notebooks_dir())) as kernel:
         rd = prepare_run(cfg, overrides, config_file)
         inputs, keys, prev = {}, {}, None
         for stage in STAGES:
@@ -123,7 +157,7 @@ def run_pipeline(cfg: RunConfig, overrides=None, only=None, start=None, until=No
             rd.begin_stage(stage, keys[stage], clear=force)
             rd.record_stage(stage, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
             t0 = time.time()
-            nb = execute_stage(stage, rd, cfg, inline=inline)
+            nb = execute_stage(stage, rd, cfg, inline=inline, kernel=kernel)
             info = rd.finish_stage(stage, keys[stage], time.time() - t0, inputs=inputs[stage])
             rd.record_stage(stage, notebook=str(nb.relative_to(rd.root)) if nb else None)
             log(f"✓ {stage:7s} done in {info['wall_s']:.1f} s")
