@@ -129,6 +129,8 @@ def test_shared_kernel_clean_namespace_same_process_and_replaced_when_dead(tmp_p
             pm.execute_notebook(str(nb), str(tmp_path / f"out-{nb.name}"), kernel_name="python3", progress_bar=False,
                                 km=k.fresh_namespace())
         pid = (tmp_path / "pid_a").read_text()
+        import nbformat                                       # cells numbered from 1, as in a fresh kernel
+        assert nbformat.read(tmp_path / "out-b.ipynb", 4).cells[0].execution_count == 1
         assert (tmp_path / "pid_b").read_text() == pid      # one kernel process ran both notebooks
         os.kill(int(pid), signal.SIGKILL)                     # a dead kernel (e.g. out of memory) is replaced
         deadline = time.time() + 30

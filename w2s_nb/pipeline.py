@@ -110,7 +110,8 @@ class StageKernel:
         kc = self.km.client(); kc.start_channels()
         try:
             kc.wait_for_ready(timeout=120)
-            reply = kc.execute_interactive("get_ipython().run_line_magic('reset', '-f')", timeout=120, output_hook=lambda m: None)
+            reply = kc.execute_interactive("get_ipython().run_line_magic('reset', '-f'); get_ipython().execution_count = 1",
+                                           store_history=False, timeout=120, output_hook=lambda m: None)
             if reply["content"]["status"] != "ok": raise RuntimeError(f"could not reset the stage kernel: {reply['content']}")
         finally: kc.stop_channels()
         return self.km
