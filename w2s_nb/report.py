@@ -136,7 +136,8 @@ def plot_accuracy(metrics: dict, run_name: str = "") -> Figure:
     for xi, (name, m), h in zip(x, items, hi):
         txt = f"{_pct(m['accuracy'])}"
         if is_w2s(m): txt += "\nPGR " + ("n/a" if m.get("pgr") is None else f"{m['pgr']:.2f}")
-        ax.text(xi, h + 0.015 * top, txt, ha="center", va="bottom", fontsize=7.5, linespacing=1.1)
+        ax.text(xi, h + 0.015 * top, txt, ha="center", va="bottom", fontsize=7.5, linespacing=1.1, zorder=3,
+                bbox=dict(facecolor="white", edgecolor="none", pad=0.6))  # readable over the floor/ceiling lines
     handles = [Patch(facecolor=GROUPS[g][1], edgecolor="black", label=GROUPS[g][0]) for g in GROUPS
                if any(m["group"] == g for _, m in items)]
     ms = metrics["models"]
