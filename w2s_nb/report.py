@@ -151,7 +151,7 @@ def plot_accuracy(metrics: dict, run_name: str = "") -> Figure:
     ax.set_xticks(x, [short_label(n, m) for n, m in items], rotation=30, ha="right")
     ylim = top * 1.2 if top > 5 else top * 1.3  # head-room for the value / PGR labels, even near 100%
     ax.set_ylim(0, ylim)
-    ax.set_yticks([t for t in ax.get_yticks() if 0 <= t <= min(100, ylim)]); ax.set_ylim(0, ylim)
+    ax.set_yticks([t for t in ax.get_yticks() if 0 <= t <= min(100, ylim)])
     ax.set_ylabel("test accuracy (%)")
     ax.set_xlabel("model")
     maj = max(m.get("majority_n") or 1 for _, m in items)

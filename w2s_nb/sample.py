@@ -130,7 +130,7 @@ def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_
                                                                 max_new_tokens, stop, s))
         if tokenizer is not None:
             tokenizer.padding_side = "left"
-            lens = [len(tokenizer(r["prompt"])["input_ids"]) for r in todo]
+            lens = [len(ids) for ids in tokenizer([r["prompt"] for r in todo])["input_ids"]]  # one batched call
         else: lens = [len(r["prompt"]) for r in todo]
         order = sorted(range(len(todo)), key=lambda i: -lens[i])  # longest first: OOM shows early
         todo, lens = [todo[i] for i in order], [lens[i] for i in order]
