@@ -1,9 +1,29 @@
-"Shared fixtures: a tiny tokenizer + Llama saved as a normal HF directory (no downloads)."
+"""Shared fixtures: a tiny tokenizer + Llama saved as a normal HF directory (no downloads), and the real data.
+
+Tests that need the real GSM8K / MATH files take the `real_data` fixture: the folder in `$W2S_DATA_DIR`
+(CI sets it to ../shared/data). Without it they are skipped with the reason, unless
+`W2S_REQUIRE_DATA=1` (CI), which turns the skip into a failure so that CI runs them all."""
+import os
 import random
+from pathlib import Path
 
 import pytest
 
 from w2s_nb.models import build_tokenizer, new_llama
+
+REAL_FILES = ("gsm8k/train.jsonl", "gsm8k/test.jsonl", "math/test.jsonl", "math/test5000_hendrycks.jsonl")
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    "The folder with the real GSM8K / MATH JSONL files, or skip (fail under W2S_REQUIRE_DATA=1)."
+    d = os.environ.get("W2S_DATA_DIR")
+    missing = [f for f in REAL_FILES if not d or not (Path(d) / f).is_file()]
+    if not missing: return Path(d)
+    why = (f"needs the real GSM8K / MATH files ({', '.join(missing)} missing): set W2S_DATA_DIR to a folder holding "
+           f"{', '.join(REAL_FILES)} (W2S_DATA_DIR={d!r})")
+    if os.environ.get("W2S_REQUIRE_DATA") == "1": pytest.fail(why + " [W2S_REQUIRE_DATA=1]")
+    pytest.skip(why)
 
 
 def tiny_corpus(n: int = 200, seed: int = 0) -> list[str]:

@@ -12,19 +12,20 @@ from w2s_nb.answers import extract_answer, normalize_answer
 from w2s_nb.config import DataConfig
 from w2s_nb.data import (COLUMNS, DataError, answer_format, chat_messages, data_files, few_shot_prompt, format_prompt, load_gsm8k,
                          load_jsonl, load_math, load_pool_and_test, make_splits, read_records, resolve_data_dir,
-                         run_data, save_split_ids, sft_examples, sft_target, split_gsm8k_solution, zero_shot_prompt)
+                         run_data, save_split_ids, sft_examples, sft_target, split_gsm8k_solution, zero_shot_prompt,
+                         data_inputs, data_source, load_hub, DEFAULT_HUB)
 
-DATA = resolve_data_dir()
-
-
-@pytest.fixture(scope="module")
-def gsm8k():
-    return load_pool_and_test(DataConfig(dataset="gsm8k"))
+FIXTURES = Path(__file__).resolve().parent.parent / "nbs" / "fixtures"   # tiny made-up files in the real formats
 
 
 @pytest.fixture(scope="module")
-def math_data():
-    return load_pool_and_test(DataConfig(dataset="math"))
+def gsm8k(real_data):
+    return load_pool_and_test(DataConfig(dataset="gsm8k", data_dir=str(real_data)))
+
+
+@pytest.fixture(scope="module")
+def math_data(real_data):
+    return load_pool_and_test(DataConfig(dataset="math", data_dir=str(real_data)))
 
 
 # ---------------------------------------------------------------- loaders on the real files
@@ -42,7 +43,8 @@ def test_gsm8k_loader(gsm8k):
     assert sorted({a for a in pool["answer"] if "," in a})[:2] == ["1,000,000", "1,080"]   # answers kept as written
 
 
-def test_math_loader(math_data):
+def test_math_loader(math_data, real_data):
+    DATA = real_data
     pool, test = math_data
     assert (len(pool), len(test)) == (4500, 500)                 # the 4500 non-MATH500 problems / MATH500
     assert Counter(test["level"]) == {1: 43, 2: 90, 3: 105, 4: 128, 5: 134}
@@ -58,12 +60,50 @@ def test_math_loader(math_data):
 def test_answer_format_and_data_dir(monkeypatch, tmp_path):
     assert [answer_format(DataConfig(dataset=d)) for d in ("gsm8k", "math", "world", "jsonl")] == ["gsm8k", "math", "gsm8k", "gsm8k"]
     assert answer_format(DataConfig(dataset="jsonl", path="x", answer_format="math")) == "math"
-    assert resolve_data_dir() == Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    monkeypatch.delenv("W2S_DATA_DIR", raising=False)
+    assert resolve_data_dir() is None                                    # no default folder outside the project
+    assert data_source(DataConfig(dataset="gsm8k")) == "hub"             # auto: the Hub unless a folder is named
+    with pytest.raises(DataError, match="data.source=local needs data.data_dir or \\$W2S_DATA_DIR"):
+        load_pool_and_test(DataConfig(dataset="gsm8k", source="local"))
     monkeypatch.setenv("W2S_DATA_DIR", str(tmp_path))
-    assert resolve_data_dir() == tmp_path
-    assert resolve_data_dir(DataConfig(data_dir=str(DATA))) == DATA       # the config wins over the env
+    assert resolve_data_dir() == tmp_path and data_source(DataConfig(dataset="gsm8k")) == "local"
+    assert resolve_data_dir(DataConfig(data_dir=str(FIXTURES))) == FIXTURES       # the config wins over the env
     with pytest.raises(DataError, match=r"gsm8k/train.jsonl: file not found"):
         load_pool_and_test(DataConfig(dataset="gsm8k"))
+
+
+def test_hub_loader_reads_a_hub_layout_folder_like_the_local_files(tmp_path):
+    """`load_hub` goes through `datasets.load_dataset` exactly as for the Hub (a folder in the Hub layout stands in
+    for openai/gsm8k); its records equal the local loader's, ids included, so hub and local runs split alike."""
+    entries = [dict(path=str(FIXTURES / "hub" / "gsm8k"), name="main", split="train", revision=DEFAULT_HUB["gsm8k"]["pool"][0]["revision"])]
+    hub = load_hub(entries, "gsm8k", "gsm8k", "data.hub.pool")
+    local = load_gsm8k(FIXTURES / "data" / "gsm8k" / "train.jsonl")
+    assert hub.to_list() == local.to_list() and len(hub) == 16
+    pool, test = load_pool_and_test(DataConfig(dataset="gsm8k", source="hub", hub={"pool": entries,
+                                    "test": [dict(entries[0], split="test")]}))
+    assert (len(pool), len(test)) == (16, 6) and test[0]["id"] == "gsm8k-test-00000"
+    (tmp_path / "test.jsonl").write_text((FIXTURES / "data" / "math" / "test.jsonl").read_text())
+    bad = [dict(entries[0], path=str(tmp_path), name=None, split="test")]  # MATH rows read as GSM8K
+    with pytest.raises(DataError, match=r"row 1: missing required field 'question'"):
+        load_hub(bad, "gsm8k", "gsm8k", "data.hub.pool")
+
+
+def test_hub_offline_error_names_both_ways(tmp_path):
+    "Offline, with no local folder: one clear error naming the Hub and data.data_dir / $W2S_DATA_DIR."
+    code = "from w2s_nb.data import *; from w2s_nb.config import DataConfig; load_pool_and_test(DataConfig(dataset='gsm8k'))"
+    env = {k: v for k, v in os.environ.items() if k != "W2S_DATA_DIR"} | {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 1 and "DataError: could not load openai/gsm8k (main, train @ 740312a) from the Hugging Face Hub" in r.stderr
+    assert "data.source=local with data.data_dir (or $W2S_DATA_DIR)" in r.stderr
+
+
+def test_data_inputs_pin_hub_revisions_and_hash_local_files():
+    inputs = data_inputs(DataConfig(dataset="math", source="hub"))
+    assert len(inputs) == 15 and inputs["hub:HuggingFaceH4/MATH-500:None:test"] == "6e4ed1a2a79af7d8630a6b768ec859cb5af4d3be"
+    assert inputs["hub:EleutherAI/hendrycks_math:geometry:train"] == "21a5633873b6a120296cce3e2df9d5550074f4a3"
+    local = data_inputs(DataConfig(dataset="gsm8k", data_dir=str(FIXTURES / "data")))
+    assert list(local) == [str(FIXTURES / "data" / "gsm8k" / f) for f in ("train.jsonl", "test.jsonl")]
+    assert all(len(v) == 64 for v in local.values())
 
 
 def test_jsonl_loader_with_field_mapping(tmp_path):
@@ -250,15 +290,17 @@ def test_bad_input_generic_and_json(tmp_path):
 # ---------------------------------------------------------------- the data stage
 
 def test_data_files():
-    assert data_files(DataConfig(dataset="math")) == [DATA / "math" / "test5000_hendrycks.jsonl", DATA / "math" / "test.jsonl"]
-    assert data_files(DataConfig(dataset="gsm8k", test_path="/x/t.jsonl")) == [DATA / "gsm8k" / "train.jsonl", Path("/x/t.jsonl")]
+    DATA = FIXTURES / "data"
+    assert data_files(DataConfig(dataset="math", data_dir=str(DATA))) == [DATA / "math" / "test5000_hendrycks.jsonl", DATA / "math" / "test.jsonl"]
+    assert data_files(DataConfig(dataset="gsm8k", data_dir=str(DATA), test_path="/x/t.jsonl")) == [DATA / "gsm8k" / "train.jsonl", Path("/x/t.jsonl")]
+    assert data_files(DataConfig(dataset="gsm8k", source="hub")) == []
     assert data_files(DataConfig(dataset="jsonl", path="a.jsonl", test_path="b.jsonl")) == [Path("a.jsonl"), Path("b.jsonl")]
 
 
-def test_run_data_writes_the_splits(tmp_path):
+def test_run_data_writes_the_splits(tmp_path, real_data):
     from w2s_nb.config import RunConfig
     from w2s_nb.rundir import RunDir, read_json, read_jsonl
-    cfg = RunConfig(seed=3, data=DataConfig(dataset="math", n_gold1=40, n_gold2=30, n_test=20))
+    cfg = RunConfig(seed=3, data=DataConfig(dataset="math", data_dir=str(real_data), n_gold1=40, n_gold2=30, n_test=20))
     rd = RunDir(tmp_path / "run")
     summary = run_data(cfg, rd)
     assert (summary["gold1"], summary["gold2"], summary["test"], summary["pool"]) == (40, 30, 20, 4500)

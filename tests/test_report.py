@@ -21,7 +21,7 @@ def _write(path: Path, obj):
 
 
 def make_fixture_run(root: Path, floor=0.25, ceiling=0.70, stages=True, n_test=200) -> Path:
-    """A run directory written straight from RUNDIR_FORMATS.md: models.json files with train logs,
+    """A run directory written straight from the run-directory layout (nbs/01_rundir.ipynb): models.json files with train logs,
     stage1/stage2 metrics and eval/metrics.json. Accuracies are made up; no model exists."""
     models = [  # name, stage, group, round, variant, method, accuracy
         ("weak", "weak", "weak_floor", None, None, None, floor),

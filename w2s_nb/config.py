@@ -16,10 +16,11 @@ from typing import Any, Optional
 import yaml
 
 # %% auto #0
-__all__ = ['DATASETS', 'ANSWER_FORMATS', 'FINETUNE', 'DTYPES', 'DEMO_CHOICES', 'VARIANTS', 'PREF_METHODS', 'DEVICES', 'opt',
-           'DataConfig', 'LoraSettings', 'SFTSettings', 'ModelConfig', 'SamplingConfig', 'Stage1Config', 'PrefSettings',
-           'Stage2Config', 'EvalConfig', 'RunConfig', 'ConfigError', 'config_errors', 'validate', 'from_dict',
-           'to_dict', 'parse_yaml', 'parse_override', 'apply_overrides', 'read_yaml', 'load_config', 'save_config']
+__all__ = ['DATASETS', 'ANSWER_FORMATS', 'DATA_SOURCES', 'FINETUNE', 'DTYPES', 'DEMO_CHOICES', 'VARIANTS', 'PREF_METHODS',
+           'DEVICES', 'opt', 'DataConfig', 'LoraSettings', 'SFTSettings', 'ModelConfig', 'SamplingConfig',
+           'Stage1Config', 'PrefSettings', 'Stage2Config', 'EvalConfig', 'RunConfig', 'ConfigError', 'config_errors',
+           'validate', 'from_dict', 'to_dict', 'parse_yaml', 'parse_override', 'apply_overrides', 'read_yaml',
+           'load_config', 'save_config']
 
 # %% ../nbs/00_config.ipynb #5da38ebc
 def opt(default: Any = dataclasses.MISSING, *, choices=None, ge=None, gt=None, le=None, lt=None,
@@ -33,6 +34,7 @@ def opt(default: Any = dataclasses.MISSING, *, choices=None, ge=None, gt=None, l
 # %% ../nbs/00_config.ipynb #4a4af1d6
 DATASETS = ("world", "gsm8k", "math", "jsonl")
 ANSWER_FORMATS = ("gsm8k", "math")
+DATA_SOURCES = ("auto", "hub", "local")
 
 @dataclass
 class DataConfig:
@@ -40,7 +42,9 @@ class DataConfig:
     dataset: str = opt("world", choices=DATASETS, help="data source")
     path: Optional[str] = opt(None, help="train-pool file (None: the data set's default location)")
     test_path: Optional[str] = opt(None, help="test file (None: the data set's default test file)")
-    data_dir: Optional[str] = opt(None, help="folder holding gsm8k/ and math/ (None: $W2S_DATA_DIR or ../shared/data)")
+    source: str = opt("auto", choices=DATA_SOURCES, help="gsm8k/math from the Hugging Face Hub or local files (auto: local iff a data folder is named)")
+    hub: dict = opt(default_factory=dict, help="pinned hub splits {pool: [...], test: [...]} (empty: w2s_nb.data.DEFAULT_HUB)")
+    data_dir: Optional[str] = opt(None, help="folder holding gsm8k/ and math/ JSONL files (None: $W2S_DATA_DIR)")
     answer_format: Optional[str] = opt(None, choices=ANSWER_FORMATS, help="answer style (None: from the data set)")
     fields: dict = opt(default_factory=dict, help="jsonl field mapping, e.g. {question: problem}")
     n_gold1: int = opt(1000, ge=1, help="size of D_gold,1 (weak model's gold training data)")
@@ -220,6 +224,8 @@ def _cross_checks(cfg, prefix: str) -> list[str]:
         if cfg.chat_template:
             errs.append(f"{prefix}chat_template=True: expected False; the stage pipeline does not wire chat templates yet "
                         "(w2s_nb.data.format_prompt supports them for your own code)")
+        if set(cfg.hub) - {"pool", "test"} or not all(isinstance(v, list) for v in cfg.hub.values()):
+            errs.append(f"{prefix}hub={cfg.hub!r}: expected {{pool: [...], test: [...]}}, each a list of {{path, split, revision, name?}}")
         if cfg.dataset == "jsonl" and not cfg.path:
             errs.append(f"{prefix}path=None: expected a file path when dataset='jsonl'")
     if isinstance(cfg, Stage1Config) and cfg.demo_choice == "fixed" and len(cfg.demo_ids) != cfg.n_shots:
@@ -308,7 +314,6 @@ def load_config(path=None, overrides: dict | list | None = None) -> RunConfig:
     return validate(from_dict(RunConfig, apply_overrides(d, overrides)))
 
 def save_config(cfg, path) -> Path:
-    "Write a config as YAML (round-trips through `load_config`)."
-    path = Path(path)
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    return path
+    "Write a config as YAML, atomically (round-trips through `load_config`)."
+    from w2s_nb.rundir import atomic_write_text
+    return atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

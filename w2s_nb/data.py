@@ -5,6 +5,7 @@
 # %% ../nbs/02_data.ipynb #282de5aa
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -20,27 +21,31 @@ from .config import DataConfig, RunConfig
 from .rundir import atomic_write_json, atomic_write_jsonl
 
 # %% auto #0
-__all__ = ['log', 'COLUMNS', 'CALC_RE', 'DEFAULT_FILES', 'DEFAULT_TEMPLATE', 'QUESTION_FIELDS', 'DataError', 'resolve_data_dir',
-           'read_records', 'split_gsm8k_solution', 'load_gsm8k', 'load_math', 'load_jsonl', 'answer_format',
-           'question_key', 'data_files', 'load_pool_and_test', 'make_splits', 'split_sha256', 'save_split_ids',
-           'zero_shot_prompt', 'few_shot_prompt', 'sft_target', 'chat_messages', 'format_prompt', 'sft_examples',
-           'run_data']
+__all__ = ['log', 'COLUMNS', 'CALC_RE', 'DEFAULT_FILES', 'MATH_SUBJECTS', 'DEFAULT_HUB', 'DEFAULT_TEMPLATE', 'QUESTION_FIELDS',
+           'DataError', 'resolve_data_dir', 'data_source', 'read_records', 'split_gsm8k_solution', 'gsm8k_dataset',
+           'load_gsm8k', 'math_dataset', 'load_math', 'load_jsonl', 'HubSpec', 'hub_specs', 'load_hub_records',
+           'load_hub', 'answer_format', 'question_key', 'data_files', 'hub_entries', 'data_inputs',
+           'load_pool_and_test', 'make_splits', 'split_sha256', 'save_split_ids', 'zero_shot_prompt', 'few_shot_prompt',
+           'sft_target', 'chat_messages', 'format_prompt', 'sft_examples', 'run_data']
 
 # %% ../nbs/02_data.ipynb #05523e14
 log = logging.getLogger(__name__)
 
 class DataError(ValueError):
-    "Bad input data; the message names the file, the line and the problem."
+    "Bad input data; the message names the file (or hub data set), the line (or row) and the problem."
 
 def _here(path, line: int | None = None) -> str:
-    return f"{path}, line {line}" if line is not None else f"{path}"
+    return f"{path}, {getattr(path, 'unit', 'line')} {line}" if line is not None else f"{path}"
 
-def resolve_data_dir(cfg: DataConfig | None = None) -> Path:
-    "The folder holding `gsm8k/` and `math/`: `cfg.data_dir`, else `$W2S_DATA_DIR`, else `<project>/../shared/data`."
-    import w2s_nb
-    d = (cfg.data_dir if cfg is not None else None) or os.environ.get("W2S_DATA_DIR") \
-        or Path(w2s_nb.__file__).resolve().parent.parent.parent / "shared" / "data"
-    return Path(d).expanduser()
+def resolve_data_dir(cfg: DataConfig | None = None) -> Path | None:
+    "The folder holding `gsm8k/` and `math/`: `cfg.data_dir`, else `$W2S_DATA_DIR`, else None."
+    d = (cfg.data_dir if cfg is not None else None) or os.environ.get("W2S_DATA_DIR")
+    return Path(d).expanduser() if d else None
+
+def data_source(cfg: DataConfig) -> str:
+    "`hub` or `local` for a GSM8K / MATH config: `cfg.source`, with `auto` → local iff a data folder is named."
+    if cfg.source != "auto": return cfg.source
+    return "local" if resolve_data_dir(cfg) is not None else "hub"
 
 # %% ../nbs/02_data.ipynb #04931c28
 def _read_json_array(path: Path, text: str) -> list[tuple[int, Any]]:
@@ -122,35 +127,42 @@ def split_gsm8k_solution(text: str) -> tuple[str, str]:
     body, sep, ans = CALC_RE.sub("", text).rpartition("####")
     return (body.rstrip(), ans.strip().split("\n")[0].strip()) if sep else (CALC_RE.sub("", text).strip(), "")
 
-def load_gsm8k(path, source: str = "gsm8k") -> Dataset:
-    "Load a GSM8K-format JSONL file (`question`, `answer` = solution ending '#### N') into the record schema."
+def gsm8k_dataset(pairs: list[tuple[int, dict]], where, source: str = "gsm8k", stem: str = "train") -> Dataset:
+    "GSM8K-format `(line, record)` pairs (`question`, `answer` = solution ending '#### N') → the record schema."
     rows = []
-    for i, (n, obj) in enumerate(read_records(path)):
-        q = _field(path, n, obj, "question")
-        sol, ans = split_gsm8k_solution(_field(path, n, obj, "answer", "worked solution ending '#### N'"))
-        if not ans: raise DataError(f"{_here(path, n)}: field 'answer' has no final '#### N' line")
-        rows.append((n, dict(id=f"{source}-{_stem(path)}-{i:05d}", question=q, solution=sol, answer=ans,
-                             source=source, orig_id=str(i))))
-    return _to_dataset(path, rows)
+    for i, (n, obj) in enumerate(pairs):
+        q = _field(where, n, obj, "question")
+        sol, ans = split_gsm8k_solution(_field(where, n, obj, "answer", "worked solution ending '#### N'"))
+        if not ans: raise DataError(f"{_here(where, n)}: field 'answer' has no final '#### N' line")
+        rows.append((n, dict(id=f"{source}-{stem}-{i:05d}", question=q, solution=sol, answer=ans, source=source, orig_id=str(i))))
+    return _to_dataset(where, rows)
+
+def load_gsm8k(path, source: str = "gsm8k") -> Dataset:
+    "Load a GSM8K-format JSONL file into the record schema."
+    return gsm8k_dataset(read_records(path), path, source, _stem(path))
 
 # %% ../nbs/02_data.ipynb #ac148e89
-def load_math(path, source: str = "math") -> Dataset:
-    "Load a MATH-format JSONL file (`problem`, `solution`, optional `answer`) into the record schema."
-    rows, stem = [], _stem(path)
-    for i, (n, obj) in enumerate(read_records(path)):
-        q, sol = _field(path, n, obj, "problem"), _field(path, n, obj, "solution")
-        ans = _field(path, n, obj, "answer", required=False)
+def math_dataset(pairs: list[tuple[int, dict]], where, source: str = "math", stem: str = "test") -> Dataset:
+    "MATH-format `(line, record)` pairs (`problem`, `solution`, optional `answer`) → the record schema."
+    rows = []
+    for i, (n, obj) in enumerate(pairs):
+        q, sol = _field(where, n, obj, "problem"), _field(where, n, obj, "solution")
+        ans = _field(where, n, obj, "answer", required=False)
         if not ans:
             ans = (last_boxed(sol) or "").strip()
-            if not ans: raise DataError(f"{_here(path, n)}: no 'answer' field and no \\boxed{{}} answer in 'solution'")
-        orig = obj.get("unique_id", obj.get("idx", i))
+            if not ans: raise DataError(f"{_here(where, n)}: no 'answer' field and no \\boxed{{}} answer in 'solution'")
+        orig = obj.get("unique_id", obj.get("idx", f"{stem}-{i}"))
         rows.append((n, dict(id=f"{source}-{stem}-{i:05d}", question=q, solution=sol, answer=str(ans), source=source,
                              level=_level(obj.get("level")), subject=obj.get("subject", obj.get("type")), orig_id=str(orig))))
     seen: dict[str, int] = {}
     for n, r in rows:
-        if r["orig_id"] in seen: raise DataError(f"{_here(path, n)}: duplicate id {r['orig_id']!r} (first on line {seen[r['orig_id']]})")
+        if r["orig_id"] in seen: raise DataError(f"{_here(where, n)}: duplicate id {r['orig_id']!r} (first on {getattr(where, 'unit', 'line')} {seen[r['orig_id']]})")
         seen[r["orig_id"]] = n
-    return _to_dataset(path, rows)
+    return _to_dataset(where, rows)
+
+def load_math(path, source: str = "math") -> Dataset:
+    "Load a MATH-format JSONL file into the record schema."
+    return math_dataset(read_records(path), path, source, _stem(path))
 
 # %% ../nbs/02_data.ipynb #04f82b50
 def load_jsonl(path, fields: dict | None = None, source: str = "jsonl") -> Dataset:
@@ -174,7 +186,61 @@ def load_jsonl(path, fields: dict | None = None, source: str = "jsonl") -> Datas
 # %% ../nbs/02_data.ipynb #c20a61fa
 DEFAULT_FILES = {"gsm8k": ("gsm8k/train.jsonl", "gsm8k/test.jsonl"),
                  "math": ("math/test5000_hendrycks.jsonl", "math/test.jsonl")}
+MATH_SUBJECTS = ["algebra", "counting_and_probability", "geometry", "intermediate_algebra", "number_theory", "prealgebra", "precalculus"]
+DEFAULT_HUB = {  # revisions: the data sets' main branch when pinned
+    "gsm8k": {"pool": [dict(path="openai/gsm8k", name="main", split="train", revision="740312add88f781978c0658806c59bc2815b9866")],
+              "test": [dict(path="openai/gsm8k", name="main", split="test", revision="740312add88f781978c0658806c59bc2815b9866")]},
+    "math": {"pool": [dict(path="EleutherAI/hendrycks_math", name=MATH_SUBJECTS, split=["train", "test"],
+                           revision="21a5633873b6a120296cce3e2df9d5550074f4a3")],
+             "test": [dict(path="HuggingFaceH4/MATH-500", split="test", revision="6e4ed1a2a79af7d8630a6b768ec859cb5af4d3be")]},
+}
 
+@dataclasses.dataclass(frozen=True)
+class HubSpec:
+    "One split of a Hub data set at a pinned revision (`path` may also be a local folder in the Hub layout)."
+    path: str
+    split: str
+    revision: str
+    name: str | None = None
+    unit = "row"  # for error messages: 'openai/gsm8k (main, train @ 740312a), row 12'
+    def __str__(self): return f"{self.path} ({self.name + ', ' if self.name else ''}{self.split} @ {self.revision[:7]})"
+
+def hub_specs(entries: list[dict], where: str) -> list[HubSpec]:
+    "Expand config entries `{path, revision, split, name?}` (split / name may be lists) into `HubSpec`s."
+    out = []
+    for e in entries:
+        if not isinstance(e, dict) or not {"path", "split", "revision"} <= set(e) or set(e) - {"path", "split", "revision", "name"}:
+            raise DataError(f"{where}: {e!r}: expected a mapping with path, split, revision and optionally name")
+        names, splits = e.get("name"), e["split"]
+        for nm in (names if isinstance(names, list) else [names]):
+            out += [HubSpec(e["path"], sp, str(e["revision"]), nm) for sp in (splits if isinstance(splits, list) else [splits])]
+    return out
+
+# %% ../nbs/02_data.ipynb #236fb78e
+def _hub_error(spec: HubSpec, e: Exception) -> DataError:
+    return DataError(f"could not load {spec} from the Hugging Face Hub ({type(e).__name__}: {str(e)[:200]}). Either let this "
+                     "machine reach the Hub (or fill its HF cache, $HF_HOME, on a machine that can), or use local JSONL files: "
+                     "data.source=local with data.data_dir (or $W2S_DATA_DIR) naming a folder with gsm8k/train.jsonl, "
+                     "gsm8k/test.jsonl, math/test.jsonl and math/test5000_hendrycks.jsonl")
+
+def load_hub_records(spec: HubSpec) -> list[tuple[int, dict]]:
+    "`(row number, record)` pairs of one Hub data set split (`datasets.load_dataset`, HF cache, pinned revision)."
+    import datasets
+    try: ds = datasets.load_dataset(spec.path, spec.name, split=spec.split, revision=spec.revision)
+    except (ConnectionError, OSError) as e: raise _hub_error(spec, e) from None        # offline, unreachable, not found
+    except (ValueError, datasets.exceptions.DatasetGenerationError) as e:              # a wrong config name or split, bad files
+        raise DataError(f"{spec}: {type(e).__name__}: {str(e)[:300]}") from None
+    return list(enumerate(ds.to_list(), 1))
+
+def load_hub(entries: list[dict], fmt: str, source: str, where: str) -> Dataset:
+    "The records of every Hub split in `entries`, parsed as `fmt` ('gsm8k' / 'math') and concatenated in order."
+    from datasets import concatenate_datasets
+    parse, specs = (gsm8k_dataset if fmt == "gsm8k" else math_dataset), hub_specs(entries, where)
+    stem = (lambda s: f"{s.name}-{s.split}") if len({s.name for s in specs}) > 1 else (lambda s: s.split)  # ids as from local files
+    parts = [parse(load_hub_records(s), s, source, stem(s)) for s in specs]
+    return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+# %% ../nbs/02_data.ipynb #f868dbdd
 def answer_format(cfg: DataConfig) -> str:
     "Answer style of a data config: `cfg.answer_format`, else 'math' for MATH and 'gsm8k' otherwise."
     return cfg.answer_format or ("math" if cfg.dataset == "math" else "gsm8k")
@@ -193,16 +259,42 @@ def _drop_overlap(pool: Dataset, test: Dataset) -> Dataset:
     if len(keep) < len(pool): log.info("dropped %d pool problems that repeat or occur in the test set", len(pool) - len(keep))
     return pool.select(keep) if len(keep) < len(pool) else pool
 
+# %% ../nbs/02_data.ipynb #fc6adf5f
 def data_files(cfg: DataConfig) -> list[Path]:
-    "The files `load_pool_and_test(cfg)` reads: [pool file, test file] (the data stage's input fingerprint)."
+    "The local files `load_pool_and_test(cfg)` reads: [pool file, test file] ([] for a Hub source)."
     if cfg.dataset == "world":
         from w2s_nb.world import world_data_paths
         paths = world_data_paths()
         return [Path(cfg.path or paths["train"]), Path(cfg.test_path or paths["test"])]
-    if cfg.dataset in DEFAULT_FILES:
-        d, (tr, te) = resolve_data_dir(cfg), DEFAULT_FILES[cfg.dataset]
-        return [Path(cfg.path or d / tr), Path(cfg.test_path or d / te)]
-    return [Path(p) for p in (cfg.path, cfg.test_path) if p]
+    if cfg.dataset == "jsonl": return [Path(p) for p in (cfg.path, cfg.test_path) if p]
+    if data_source(cfg) == "hub": return [Path(p) for p in (cfg.path, cfg.test_path) if p]
+    d = resolve_data_dir(cfg)
+    if d is None and not (cfg.path and cfg.test_path):
+        raise DataError(f"data.source=local needs data.data_dir or $W2S_DATA_DIR (a folder with {' and '.join(DEFAULT_FILES[cfg.dataset])}), "
+                        "or data.path and data.test_path; or use data.source=hub on a machine that reaches the Hugging Face Hub")
+    tr, te = DEFAULT_FILES[cfg.dataset]
+    return [Path(cfg.path or d / tr), Path(cfg.test_path or d / te)]
+
+def hub_entries(cfg: DataConfig) -> dict[str, list[dict]]:
+    "The Hub splits a Hub-sourced config reads for the pool and the test set (config's `data.hub` over `DEFAULT_HUB`)."
+    return {part: list(cfg.hub.get(part) or DEFAULT_HUB[cfg.dataset][part]) for part in ("pool", "test")
+            if not (cfg.path if part == "pool" else cfg.test_path)}
+
+def data_inputs(cfg: DataConfig) -> dict[str, str]:
+    "What the data stage reads, fingerprinted: `{file: sha256}` for local files, `{hub split: revision}` for Hub ones."
+    from w2s_nb.rundir import sha256_path
+    out = {str(p): sha256_path(p) if p.exists() else "missing" for p in data_files(cfg)}
+    if cfg.dataset in DEFAULT_HUB and data_source(cfg) == "hub":
+        for part, entries in hub_entries(cfg).items():
+            out.update({f"hub:{s.path}:{s.name}:{s.split}": s.revision for s in hub_specs(entries, f"data.hub.{part}")})
+    return out
+
+# %% ../nbs/02_data.ipynb #4e7749d5
+def _load_part(cfg: DataConfig, part: str, file: Path | None) -> Dataset:
+    "The pool or the test set of a GSM8K / MATH config: a local file, or the Hub splits."
+    local_fmt = ("gsm8k" if cfg.dataset == "gsm8k" else "math")
+    if file is not None: return (load_gsm8k if local_fmt == "gsm8k" else load_math)(file, cfg.dataset)
+    return load_hub(hub_entries(cfg)[part], local_fmt, cfg.dataset, f"data.hub.{part}")
 
 def load_pool_and_test(cfg: DataConfig) -> tuple[Dataset, Dataset]:
     "(training pool, test set) of a data config, disjoint by question."
@@ -215,8 +307,9 @@ def load_pool_and_test(cfg: DataConfig) -> tuple[Dataset, Dataset]:
             raise DataError(f"dataset 'jsonl' needs data.path and data.test_path (got path={cfg.path!r}, test_path={cfg.test_path!r})")
         pool, test = load_jsonl(cfg.path, cfg.fields, "jsonl"), load_jsonl(cfg.test_path, cfg.fields, "jsonl")
     elif cfg.dataset in DEFAULT_FILES:
-        (tr, te), load = data_files(cfg), load_gsm8k if cfg.dataset == "gsm8k" else load_math
-        pool, test = load(tr, cfg.dataset), load(te, cfg.dataset)
+        if data_source(cfg) == "local": files = data_files(cfg)
+        else: files = [Path(cfg.path) if cfg.path else None, Path(cfg.test_path) if cfg.test_path else None]
+        pool, test = _load_part(cfg, "pool", files[0]), _load_part(cfg, "test", files[1])
     else: raise DataError(f"dataset {cfg.dataset!r}: expected one of world, gsm8k, math, jsonl")
     return _drop_overlap(pool, test), test
 
@@ -324,7 +417,7 @@ def run_data(cfg: RunConfig, rd) -> dict:
     atomic_write_jsonl(rd.path("data", "test.jsonl"), rows["test"])
     info = save_split_ids(splits, rd.path("data"))
     summary = dict(dataset=d.dataset, answer_format=answer_format(d), pool=len(pool), test_pool=len(test),
-                   files=[str(p) for p in data_files(d)], seed=cfg.seed, **{k: v["n"] for k, v in info.items()},
+                   inputs=data_inputs(d), source=data_source(d) if d.dataset in DEFAULT_FILES else d.dataset, seed=cfg.seed, **{k: v["n"] for k, v in info.items()},
                    sha256={k: v["sha256"] for k, v in info.items()})
     atomic_write_json(rd.path("data", "data_summary.json"), summary)
     return summary

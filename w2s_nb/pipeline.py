@@ -10,18 +10,16 @@ import os
 import time
 from pathlib import Path
 
-import yaml
 
-from .config import ConfigError, RunConfig, load_config, to_dict
-from .rundir import (STAGES, RunDir, atomic_write_text, git_commit, run_lock, sha256_path, stage_key, versions)
+from .config import ConfigError, RunConfig, load_config, save_config, to_dict
+from .rundir import (STAGES, RunDir, git_commit, run_lock, sha256_path, stage_key, utc_now, versions)
 
 # %% auto #0
 __all__ = ['STAGE_NOTEBOOKS', 'STAGE_PARAMS', 'stage_params', 'select_stages', 'input_fingerprints', 'StageFailed',
            'notebooks_dir', 'stage_functions', 'execute_stage', 'StageKernel', 'prepare_run', 'run_pipeline']
 
 # %% ../nbs/13_pipeline.ipynb #41a80664
-STAGE_NOTEBOOKS = {"data": "02_data.ipynb", "weak": "08_weak.ipynb", "stage1": "09_stage1.ipynb",
-                   "stage2": "10_stage2.ipynb", "eval": "11_eval.ipynb", "report": "12_report.ipynb"}
+STAGE_NOTEBOOKS = {s: f"{i:02d}_{s}.ipynb" for i, s in enumerate(STAGES)}  # in nbs/stages/: the thin run notebooks
 
 STAGE_PARAMS = {  # config keys a stage's key depends on (earlier stages enter through the chain)
     "data": ["seed", "data"],
@@ -51,11 +49,11 @@ def select_stages(only: list[str] | None = None, start: str | None = None, until
 
 # %% ../nbs/13_pipeline.ipynb #383420c3
 def input_fingerprints(cfg: RunConfig, stage: str) -> dict:
-    "Hashes of the external files `stage` reads (model folders, data files)."
+    "Hashes of the external inputs `stage` reads (model folders, data files, pinned hub data sets)."
     from w2s_nb.models import resolve_model_path
-    from w2s_nb.data import data_files
+    from w2s_nb.data import data_inputs
     fp = lambda p: sha256_path(p) if Path(p).exists() else str(p)
-    if stage == "data": return {str(p): fp(p) for p in data_files(cfg.data)}
+    if stage == "data": return data_inputs(cfg.data)
     if stage == "weak": return {"weak": fp(resolve_model_path(cfg.weak.path))}
     if stage == "stage1": return {"strong": fp(resolve_model_path(cfg.strong.path))}
     return {}
@@ -65,8 +63,8 @@ class StageFailed(RuntimeError):
     "A stage raised; the message names the stage, the exception and the executed notebook."
 
 def notebooks_dir() -> Path:
-    "The folder holding the stage notebooks (`nbs/` of the project)."
-    return Path(os.environ.get("W2S_NBS", Path(__file__).resolve().parent.parent / "nbs"))
+    "The folder holding the stage run notebooks (`nbs/stages/` of the project; `$W2S_NBS` overrides it)."
+    return Path(os.environ.get("W2S_NBS", Path(__file__).resolve().parent.parent / "nbs" / "stages"))
 
 def stage_functions() -> dict:
     "The function behind each stage notebook (for `inline=True` runs and benchmarks)."
@@ -81,8 +79,8 @@ def execute_stage(stage: str, rd: RunDir, cfg: RunConfig, inline: bool = False, 
         stage_functions()[stage](cfg, rd); return None
     import papermill as pm
     src = notebooks_dir() / STAGE_NOTEBOOKS[stage]
-    if not src.exists(): raise FileNotFoundError(f"stage notebook not found: {src} (set W2S_NBS to the project's nbs/ folder)")
-    out = rd.path("notebooks", f"{STAGES.index(stage):02d}_{stage}.ipynb")
+    if not src.exists(): raise FileNotFoundError(f"stage notebook not found: {src} (set W2S_NBS to the project's nbs/stages/ folder)")
+    out = rd.path("notebooks", STAGE_NOTEBOOKS[stage])
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         pm.execute_notebook(str(src), str(out), parameters=dict(run_dir=str(rd.root.resolve()), config_file=str(rd.config_path.resolve())),
@@ -110,7 +108,9 @@ class StageKernel:
         kc = self.km.client(); kc.start_channels()
         try:
             kc.wait_for_ready(timeout=120)
-            reply = kc.execute_interactive("get_ipython().run_line_magic('reset', '-f'); get_ipython().execution_count = 1",
+            # reset(new_session=True) empties the namespace and opens a new history session, so cell numbers
+            # restart at 1 without clashing with the last notebook's (IPython's history database is keyed by them)
+            reply = kc.execute_interactive("get_ipython().reset(new_session=True)",
                                            store_history=False, timeout=120, output_hook=lambda m: None)
             if reply["content"]["status"] != "ok": raise RuntimeError(f"could not reset the stage kernel: {reply['content']}")
         finally: kc.stop_channels()
@@ -128,9 +128,9 @@ def prepare_run(cfg: RunConfig, overrides=None, config_file=None) -> RunDir:
     "Create or reopen the run directory: write the resolved config and the manifest's provenance."
     rd = RunDir(Path(cfg.out_dir) / cfg.name)
     rd.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(rd.config_path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    save_config(cfg, rd.config_path)
     m = rd.manifest()
-    rd.update_manifest(name=cfg.name, created=m.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    rd.update_manifest(name=cfg.name, created=m.get("created") or utc_now(),
                        config_file=str(config_file) if config_file else None, overrides=overrides or {},
                        config=to_dict(cfg), seed=cfg.seed, versions=versions(), git_commit=git_commit(Path(__file__).parent))
     return rd
@@ -156,7 +156,7 @@ def run_pipeline(cfg: RunConfig, overrides=None, only=None, start=None, until=No
                                         "(run them, or drop --only/--from)")
             log(f"▶ {stage:7s} running …")
             rd.begin_stage(stage, keys[stage], clear=force)
-            rd.record_stage(stage, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            rd.record_stage(stage, status="running", started=utc_now())
             t0 = time.time()
             nb = execute_stage(stage, rd, cfg, inline=inline, kernel=kernel)
             info = rd.finish_stage(stage, keys[stage], time.time() - t0, inputs=inputs[stage])

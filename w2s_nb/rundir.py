@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 # %% auto #0
-__all__ = ['PACKAGES', 'LOCK_ENV', 'STAGES', 'DONE', 'STARTED', 'atomic_write_text', 'atomic_write_json', 'atomic_write_jsonl',
-           'read_json', 'read_jsonl', 'replace_dir', 'atomic_dir', 'sha256_bytes', 'sha256_file', 'sha256_path',
-           'hash_files', 'stable_hash', 'versions', 'git_commit', 'RunLockedError', 'run_lock', 'RunDir',
-           'default_config_path', 'open_run', 'stage_key']
+__all__ = ['PACKAGES', 'LOCK_ENV', 'STAGES', 'DONE', 'STARTED', 'STAGE_PRODUCTS', 'atomic_write_text', 'atomic_write_json',
+           'atomic_write_jsonl', 'read_json', 'read_jsonl', 'replace_dir', 'atomic_dir', 'sha256_bytes', 'sha256_file',
+           'sha256_path', 'hash_files', 'stable_hash', 'versions', 'git_commit', 'RunLockedError', 'run_lock',
+           'utc_now', 'RunDir', 'default_config_path', 'StageMissing', 'require_stages', 'open_run', 'stage_key']
 
 # %% ../nbs/01_rundir.ipynb #2d401523
 def _umask() -> int:
@@ -177,7 +177,9 @@ STAGES = ("data", "weak", "stage1", "stage2", "eval", "report")
 DONE = "_done.json"
 STARTED = "_started.json"
 
-def _now() -> str: return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+def utc_now() -> str:
+    "The one timestamp format of a run directory: UTC, ISO 8601, seconds (`2026-11-26T22:51:24+00:00`)."
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 class RunDir:
     "The folder of one run: stage folders, manifest, stage markers."
@@ -198,12 +200,12 @@ class RunDir:
 
     def update_manifest(self, **fields) -> dict:
         "Merge top-level `fields` into the manifest and write it atomically."
-        m = self.manifest(); m.update(fields); m["updated"] = _now()
+        m = self.manifest(); m.update(fields); m["updated"] = utc_now()
         atomic_write_json(self.manifest_path, m); return m
 
     def record_stage(self, stage: str, **info) -> dict:
         "Merge `info` into the manifest entry of `stage`."
-        m = self.manifest(); m.setdefault("stages", {}).setdefault(stage, {}).update(info); m["updated"] = _now()
+        m = self.manifest(); m.setdefault("stages", {}).setdefault(stage, {}).update(info); m["updated"] = utc_now()
         atomic_write_json(self.manifest_path, m); return m
 
     def done_key(self, stage: str) -> str | None:
@@ -223,13 +225,13 @@ class RunDir:
         stale = clear or self.done_key(stage) not in (None, key) or (started.exists() and read_json(started)["key"] != key)
         if stale and d.exists(): shutil.rmtree(d)
         with contextlib.suppress(FileNotFoundError): self.path(stage, DONE).unlink()
-        atomic_write_json(self.stage_dir(stage) / STARTED, {"key": key, "started": _now()})
+        atomic_write_json(self.stage_dir(stage) / STARTED, {"key": key, "started": utc_now()})
         return d
 
     def finish_stage(self, stage: str, key: str, wall_s: float, inputs: dict | None = None) -> dict:
         "Hash the stage's outputs, record them in the manifest, then write the done marker (last)."
         outputs = {f"{stage}/{k}": v for k, v in hash_files(self.path(stage)).items() if not k.startswith("_")}
-        info = dict(key=key, status="done", finished=_now(), wall_s=round(wall_s, 3), inputs=inputs or {}, outputs=outputs)
+        info = dict(key=key, status="done", finished=utc_now(), wall_s=round(wall_s, 3), inputs=inputs or {}, outputs=outputs)
         self.record_stage(stage, **info)
         atomic_write_json(self.path(stage, DONE), {"key": key, "finished": info["finished"], "wall_s": info["wall_s"]})
         return info
@@ -239,8 +241,22 @@ def default_config_path() -> Path:
     "The embedded default config (`configs/default.yaml` of the project)."
     return Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
-def open_run(run_dir, config_file=None, overrides=None, knobs: dict | None = None):
-    "Validate a stage notebook's parameters; return `(RunConfig, RunDir)`."
+STAGE_PRODUCTS = {"data": "data/splits.json", "weak": "weak/models.json", "stage1": "stage1/models.json",
+                  "stage2": "stage2/models.json", "eval": "eval/metrics.json"}  # what the next stages read
+
+class StageMissing(FileNotFoundError):
+    "A stage needs an earlier stage's products that are not in the run directory."
+
+def require_stages(rd: RunDir, stage: str, config_hint: str = "CONFIG"):
+    "Raise `StageMissing`, naming the first earlier stage without its product and the command that runs it."
+    for before in STAGES[:STAGES.index(stage)]:
+        if not rd.path(STAGE_PRODUCTS[before]).exists():
+            raise StageMissing(f"stage '{stage}' needs the '{before}' stage, which has not run in {rd.root} "
+                               f"(no {STAGE_PRODUCTS[before]}). Run it first: w2s run {config_hint} --until {before}")
+
+def open_run(run_dir, config_file=None, overrides=None, knobs: dict | None = None, stage: str | None = None):
+    """Validate a stage notebook's parameters; return `(RunConfig, RunDir)`.
+    With `stage`, the earlier stages' products must be there (`require_stages`)."""
     from w2s_nb.config import ConfigError, load_config, parse_override
     if not isinstance(run_dir, (str, os.PathLike)) or not str(run_dir):
         raise ConfigError(f"run_dir={run_dir!r}: expected a folder path")
@@ -253,7 +269,11 @@ def open_run(run_dir, config_file=None, overrides=None, knobs: dict | None = Non
     if config_file is None:
         config_file = rd.config_path if rd.config_path.exists() else default_config_path()
     merged = {**overrides, **{k: v for k, v in (knobs or {}).items() if v is not None}}
-    return load_config(config_file, merged), rd
+    cfg = load_config(config_file, merged)
+    if stage is not None:
+        if stage not in STAGES: raise ConfigError(f"stage={stage!r}: expected one of {', '.join(STAGES)}")
+        require_stages(rd, stage, rd.manifest().get("config_file") or str(config_file))
+    return cfg, rd
 
 # %% ../nbs/01_rundir.ipynb #c7c92cb8
 def stage_key(stage: str, params: dict, previous_key: str | None = None, inputs: dict | None = None) -> str:
