@@ -43,6 +43,7 @@ def test_invalid_config_fails_before_any_stage(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_end_to_end_papermill_resume_and_redo(tmp_path):
     logs = []
     rd = run_pipeline(_cfg(tmp_path), log=logs.append)
@@ -99,6 +100,7 @@ def test_only_needs_up_to_date_predecessors(tmp_path):
         run_pipeline(_cfg(tmp_path), only=["stage2"], log=lambda m: None)
 
 
+@pytest.mark.slow
 def test_kill_mid_stage_then_rerun_loses_and_duplicates_nothing(tmp_path):
     """SIGKILL the pipeline while Stage I is sampling, then re-run: it finishes with every record once."""
     sets = [f"--set={k}={json.dumps(v)}" for k, v in tiny(tmp_path, name="k", **{"data.n_gold2": 48, "sampling.batch_size": 4, "sampling.shard_size": 4}).items()]

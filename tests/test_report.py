@@ -142,24 +142,38 @@ def test_cli_report_one_and_several_runs(tmp_path, capsys):
     assert main(["report", str(a), str(b), "--out", str(tmp_path / "cmp")]) == 0
     assert (tmp_path / "cmp" / "compare.md").exists()
     assert_valid_png(tmp_path / "cmp" / "compare.png")
-    assert main(["report", str(a), str(b)]) == 0  # default: first run's report/compare
-    assert (a / "report" / "compare" / "compare.png").exists()
-    assert str(a / "report" / "compare" / "compare.md") in capsys.readouterr().out
+    assert main(["report", str(a), str(b)]) == 0  # default: compare/ beside the first run, not inside it
+    assert (tmp_path / "compare" / "compare.png").exists() and not (a / "report" / "compare").exists()
+    assert str(tmp_path / "compare" / "compare.md") in capsys.readouterr().out
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "run directory not found" in capsys.readouterr().err
 
 
-def test_report_notebook_runs_under_papermill(tmp_path):
+def test_report_stage_notebook_runs_under_papermill(tmp_path):
     import nbformat
     import papermill as pm
-    nb = nbformat.read(ROOT / "nbs" / "12_report.ipynb", as_version=4)
+    src = ROOT / "nbs" / "stages" / "05_report.ipynb"
+    nb = nbformat.read(src, as_version=4)
     assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells), (
-        "nbs/12_report.ipynb has no cell tagged 'parameters': nbdev_clean strips cell tags unless settings.ini "
+        f"{src} has no cell tagged 'parameters': nbdev_clean strips cell tags unless settings.ini "
         "has `allowed_cell_metadata_keys = tags`")
-    a, b = make_fixture_run(tmp_path / "a"), make_fixture_run(tmp_path / "b", floor=0.3)
-    pm.execute_notebook(str(ROOT / "nbs" / "12_report.ipynb"), str(tmp_path / "out.ipynb"),
-                        parameters=dict(run_dir=str(a), compare=[str(b)], config_file=None),
-                        kernel_name="python3", progress_bar=False, cwd=str(ROOT / "nbs"))
+    a = make_fixture_run(tmp_path / "a")
+    pm.execute_notebook(str(src), str(tmp_path / "out.ipynb"), parameters=dict(run_dir=str(a), config_file=None),
+                        kernel_name="python3", progress_bar=False, cwd=str(src.parent))
     assert set(p.name for p in (a / "report").iterdir() if p.is_file()) == ALL_FILES
-    for f in ("accuracy.png", "selection.png", "confidence.png", "losses.png", "compare/compare.png"):
+    for f in ("accuracy.png", "selection.png", "confidence.png", "losses.png"):
         assert_valid_png(a / "report" / f)
+
+
+def test_comparison_labels_stay_inside_the_axes_near_100_percent(tmp_path):
+    from w2s_nb.report import load_run, plot_comparison
+    runs = [load_run(make_fixture_run(tmp_path / n, floor=0.3)) for n in ("a", "b")]
+    for r in runs:  # a near-perfect world: every accuracy and CI close to 100%
+        for m in r["metrics"]["models"].values(): m["accuracy"], m["ci95"] = 0.985, [0.97, 0.995]
+    fig = plot_comparison(runs)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    labels = [t for t in ax.texts if t.get_text()]
+    assert labels and all(t.get_position()[1] < ax.get_ylim()[1] for t in labels)
+    title = ax.title.get_window_extent()
+    assert not any(t.get_window_extent().overlaps(title) for t in labels)

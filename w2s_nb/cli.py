@@ -44,7 +44,7 @@ def _report(args) -> int:
     from w2s_nb.report import compare_runs, make_report
     try:
         if len(args.run_dirs) == 1: written = make_report(args.run_dirs[0], args.out)
-        else: written = compare_runs(args.run_dirs, args.out or Path(args.run_dirs[0]) / "report" / "compare")
+        else: written = compare_runs(args.run_dirs, args.out or Path(args.run_dirs[0]).parent / "compare")
     except (FileNotFoundError, ValueError) as e:
         print(f"w2s report: {e}", file=sys.stderr)
         return 2
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="draw a run's figures and results.md; several runs: one comparison table and figure")
     rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     rep.add_argument("--out", default=None, metavar="DIR",
-                     help="output folder (default: RUN_DIR/report; several runs: FIRST_RUN_DIR/report/compare)")
+                     help="output folder (default: RUN_DIR/report; several runs: the folder compare/ beside FIRST_RUN_DIR)")
     rep.set_defaults(func=_report)
     return p
 

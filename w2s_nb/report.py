@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from .config import parse_yaml
-from .rundir import atomic_write_text, read_json, read_jsonl
+from .rundir import atomic_file, atomic_write_text, read_json, read_jsonl
 
 # %% auto #0
 __all__ = ['MODEL_STAGES', 'GROUPS', 'VARIANT_ORDER', 'METHOD_ORDER', 'load_run', 'train_log_path', 'ordered_models',
@@ -95,14 +95,7 @@ def is_w2s(m: dict) -> bool:
 
 # %% ../nbs/12_report.ipynb #b7583809
 def _atomic_savefig(fig: Figure, path: Path, **kw) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format=path.suffix[1:], **kw)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
-        raise
+    with atomic_file(path) as tmp: fig.savefig(tmp, format=path.suffix[1:], **kw)
     return path
 
 def save_figure(fig: Figure, out_dir, stem: str) -> dict[str, Path]:
@@ -369,10 +362,10 @@ def plot_comparison(runs: list[dict]) -> Figure:
             ax.bar(xi, a, w * 0.92, color=col, edgecolor="black", linewidth=0.5, label=head if i == 0 or not ax.get_legend_handles_labels()[1].count(head) else None)
             ax.errorbar(xi, a, yerr=[[a - lo], [hi - a]], fmt="none", ecolor="black", capsize=2, linewidth=0.8)
             if c not in ("weak_floor", "ceiling") and m.get("pgr") is not None:
-                ax.text(xi, hi + 1, f"{m['pgr']:.2f}", ha="center", va="bottom", fontsize=7.5)
+                ax.text(xi, hi + 1, f"{m['pgr']:.2f}", ha="center", va="bottom", fontsize=7.5, clip_on=True)
             top = max(top, hi)
     ax.set_xticks(range(len(runs)), [run_title(r) for r in runs])
-    ax.set_ylim(0, min(100, top * 1.25))
+    ax.set_ylim(0, max(min(100, top * 1.25), top + 8))  # room for the PGR labels inside the axes, also near 100%
     ax.set_ylabel("test accuracy (%)"); ax.set_xlabel("run")
     ax.set_title("Weak-to-strong results across runs (95% CI; PGR above weak-to-strong bars)")
     notes = [f"{run_title(r)}: PGR undefined, {pgr_note(r['metrics'])}" for r in runs if pgr_note(r["metrics"])]

@@ -20,32 +20,39 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 # %% auto #0
-__all__ = ['PACKAGES', 'LOCK_ENV', 'STAGES', 'DONE', 'STARTED', 'STAGE_PRODUCTS', 'atomic_write_text', 'atomic_write_json',
-           'atomic_write_jsonl', 'read_json', 'read_jsonl', 'replace_dir', 'atomic_dir', 'sha256_bytes', 'sha256_file',
-           'sha256_path', 'hash_files', 'stable_hash', 'versions', 'git_commit', 'RunLockedError', 'run_lock',
-           'utc_now', 'RunDir', 'default_config_path', 'StageMissing', 'require_stages', 'open_run', 'stage_key']
+__all__ = ['PACKAGES', 'LOCK_ENV', 'STAGES', 'DONE', 'STARTED', 'STAGE_PRODUCTS', 'STAGE_NEEDS', 'atomic_file',
+           'atomic_write_text', 'atomic_write_json', 'atomic_write_jsonl', 'read_json', 'read_jsonl', 'replace_dir',
+           'atomic_dir', 'sha256_bytes', 'sha256_file', 'sha256_path', 'hash_files', 'stable_hash', 'versions',
+           'git_commit', 'RunLockedError', 'run_lock', 'utc_now', 'RunDir', 'default_config_path', 'StageMissing',
+           'require_stages', 'open_run', 'stage_key']
 
 # %% ../nbs/01_rundir.ipynb #2d401523
 def _umask() -> int:
     "The process umask (read without changing it for long)."
     m = os.umask(0); os.umask(m); return m
 
-def atomic_write_text(path, text: str) -> Path:
-    "Write `text` to `path` atomically (temp file in the same folder, fsync, `os.replace`)."
+@contextlib.contextmanager
+def atomic_file(path) -> Iterator[Path]:
+    "A temporary file next to `path` to write; `os.replace`d onto `path` when the block succeeds, removed when it fails."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private; the file gets normal permissions
+    os.close(fd)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private; the file gets normal permissions
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise
-    return path
+
+def atomic_write_text(path, text: str) -> Path:
+    "Write `text` to `path` atomically (temp file in the same folder, fsync, `os.replace`)."
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(path)
 
 def atomic_write_json(path, obj: Any) -> Path:
     "Write JSON atomically (indented, UTF-8)."
@@ -244,12 +251,15 @@ def default_config_path() -> Path:
 STAGE_PRODUCTS = {"data": "data/splits.json", "weak": "weak/models.json", "stage1": "stage1/models.json",
                   "stage2": "stage2/models.json", "eval": "eval/metrics.json"}  # what the next stages read
 
+STAGE_NEEDS = {"data": (), "weak": ("data",), "stage1": ("data", "weak"), "stage2": ("data", "weak", "stage1"),
+               "eval": ("data", "weak", "stage1", "stage2"), "report": ("eval",)}  # the report reads only the metrics
+
 class StageMissing(FileNotFoundError):
     "A stage needs an earlier stage's products that are not in the run directory."
 
 def require_stages(rd: RunDir, stage: str, config_hint: str = "CONFIG"):
     "Raise `StageMissing`, naming the first earlier stage without its product and the command that runs it."
-    for before in STAGES[:STAGES.index(stage)]:
+    for before in STAGE_NEEDS[stage]:
         if not rd.path(STAGE_PRODUCTS[before]).exists():
             raise StageMissing(f"stage '{stage}' needs the '{before}' stage, which has not run in {rd.root} "
                                f"(no {STAGE_PRODUCTS[before]}). Run it first: w2s run {config_hint} --until {before}")
