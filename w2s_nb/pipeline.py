@@ -16,7 +16,8 @@ from .rundir import (STAGES, RunDir, git_commit, run_lock, sha256_path, stage_ke
 
 # %% auto #0
 __all__ = ['STAGE_NOTEBOOKS', 'STAGE_PARAMS', 'stage_params', 'select_stages', 'input_fingerprints', 'StageFailed',
-           'notebooks_dir', 'stage_functions', 'execute_stage', 'StageKernel', 'prepare_run', 'run_pipeline']
+           'notebooks_dir', 'stage_functions', 'execute_stage', 'StageKernel', 'project_root', 'absolute_paths',
+           'prepare_run', 'run_pipeline']
 
 # %% ../nbs/13_pipeline.ipynb #41a80664
 STAGE_NOTEBOOKS = {s: f"{i:02d}_{s}.ipynb" for i, s in enumerate(STAGES)}  # in nbs/stages/: the thin run notebooks
@@ -64,7 +65,7 @@ class StageFailed(RuntimeError):
 
 def notebooks_dir() -> Path:
     "The folder holding the stage run notebooks (`nbs/stages/` of the project; `$W2S_NBS` overrides it)."
-    return Path(os.environ.get("W2S_NBS", Path(__file__).resolve().parent.parent / "nbs" / "stages"))
+    return Path(os.environ.get("W2S_NBS", project_root() / "nbs" / "stages"))
 
 def stage_functions() -> dict:
     "The function behind each stage notebook (for `inline=True` runs and benchmarks)."
@@ -123,6 +124,31 @@ class StageKernel:
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
 
+# %% ../nbs/13_pipeline.ipynb #ff13391d
+def project_root() -> Path:
+    "The project folder (holds `configs/`, `environments/`, `nbs/`)."
+    import w2s_nb
+    return Path(w2s_nb.__file__).resolve().parent.parent
+
+def _absolute(p: str | None, bases: list[Path]) -> str | None:
+    "An existing relative path made absolute against the first base that holds it; anything else unchanged."
+    if not p or Path(p).is_absolute() or str(p).startswith("world:"): return p
+    for b in bases:
+        if (b / p).exists(): return str((b / p).resolve())
+    return p
+
+def absolute_paths(cfg: RunConfig, cwd=None) -> RunConfig:
+    "A copy of `cfg` whose relative file paths are absolute (against `cwd`, else the project); `ConfigError` for a missing accelerate config."
+    import dataclasses
+    bases = [Path(cwd or Path.cwd()).resolve(), project_root()]
+    acc = _absolute(cfg.accelerate_config, bases)
+    if acc and not Path(acc).is_file():
+        raise ConfigError(f"accelerate_config={cfg.accelerate_config!r}: file not found (looked in {bases[0]} and {bases[1]}; "
+                          "see environments/README.md)")
+    data = dataclasses.replace(cfg.data, **{k: _absolute(getattr(cfg.data, k), bases) for k in ("path", "test_path", "data_dir")})
+    models = {k: dataclasses.replace(getattr(cfg, k), path=_absolute(getattr(cfg, k).path, bases)) for k in ("weak", "strong")}
+    return dataclasses.replace(cfg, accelerate_config=acc, data=data, **models)
+
 # %% ../nbs/13_pipeline.ipynb #6f7e30b4
 def prepare_run(cfg: RunConfig, overrides=None, config_file=None) -> RunDir:
     "Create or reopen the run directory: write the resolved config and the manifest's provenance."
@@ -140,6 +166,7 @@ def run_pipeline(cfg: RunConfig, overrides=None, only=None, start=None, until=No
     """Run the selected stages in order, skipping finished ones; return the run directory.
     Notebooks share one kernel (namespace reset between them) unless `fresh_kernels`."""
     stages = select_stages(only, start, until)
+    cfg = absolute_paths(cfg)
     rd = RunDir(Path(cfg.out_dir) / cfg.name)
     no_shared_kernel = inline or fresh_kernels
     with run_lock(rd.root), (contextlib.nullcontext() if no_shared_kernel else StageKernel(notebooks_dir())) as kernel:
