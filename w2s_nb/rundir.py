@@ -261,7 +261,7 @@ def require_stages(rd: RunDir, stage: str, config_hint: str = "CONFIG"):
     "Raise `StageMissing`, naming the first earlier stage without its product and the command that runs it."
     for before in STAGE_NEEDS[stage]:
         if not rd.path(STAGE_PRODUCTS[before]).exists():
-            raise StageMissing(f"stage '{stage}' needs the '{before}' stage, which has not run in {rd.root} "
+            raise StageMissing(f"stage '{stage}' needs the '{before}' stage, which has not run in {rd.root.resolve()} "
                                f"(no {STAGE_PRODUCTS[before]}). Run it first: w2s run {config_hint} --until {before}")
 
 def open_run(run_dir, config_file=None, overrides=None, knobs: dict | None = None, stage: str | None = None):
