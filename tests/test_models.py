@@ -7,7 +7,7 @@ import torch
 from peft import get_peft_model
 from transformers import AutoModelForCausalLM
 
-from w2s_nb.config import ModelConfig
+from w2s_nb.config import ModelConfig, SFTSettings
 from w2s_nb.models import (ModelRef, bnb_4bit_problem, build_tokenizer, load_model, load_tokenizer,
                            lora_config, merge_adapters, new_llama, resolve_device,
                            resolve_dtype, resolve_model_path)
@@ -70,7 +70,7 @@ def test_load_model_lora_and_qlora(tiny_model_dir):
     m = load_model(ref, ModelConfig(path=tiny_model_dir, finetune="lora"), "cpu")
     assert m.dtype == torch.float32 and not m.training and type(m.model.layers[0].mlp.up_proj).__name__ == "Linear"
     assert bnb_4bit_problem("cpu") is None
-    q = load_model(ref, ModelConfig(path=tiny_model_dir, finetune="qlora"), "cpu", for_training=True)
+    q = load_model(ref, ModelConfig(path=tiny_model_dir, finetune="qlora"), "cpu", train=SFTSettings())
     lin = q.model.layers[0].mlp.up_proj
     assert type(lin).__name__ == "Linear4bit" and lin.weight.quant_state.quant_type == "nf4"
     assert lin.weight.quant_state.nested                   # double quantisation

@@ -109,7 +109,7 @@ def test_qlora_sft_on_cpu_changes_lora_weights(tiny_model_dir, tiny_examples, tm
 def test_qlora_trap_defused_after_inference(tiny_model_dir):
     "An inference forward before training must not kill LoRA gradients on a 4-bit model (AVX512-BF16 CPUs)."
     cfg = cfg_for(tiny_model_dir, "qlora")
-    model = get_peft_model(load_model(ModelRef(tiny_model_dir), cfg, "cpu", for_training=True), lora_config(cfg))
+    model = get_peft_model(load_model(ModelRef(tiny_model_dir), cfg, "cpu", train=SFTSettings()), lora_config(cfg))
     ids = torch.tensor([[1, 5, 6, 7, 8]])
     model.eval()
     with torch.no_grad(): model(input_ids=ids)                        # the forward that repacks weights
