@@ -104,3 +104,14 @@ def test_from_dict_and_validate_direct():
     cfg = from_dict(RunConfig, {"stage2": {"tau": 0.5}})
     assert validate(cfg).stage2.tau == 0.5
     assert to_dict(cfg)["stage2"]["tau"] == 0.5
+
+
+def test_world_qlora_is_the_default_world_with_qlora():
+    import dataclasses
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent / "configs"
+    d, q = load_config(root / "default.yaml"), load_config(root / "world-qlora.yaml")
+    assert (q.weak.finetune, q.strong.finetune, q.name) == ("qlora", "qlora", "world-qlora")
+    lora = dataclasses.replace(q, name=d.name, weak=dataclasses.replace(q.weak, finetune="lora"),
+                               strong=dataclasses.replace(q.strong, finetune="lora"))
+    assert lora == d                                        # nothing else differs
