@@ -44,11 +44,26 @@ def test_extends_and_file_values(tmp_path):
     ({"bogus": 1}, "unknown config key(s): bogus"),
     ({"stage2": 5}, "stage2=5: expected a mapping of Stage2Config fields"),
     ({"data.dataset": "imagenet"}, "data.dataset='imagenet': expected one of world, gsm8k, math, jsonl"),
+    ({"stage2.pref.weight_decay": -1}, "stage2.pref.weight_decay=-1: expected a number >= 0"),   # shared field
+    ({"stage2.pref.merge_adapter": True}, "unknown config key(s): stage2.pref.merge_adapter"),  # SFT's own
 ])
 def test_each_validation_error_names_key_value_and_allowed(override, message):
     with pytest.raises(ConfigError) as e:
         load_config(overrides=override)
     assert message in str(e.value)
+
+
+def test_trainers_share_fields_and_read_their_own():
+    "SFT and preference settings extend one TrainSettings; each section keeps its own values and defaults."
+    from dataclasses import fields
+    from w2s_nb.config import PrefSettings, SFTSettings, TrainSettings
+    shared = [f.name for f in fields(TrainSettings)]
+    assert "gradient_checkpointing" in shared and "weight_decay" in shared
+    assert issubclass(SFTSettings, TrainSettings) and issubclass(PrefSettings, TrainSettings)
+    cfg = load_config(overrides={"stage2.pref.gradient_checkpointing": True, "strong.sft.weight_decay": 0.1})
+    assert (cfg.stage2.pref.gradient_checkpointing, cfg.strong.sft.gradient_checkpointing) == (True, False)
+    assert (cfg.strong.sft.weight_decay, cfg.stage2.pref.weight_decay) == (0.1, 0.0)
+    assert (cfg.strong.sft.lr, cfg.stage2.pref.lr, cfg.stage2.pref.max_length) == (2e-4, 5e-5, 1024)
 
 
 def test_all_errors_reported_at_once():
@@ -89,3 +104,14 @@ def test_from_dict_and_validate_direct():
     cfg = from_dict(RunConfig, {"stage2": {"tau": 0.5}})
     assert validate(cfg).stage2.tau == 0.5
     assert to_dict(cfg)["stage2"]["tau"] == 0.5
+
+
+def test_world_qlora_is_the_default_world_with_qlora():
+    import dataclasses
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent / "configs"
+    d, q = load_config(root / "default.yaml"), load_config(root / "world-qlora.yaml")
+    assert (q.weak.finetune, q.strong.finetune, q.name) == ("qlora", "qlora", "world-qlora")
+    lora = dataclasses.replace(q, name=d.name, weak=dataclasses.replace(q.weak, finetune="lora"),
+                               strong=dataclasses.replace(q.strong, finetune="lora"))
+    assert lora == d                                        # nothing else differs

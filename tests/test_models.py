@@ -4,13 +4,14 @@ import os
 
 import pytest
 import torch
-from peft import get_peft_model
+from peft import PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from w2s_nb.config import ModelConfig
+from w2s_nb.config import ModelConfig, SFTSettings
 from w2s_nb.models import (ModelRef, bnb_4bit_problem, build_tokenizer, load_model, load_tokenizer,
-                           lora_config, merge_adapters, new_llama, resolve_device,
-                           resolve_dtype, resolve_model_path)
+                           lora_config, merge_adapters, model_entry, model_ref, new_llama, read_models,
+                           resolve_device, resolve_dtype, resolve_model_path, save_merged)
+from w2s_nb.rundir import RunDir, atomic_write_json
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def test_load_model_lora_and_qlora(tiny_model_dir):
     m = load_model(ref, ModelConfig(path=tiny_model_dir, finetune="lora"), "cpu")
     assert m.dtype == torch.float32 and not m.training and type(m.model.layers[0].mlp.up_proj).__name__ == "Linear"
     assert bnb_4bit_problem("cpu") is None
-    q = load_model(ref, ModelConfig(path=tiny_model_dir, finetune="qlora"), "cpu", for_training=True)
+    q = load_model(ref, ModelConfig(path=tiny_model_dir, finetune="qlora"), "cpu", train=SFTSettings())
     lin = q.model.layers[0].mlp.up_proj
     assert type(lin).__name__ == "Linear4bit" and lin.weight.quant_state.quant_type == "nf4"
     assert lin.weight.quant_state.nested                   # double quantisation
@@ -102,3 +103,67 @@ def test_adapters_are_merged_in_order(tiny_model_dir, tmp_path):
     assert not torch.allclose(got, plain, atol=1e-3)
     with pytest.raises(FileNotFoundError, match="no adapter_config.json"):
         load_model(ModelRef(tiny_model_dir, [str(tmp_path)]), cfg, "cpu")
+
+
+def small_adapter(base_dir, cfg, out, std=1e-3, seed=0):
+    "A LoRA adapter whose update is as small as a few hundred steps at lr 2e-4 make it (B ~ 1e-3)."
+    torch.manual_seed(seed)
+    p = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir), lora_config(cfg))
+    for n, w in p.named_parameters():
+        if "lora_B" in n: torch.nn.init.normal_(w, std=std)
+    p.save_pretrained(out)
+    return str(out)
+
+
+def test_qlora_keeps_its_adapter_unmerged(tiny_model_dir, tmp_path):
+    "Over a 4-bit base the adapter stays a live PEFT layer; merging it into NF4 would round a small update away."
+    cfg = ModelConfig(path=tiny_model_dir, finetune="qlora")
+    a = small_adapter(tiny_model_dir, cfg, tmp_path / "a")
+    ids = torch.tensor([[1, 10, 11, 12, 13, 14, 15]])
+    with torch.no_grad():
+        base = load_model(ModelRef(tiny_model_dir), cfg, "cpu")(input_ids=ids).logits
+        m = load_model(ModelRef(tiny_model_dir, [a]), cfg, "cpu")
+        ours = m(input_ids=ids).logits
+        naive = PeftModel.from_pretrained(load_model(ModelRef(tiny_model_dir), cfg, "cpu"), a).merge_and_unload()
+        merged = naive(input_ids=ids).logits
+    assert isinstance(m, PeftModel) and type(m.get_base_model().model.layers[0].mlp.up_proj.base_layer).__name__ == "Linear4bit"
+    effect = (ours - base).norm()
+    assert effect > 0.01                                     # the probe sees the adapter
+    assert (merged - ours).norm() > 0.5 * effect             # what merging into NF4 would lose
+    with pytest.raises(ValueError, match="rounds it away"):
+        merge_adapters(load_model(ModelRef(tiny_model_dir), cfg, "cpu"), [a])
+    with pytest.raises(ValueError, match="at most one"):
+        load_model(ModelRef(tiny_model_dir, [a, a]), cfg, "cpu")
+
+
+def test_save_merged_is_full_precision(tiny_model_dir, tmp_path):
+    "A QLoRA ref saved as one directory: the adapter merged into the fp32 base, loadable without PEFT."
+    cfg = ModelConfig(path=tiny_model_dir, finetune="qlora")
+    a = small_adapter(tiny_model_dir, cfg, tmp_path / "a", std=0.05)
+    out = save_merged(ModelRef(tiny_model_dir, [a]), cfg, tmp_path / "merged")
+    ids = torch.tensor([[1, 10, 11, 12, 13]])
+    with torch.no_grad():
+        want = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), a)(input_ids=ids).logits
+        got = AutoModelForCausalLM.from_pretrained(out)(input_ids=ids).logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert (out / "tokenizer.json").exists() and "quantization_config" not in json.loads((out / "config.json").read_text())
+
+
+def test_run_registry_round_trip(tiny_model_dir, tmp_path):
+    rd = RunDir(tmp_path / "run")
+    adapter = rd.path("stage1", "r1", "adapter"); adapter.mkdir(parents=True)
+    ref = ModelRef(tiny_model_dir, [str(adapter)])
+    e = model_entry(ref, rd, "strong", "stage1", "M_plus", round=1)
+    assert e["ref"] == dict(base=tiny_model_dir, adapters=["stage1/r1/adapter"], gguf_file=None) and e["round"] == 1
+    assert model_ref(rd, e) == ref
+    atomic_write_json(rd.path("stage2", "models.json"), {"m_pro_dpo": {**e, "method": "dpo"}})
+    atomic_write_json(rd.path("weak", "models.json"), {"weak": e})
+    assert list(read_models(rd)) == ["weak", "m_pro_dpo"]             # stage order, a missing stage is skipped
+    assert read_models(rd, ["stage1"]) == {}
+
+
+def test_importing_models_is_light():
+    "The evaluation and the report read the registry from `models`: importing it must not pull in torch."
+    import subprocess, sys
+    code = "import sys, w2s_nb.models; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], env={**os.environ}).returncode == 0

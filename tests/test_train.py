@@ -13,8 +13,8 @@ from transformers import AutoModelForCausalLM, TrainerCallback
 
 from w2s_nb.config import LoraSettings, ModelConfig, PrefSettings, SFTSettings
 from w2s_nb.models import ModelRef, load_model, load_tokenizer, lora_config
-from w2s_nb.train import (completion_logprobs, finished, launch_command, read_train_log, train_preference,
-                          train_sft)
+from w2s_nb.train import (completion_logprobs, finished, launch_command, preference_trainer, read_train_log,
+                          train_preference, train_sft)
 
 SFT = SFTSettings(epochs=2, lr=1e-2, batch_size=8, max_length=64)
 
@@ -102,14 +102,82 @@ def test_qlora_sft_on_cpu_changes_lora_weights(tiny_model_dir, tiny_examples, tm
     ls = losses(tmp_path)
     assert sum(ls[-4:]) / 4 < sum(ls[:4]) / 4 - 0.3, ls
     assert json.loads((tmp_path / "result.json").read_text())["finetune"] == "qlora"
-    m = load_model(new, cfg, "cpu")                                    # 4-bit base + merged adapter
-    assert type(m.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
+
+
+def probe_batch(tok, pairs):
+    "Token ids of a few full chosen/rejected texts, one row each (no padding)."
+    return [tok([p["prompt"] + p[k]], return_tensors="pt")["input_ids"] for p in pairs[:4] for k in ("chosen", "rejected")]
+
+
+def effect_kept(ref: ModelRef, cfg, ids: list) -> tuple[float, float]:
+    """(share of the adapter's logit effect that the package's inference loading keeps, size of that effect), against
+    PEFT's unmerged adapter on the same 4-bit base."""
+    with torch.no_grad():
+        base = load_model(ModelRef(ref.base), cfg, "cpu")
+        plain = torch.cat([base(input_ids=i).logits[0] for i in ids])
+        peft = PeftModel.from_pretrained(load_model(ModelRef(ref.base), cfg, "cpu"), ref.adapters[0]).eval()
+        want = torch.cat([peft(input_ids=i).logits[0] for i in ids])
+        ours = load_model(ref, cfg, "cpu")
+        got = torch.cat([ours(input_ids=i).logits[0] for i in ids])
+    effect = (want - plain).norm().item()
+    return 1 - (got - want).norm().item() / effect, effect
+
+
+@pytest.fixture(scope="module")
+def qlora_runs(tiny_model_dir, tiny_examples, tiny_pairs, tmp_path_factory):
+    "QLoRA SFT at the paper's rate 2e-4 (M_plus), then QLoRA DPO from it (M_pro)."
+    out = tmp_path_factory.mktemp("qlora")
+    cfg = cfg_for(tiny_model_dir, "qlora", lr=2e-4)
+    m_plus = train_sft(ModelRef(tiny_model_dir), cfg, tiny_examples, out / "sft", seed=0)
+    pref = PrefSettings(epochs=2, lr=2e-4, batch_size=8, max_length=64, beta=0.5)
+    m_pro = train_preference(m_plus, cfg, pref, "dpo", tiny_pairs, out / "dpo", seed=0)
+    return dict(cfg=cfg, m_plus=m_plus, m_pro=m_pro, out=out, pref=pref)
+
+
+def test_qlora_models_keep_their_adapter_effect(qlora_runs, tiny_pairs):
+    "Loaded for inference, QLoRA's M_plus and M_pro keep >= 95% of their adapter's effect on the logits (merged: ~0%)."
+    cfg, m_plus, m_pro = qlora_runs["cfg"], qlora_runs["m_plus"], qlora_runs["m_pro"]
+    ids = probe_batch(load_tokenizer(m_plus, cfg), tiny_pairs)
+    for ref in (m_plus, m_pro):
+        kept, effect = effect_kept(ref, cfg, ids)
+        assert effect > 1.0 and kept >= 0.95, (ref, kept, effect)
+    assert m_pro == ModelRef(m_plus.base, [str(qlora_runs["out"].resolve() / "dpo" / "adapter")])  # one adapter
+    assert not (Path(m_pro.adapters[0]) / "ref").exists()             # DPO's frozen reference copy is not saved
+    assert margin(m_pro, cfg, tiny_pairs) > margin(m_plus, cfg, tiny_pairs) + 0.05
+
+
+def seq_logps(model, batch) -> tuple:
+    "Summed completion log-probs of a DPO batch (chosen rows, rejected rows), from a plain forward pass."
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    lp = logits.log_softmax(-1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
+    return (lp * batch["completion_mask"][:, 1:]).sum(1).chunk(2)
+
+
+@pytest.mark.parametrize("finetune", ["lora", "qlora"])
+def test_dpo_reference_is_m_plus(finetune, sft_run, qlora_runs, tiny_pairs, tmp_path):
+    "DPOTrainer's reference log-probs are M_plus's as the package loads it, before and after training; not the base's."
+    run = sft_run if finetune == "lora" else dict(ref=qlora_runs["m_plus"], cfg=qlora_runs["cfg"])
+    m_plus, cfg = run["ref"], run["cfg"]
+    trainer, *_ = preference_trainer(m_plus, cfg, PrefSettings(epochs=1, lr=1e-2, batch_size=8, max_length=64, beta=0.5),
+                                     "dpo", tiny_pairs, tmp_path, seed=0, device="cpu")
+    batch = next(iter(trainer.get_train_dataloader()))
+    want = torch.cat(seq_logps(load_model(m_plus, cfg, "cpu"), batch))
+    base = torch.cat(seq_logps(load_model(ModelRef(m_plus.base), cfg, "cpu"), batch))
+    before = torch.cat(trainer.compute_ref_log_probs(trainer.model, batch))
+    trainer.train()
+    after = torch.cat(trainer.compute_ref_log_probs(trainer.model, batch))
+    policy = torch.cat(seq_logps(trainer.model.eval(), batch))
+    tol = dict(rtol=0, atol=1e-3 if finetune == "lora" else 0.05)   # 4-bit: training vs inference kernels
+    torch.testing.assert_close(before, want, **tol)
+    torch.testing.assert_close(after, want, **tol)
+    assert (base - want).abs().max() > 0.5 and (policy - want).abs().max() > 0.5
 
 
 def test_qlora_trap_defused_after_inference(tiny_model_dir):
     "An inference forward before training must not kill LoRA gradients on a 4-bit model (AVX512-BF16 CPUs)."
     cfg = cfg_for(tiny_model_dir, "qlora")
-    model = get_peft_model(load_model(ModelRef(tiny_model_dir), cfg, "cpu", for_training=True), lora_config(cfg))
+    model = get_peft_model(load_model(ModelRef(tiny_model_dir), cfg, "cpu", train=SFTSettings()), lora_config(cfg))
     ids = torch.tensor([[1, 5, 6, 7, 8]])
     model.eval()
     with torch.no_grad(): model(input_ids=ids)                        # the forward that repacks weights
@@ -148,7 +216,7 @@ def margin(ref, cfg, pairs):
 
 @pytest.mark.parametrize("method", ["dpo", "orpo", "simpo"])
 def test_preference_raises_margin(method, sft_run, tiny_pairs, tmp_path):
-    "Start from the Stage-I model (SFT adapter merged) and add a new LoRA adapter."
+    "LoRA: start from the Stage-I model (SFT adapter merged) and add a new LoRA adapter."
     start, cfg = sft_run["ref"], sft_run["cfg"]
     pref = PrefSettings(epochs=2, lr=1e-2, batch_size=8, max_length=64, beta=0.5 if method != "simpo" else 2.0)
     new = train_preference(start, cfg, pref, method, tiny_pairs, tmp_path, seed=0)

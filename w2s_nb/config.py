@@ -17,10 +17,10 @@ import yaml
 
 # %% auto #0
 __all__ = ['DATASETS', 'ANSWER_FORMATS', 'DATA_SOURCES', 'FINETUNE', 'DTYPES', 'DEMO_CHOICES', 'VARIANTS', 'PREF_METHODS',
-           'DEVICES', 'opt', 'DataConfig', 'LoraSettings', 'SFTSettings', 'ModelConfig', 'SamplingConfig',
-           'Stage1Config', 'PrefSettings', 'Stage2Config', 'EvalConfig', 'RunConfig', 'ConfigError', 'config_errors',
-           'validate', 'from_dict', 'to_dict', 'parse_yaml', 'parse_override', 'apply_overrides', 'read_yaml',
-           'load_config', 'save_config']
+           'DEVICES', 'opt', 'DataConfig', 'LoraSettings', 'TrainSettings', 'SFTSettings', 'ModelConfig',
+           'SamplingConfig', 'Stage1Config', 'PrefSettings', 'Stage2Config', 'EvalConfig', 'RunConfig', 'ConfigError',
+           'config_errors', 'validate', 'from_dict', 'to_dict', 'parse_yaml', 'parse_override', 'apply_overrides',
+           'read_yaml', 'load_config', 'save_config']
 
 # %% ../nbs/00_config.ipynb #5da38ebc
 def opt(default: Any = dataclasses.MISSING, *, choices=None, ge=None, gt=None, le=None, lt=None,
@@ -66,8 +66,8 @@ class LoraSettings:
                         help="module names, or ['all-linear']")
 
 @dataclass
-class SFTSettings:
-    "Supervised fine-tuning hyper-parameters (TRL `SFTTrainer`)."
+class TrainSettings:
+    "Hyper-parameters every trainer shares (as TRL's configs all extend `TrainingArguments`)."
     epochs: float = opt(3.0, gt=0)
     lr: float = opt(2e-4, gt=0)
     batch_size: int = opt(8, ge=1)
@@ -76,16 +76,20 @@ class SFTSettings:
     warmup_ratio: float = opt(0.0, ge=0, lt=1)
     lr_scheduler: str = opt("cosine", choices=("cosine", "linear", "constant"))
     weight_decay: float = opt(0.0, ge=0)
-    gradient_checkpointing: bool = opt(False)
+    gradient_checkpointing: bool = opt(False, help="recompute activations in the backward pass: less memory, slower")
     report_to: str = opt("none", choices=("none", "tensorboard"))
-    merge_adapter: bool = opt(False, help="also save the adapter merged into the base model")
+
+@dataclass
+class SFTSettings(TrainSettings):
+    "Supervised fine-tuning (TRL `SFTTrainer`)."
+    merge_adapter: bool = opt(False, help="also save the adapters merged into the full-precision base model")
 
 @dataclass
 class ModelConfig:
     "One model (weak or strong): where it comes from, how it is loaded and fine-tuned."
     path: str = opt("world:weak", help="local dir, GGUF file, hub id, or world:weak / world:strong")
     gguf_file: Optional[str] = opt(None, help="GGUF file name inside `path`")
-    dtype: str = opt("auto", choices=DTYPES)
+    dtype: str = opt("auto", choices=DTYPES, help="weights (4-bit compute) and training mixed precision; auto: bf16 on CUDA, fp32 on CPU")
     finetune: str = opt("qlora", choices=FINETUNE, help="QLoRA (4-bit + LoRA), LoRA, or full fine-tuning")
     allow_fallback: bool = opt(False, help="if 4-bit is impossible here, fall back to LoRA (logged) instead of failing")
     trust_remote_code: bool = opt(False)
@@ -120,19 +124,14 @@ class Stage1Config:
 PREF_METHODS = ("dpo", "orpo", "simpo")
 
 @dataclass
-class PrefSettings:
-    "Preference-optimisation hyper-parameters (TRL DPO / ORPO / CPO-SimPO)."
+class PrefSettings(TrainSettings):
+    "Preference optimisation (TRL DPO / ORPO / CPO-SimPO); fewer epochs, a smaller rate and longer pairs than SFT."
     epochs: float = opt(2.0, gt=0)
     lr: float = opt(5e-5, gt=0)
-    batch_size: int = opt(8, ge=1)
-    grad_accum: int = opt(1, ge=1)
     max_length: int = opt(1024, ge=8)
     beta: float = opt(0.1, gt=0, help="DPO/ORPO/SimPO beta")
     simpo_gamma: float = opt(0.5, ge=0, help="SimPO target reward margin (gamma/beta ratio in TRL)")
     cpo_alpha: float = opt(0.0, ge=0, help="SimPO: weight of the NLL term (0 = pure SimPO)")
-    warmup_ratio: float = opt(0.0, ge=0, lt=1)
-    lr_scheduler: str = opt("cosine", choices=("cosine", "linear", "constant"))
-    report_to: str = opt("none", choices=("none", "tensorboard"))
 
 @dataclass
 class Stage2Config:

@@ -16,11 +16,12 @@ from typing import NamedTuple, Optional
 
 from .answers import majority_answer
 from .config import EvalConfig, ModelConfig, RunConfig, SamplingConfig
+from .models import read_models
 from .rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl, stable_hash
 
 # %% auto #0
-__all__ = ['MODEL_STAGES', 'META_KEYS', 'wilson_interval', 'pass_at_k', 'score_predictions', 'summarize', 'PGR', 'pgr',
-           'eval_sampling', 'evaluate', 'run_models', 'add_pgr', 'run_eval']
+__all__ = ['META_KEYS', 'wilson_interval', 'pass_at_k', 'score_predictions', 'summarize', 'PGR', 'pgr', 'eval_sampling',
+           'evaluate', 'run_models', 'add_pgr', 'run_eval']
 
 # %% ../nbs/11_eval.ipynb #31dc44c9
 def wilson_interval(correct: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -119,17 +120,11 @@ def evaluate(ref, model_cfg: ModelConfig, test_records: list[dict], prompts: lis
     return summarize(rows)
 
 # %% ../nbs/11_eval.ipynb #7668080e
-MODEL_STAGES = ("weak", "stage1", "stage2")
 META_KEYS = ("label", "group", "round", "variant", "method")
 
 def run_models(rd: RunDir) -> dict[str, dict]:
     "Every evaluable model of a run (name → `models.json` entry, stage order), aliases left out."
-    out = {}
-    for stage in MODEL_STAGES:
-        p = rd.path(stage, "models.json")
-        if p.exists():
-            out.update({k: v for k, v in read_json(p).items() if not v.get("alias_of")})
-    return out
+    return {k: v for k, v in read_models(rd).items() if not v.get("alias_of")}
 
 def add_pgr(models: dict[str, dict], floor: str = "weak", ceiling: str = "ceiling") -> dict[str, dict]:
     "Set `pgr` of every model (None for the floor and ceiling themselves, and when PGR is undefined)."
@@ -157,8 +152,8 @@ def _eval_one(rd: RunDir, name: str, ref, model_cfg: ModelConfig, test: list[dic
 def run_eval(cfg: RunConfig, rd: RunDir) -> dict:
     "Evaluate every model of the run plus weak-ICL on `data/test.jsonl`; write `eval/<name>.jsonl` and `eval/metrics.json`."
     from w2s_nb.data import answer_format, few_shot_prompt
-    from w2s_nb.models import resolve_device
-    from w2s_nb.weak import base_ref, model_ref, question_prompts
+    from w2s_nb.models import base_ref, model_ref, resolve_device
+    from w2s_nb.weak import question_prompts
     fmt, device, tpl = answer_format(cfg.data), resolve_device(cfg.device), cfg.data.prompt_template
     test_path, demos_path = rd.path("data", "test.jsonl"), rd.path("weak", "demos.jsonl")
     if not test_path.exists(): raise FileNotFoundError(f"{test_path}: no test split (run the data stage first)")

@@ -5,6 +5,7 @@
 # %% ../nbs/04_models.ipynb #61123ec6
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -12,18 +13,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-from .config import ModelConfig
-from .rundir import atomic_dir, atomic_write_text
+from .config import ModelConfig, TrainSettings
+from .rundir import RunDir, atomic_dir, atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'SPECIAL_TOKENS', 'build_tokenizer', 'new_llama', 'ModelRef', 'resolve_device', 'resolve_model_path',
-           'resolve_dtype', 'load_tokenizer', 'bnb_4bit_problem', 'disable_bnb_cpu_repack', 'effective_finetune',
-           'bnb_config', 'merge_adapters', 'load_model', 'lora_config', 'convert_gguf']
+__all__ = ['log', 'SPECIAL_TOKENS', 'MODEL_STAGES', 'build_tokenizer', 'new_llama', 'ModelRef', 'resolve_device',
+           'resolve_model_path', 'resolve_dtype', 'load_tokenizer', 'bnb_4bit_problem', 'disable_bnb_cpu_repack',
+           'effective_finetune', 'bnb_config', 'merge_adapters', 'attach_adapter', 'load_model', 'lora_config',
+           'save_merged', 'convert_gguf', 'model_entry', 'model_ref', 'read_models', 'base_ref']
 
 # %% ../nbs/04_models.ipynb #368b7878
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
@@ -32,6 +31,7 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int, out_dir=None, individ
     """Train a byte-level BPE tokenizer on `texts`; optionally save it to `out_dir`.
     `individual_digits=True` splits numbers into digits; `False` lets frequent numbers become single tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
     if vocab_size < 256 + len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size={vocab_size}: expected >= {256 + len(SPECIAL_TOKENS)} (256 bytes + special tokens)")
     tok = Tokenizer(models.BPE())
@@ -51,6 +51,8 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int, out_dir=None, individ
 def new_llama(tokenizer, hidden: int, layers: int, heads: int, intermediate: int, max_pos: int = 512,
               seed: int = 0, tie_embeddings: bool = False, kv_heads: Optional[int] = None) -> LlamaForCausalLM:
     "A randomly initialised `LlamaForCausalLM` (float32) sized for `tokenizer`; same `seed` → same weights."
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
     if hidden % heads: raise ValueError(f"hidden={hidden} is not divisible by heads={heads}")
     cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
                       num_attention_heads=heads, num_key_value_heads=kv_heads or heads,
@@ -67,7 +69,7 @@ def new_llama(tokenizer, hidden: int, layers: int, heads: int, intermediate: int
 # %% ../nbs/04_models.ipynb #4ec2d935
 @dataclass
 class ModelRef:
-    "A model = `base` (dir, hub id or `world:NAME`) + LoRA `adapters` merged in order (+ an optional GGUF file name)."
+    "A model = `base` (dir, hub id or `world:NAME`) + LoRA `adapters` applied in order (+ an optional GGUF file name)."
     base: str
     adapters: list = field(default_factory=list)
     gguf_file: Optional[str] = None
@@ -100,6 +102,7 @@ class ModelRef:
 # %% ../nbs/04_models.ipynb #a06bf2fa
 def resolve_device(device: str) -> str:
     "`'auto'` → `'cuda'` if available else `'cpu'`; `'cpu'` / `'cuda'` as given."
+    import torch
     if device == "auto": return "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise ValueError(f"device={device!r}: expected auto, cpu or cuda")
@@ -128,6 +131,7 @@ def _local_device(device: str) -> str:
 
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     "`auto`: bf16 on CUDA (fp16 where bf16 is unsupported), float32 on CPU."
+    import torch
     if dtype == "auto":
         if device.startswith("cuda"): return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
@@ -156,6 +160,7 @@ def bnb_4bit_problem(device: str) -> Optional[str]:
     if kind not in _BNB_CHECK:
         try:
             import bitsandbytes.functional as F
+            import torch
             x = torch.randn(64, 64, device=kind if kind == "cpu" else "cuda")
             q, st = F.quantize_4bit(x, quant_type="nf4")
             err = (F.dequantize_4bit(q, st).float() - x).abs().mean().item()
@@ -191,17 +196,29 @@ def bnb_config(compute_dtype: torch.dtype):
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                               bnb_4bit_compute_dtype=compute_dtype)
 
+def _adapter_dir(a) -> str:
+    if not (Path(a) / "adapter_config.json").exists(): raise FileNotFoundError(f"adapter {a!r}: no adapter_config.json there")
+    return str(a)
+
 def merge_adapters(model, adapters: list):
-    "Merge LoRA adapter directories into `model`, in order."
+    "Merge LoRA adapter directories into a full-precision `model`, in order (a 4-bit model is refused)."
     from peft import PeftModel
+    if adapters and getattr(model, "is_loaded_in_4bit", False):
+        raise ValueError("merging a LoRA adapter into 4-bit weights rounds it away; keep it unmerged (`attach_adapter`)")
     for a in adapters:
-        if not (Path(a) / "adapter_config.json").exists():
-            raise FileNotFoundError(f"adapter {a!r}: no adapter_config.json there")
-        model = PeftModel.from_pretrained(model, str(a), is_trainable=False).merge_and_unload()
+        model = PeftModel.from_pretrained(model, _adapter_dir(a), is_trainable=False).merge_and_unload()
     return model
 
-def load_model(ref: ModelRef, cfg: ModelConfig, device: str, for_training: bool = False):
-    "Load `ref` (base + adapters merged) on `device`; a 4-bit base when `cfg.finetune=='qlora'` and 4-bit can run."
+def attach_adapter(model, adapters: list, trainable: bool = False):
+    "`model` with its one adapter live and unmerged on top (a `PeftModel`); `model` itself when there is none."
+    from peft import PeftModel
+    if len(adapters) > 1:
+        raise ValueError(f"a 4-bit model keeps its adapter unmerged, so it takes at most one; got {len(adapters)}: {adapters}")
+    return PeftModel.from_pretrained(model, _adapter_dir(adapters[0]), is_trainable=trainable) if adapters else model
+
+# %% ../nbs/04_models.ipynb #5b0e8d21
+def load_model(ref: ModelRef, cfg: ModelConfig, device: str, train: Optional[TrainSettings] = None):
+    "Load `ref` on `device`, for inference or (`train`) for training; 4-bit with its adapter unmerged under QLoRA."
     from transformers import AutoModelForCausalLM
     device = _local_device(resolve_device(device))
     path, gguf = _source(ref, cfg)
@@ -214,16 +231,17 @@ def load_model(ref: ModelRef, cfg: ModelConfig, device: str, for_training: bool 
         if gguf: raise ValueError("QLoRA on a GGUF file: convert it first (`convert_gguf`) and use the directory")
         kw["quantization_config"] = bnb_config(dtype)
     model = AutoModelForCausalLM.from_pretrained(path, **kw)
-    if quantized and device == "cpu" and for_training: disable_bnb_cpu_repack(model)
-    if ref.adapters: model = merge_adapters(model, ref.adapters)
-    if quantized and for_training:
+    if not quantized: model = merge_adapters(model, ref.adapters)
+    elif train is None: model = attach_adapter(model, ref.adapters)
+    else:
         from peft import prepare_model_for_kbit_training
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.sft.gradient_checkpointing,
+        if device == "cpu": disable_bnb_cpu_repack(model)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=train.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
-    if for_training: model.train()
-    else: model.eval()
-    return model
+        model = attach_adapter(model, ref.adapters, trainable=True)
+    return model.eval() if train is None else model.train()
 
+# %% ../nbs/04_models.ipynb #9a4f63c2
 def lora_config(cfg: ModelConfig):
     "The PEFT `LoraConfig` of a model config (causal LM)."
     from peft import LoraConfig
@@ -232,8 +250,17 @@ def lora_config(cfg: ModelConfig):
     return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       target_modules=targets, bias="none", task_type="CAUSAL_LM")
 
+# %% ../nbs/04_models.ipynb #c38d0f4e
+def save_merged(ref: ModelRef, cfg: ModelConfig, out_dir, device: str = "cpu") -> Path:
+    "`ref` as one plain model directory: adapters merged into the full-precision base, plus the tokenizer."
+    model = load_model(ref, dataclasses.replace(cfg, finetune="full"), device)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True); load_tokenizer(ref, cfg).save_pretrained(tmp)
+    return Path(out_dir)
+
 def convert_gguf(path: str, gguf_file: str, out_dir, dtype: str = "float32") -> Path:
     "Dequantize a GGUF checkpoint once into a normal safetensors HF directory (fast to reload, QLoRA-able)."
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     out_dir = Path(out_dir)
     if (out_dir / "config.json").exists(): return out_dir
@@ -244,3 +271,39 @@ def convert_gguf(path: str, gguf_file: str, out_dir, dtype: str = "float32") -> 
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True); tok.save_pretrained(tmp)
     return out_dir
+
+# %% ../nbs/04_models.ipynb #6d2a9c15
+MODEL_STAGES = ("weak", "stage1", "stage2")
+
+def _portable(p: str, rd: RunDir) -> str:
+    "A path inside the run directory as a relative path; anything else (other folders, hub ids) unchanged."
+    q = Path(p)
+    if q.exists():
+        try: return q.resolve().relative_to(rd.root.resolve()).as_posix()
+        except ValueError: pass
+    return str(p)
+
+def model_entry(ref: ModelRef, rd: RunDir, role: str, group: str, label: str,
+                round: int | None = None, variant: str | None = None, method: str | None = None, **extra) -> dict:
+    "A `models.json` entry; paths inside the run directory are stored relative to it."
+    return dict(ref=dict(base=_portable(ref.base, rd), adapters=[_portable(a, rd) for a in ref.adapters], gguf_file=ref.gguf_file),
+                role=role, group=group, label=label, round=round, variant=variant, method=method, **extra)
+
+def _absolute(rd: RunDir, p: str) -> str:
+    return str(rd.path(p)) if rd.path(p).exists() else p
+
+def model_ref(rd: RunDir, entry: dict) -> ModelRef:
+    "Resolve a `models.json` entry back to a `ModelRef` (relative paths against the run directory)."
+    r = entry["ref"]
+    return ModelRef(base=_absolute(rd, r["base"]), adapters=[_absolute(rd, a) for a in r["adapters"]], gguf_file=r.get("gguf_file"))
+
+def read_models(rd: RunDir, stages=MODEL_STAGES) -> dict[str, dict]:
+    "The `models.json` entries of `stages`, in stage order (a stage without the file has none)."
+    out = {}
+    for stage in stages:
+        if rd.path(stage, "models.json").exists(): out.update(read_json(rd.path(stage, "models.json")))
+    return out
+
+def base_ref(model_cfg: ModelConfig) -> ModelRef:
+    "The untrained model of a `ModelConfig`."
+    return ModelRef(base=resolve_model_path(model_cfg.path), adapters=[], gguf_file=model_cfg.gguf_file)

@@ -17,17 +17,16 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from .config import parse_yaml
-from .rundir import atomic_file, atomic_write_text, read_json, read_jsonl
+from .models import read_models
+from .rundir import RunDir, atomic_file, atomic_write_text, read_json, read_jsonl
 
 # %% auto #0
-__all__ = ['MODEL_STAGES', 'GROUPS', 'VARIANT_ORDER', 'METHOD_ORDER', 'load_run', 'train_log_path', 'ordered_models',
-           'short_label', 'is_w2s', 'save_figure', 'pgr_note', 'plot_accuracy', 'plot_selection', 'plot_confidence',
-           'plot_losses', 'results_markdown', 'make_report', 'compare_columns', 'run_title', 'compare_markdown',
-           'plot_comparison', 'compare_runs']
+__all__ = ['GROUPS', 'VARIANT_ORDER', 'METHOD_ORDER', 'load_run', 'train_log_path', 'ordered_models', 'short_label', 'is_w2s',
+           'save_figure', 'pgr_note', 'plot_accuracy', 'plot_selection', 'plot_confidence', 'plot_losses',
+           'results_markdown', 'make_report', 'compare_columns', 'run_title', 'compare_markdown', 'plot_comparison',
+           'compare_runs']
 
 # %% ../nbs/12_report.ipynb #7062f22c
-MODEL_STAGES = ("weak", "stage1", "stage2")
-
 def _read_optional(path) -> Optional[dict]:
     return read_json(path) if Path(path).exists() else None
 
@@ -40,9 +39,7 @@ def load_run(run_dir) -> dict:
     metrics = read_json(mp)
     if not isinstance(metrics.get("models"), dict) or not metrics["models"]:
         raise ValueError(f"{mp}: expected a non-empty 'models' mapping")
-    models = {}
-    for stage in MODEL_STAGES:
-        models.update(_read_optional(root / stage / "models.json") or {})
+    models = read_models(RunDir(root))
     cp = root / "config.yaml"
     return dict(root=root, name=root.resolve().name, metrics=metrics, models=models,
                 stage1=_read_optional(root / "stage1" / "stage1_metrics.json"),

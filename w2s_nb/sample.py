@@ -15,21 +15,15 @@ from typing import Callable, Optional
 import torch
 from tqdm.auto import tqdm
 
+from .answers import cut_at_stop
 from .config import ModelConfig, SamplingConfig
-from .models import ModelRef, load_model, load_tokenizer, resolve_device
-from .rundir import atomic_dir, atomic_write_text
+from .models import ModelRef, load_model, load_tokenizer, resolve_device, save_merged
+from .rundir import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'trim_at_stop', 'hf_generate', 'read_shards', 'batch_bounds', 'sample', 'vllm_problem', 'vllm_generate_fn',
-           'generate_texts']
-
-# %% ../nbs/06_sample.ipynb #86090edd
-def trim_at_stop(text: str, stop) -> str:
-    "`text` cut before the earliest occurrence of any stop string."
-    cut = min((i for s in (stop or []) if s and (i := text.find(s)) >= 0), default=len(text))
-    return text[:cut]
+__all__ = ['log', 'hf_generate', 'read_shards', 'batch_bounds', 'sample', 'vllm_problem', 'vllm_generate_fn', 'generate_texts']
 
 # %% ../nbs/06_sample.ipynb #ac873821
 def hf_generate(model, tokenizer, prompts: list, n: int, temperature: float, top_p: float, max_new_tokens: int,
@@ -47,7 +41,7 @@ def hf_generate(model, tokenizer, prompts: list, n: int, temperature: float, top
     with torch.inference_mode():
         out = model.generate(**enc, generation_config=gc, tokenizer=tokenizer if stop else None)
     texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    texts = [trim_at_stop(t, stop) for t in texts]
+    texts = [cut_at_stop(t, stop or ()) for t in texts]
     k = 1 if greedy else n
     return [texts[i * k:(i + 1) * k] * (n if greedy else 1) for i in range(len(prompts))]
 
@@ -165,21 +159,16 @@ def vllm_generate_fn(llm, n: int, temperature: float, top_p: float, max_new_toke
         sp = SamplingParams(n=1 if greedy else n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
                             stop=list(stop) if stop else None, seed=seed)
         outs = llm.generate(prompts, sp, use_tqdm=False)
-        return [[trim_at_stop(o.text, stop) for o in out.outputs] * (n if greedy else 1) for out in outs]
+        return [[cut_at_stop(o.text, stop or ()) for o in out.outputs] * (n if greedy else 1) for out in outs]
     return fn
 
 def _load_vllm(ref: ModelRef, cfg: ModelConfig, seed: int, work_dir):
     from vllm import LLM
-    from w2s_nb.models import _source, merge_adapters
+    from w2s_nb.models import _source
     path, gguf = _source(ref, cfg)
-    if ref.adapters:  # vLLM serves one model: merge the adapters into a saved copy once
-        import dataclasses
+    if ref.adapters:  # vLLM serves one model: merge the adapters into a saved full-precision copy once
         target = Path(work_dir) / "merged-model"
-        if not (target / "config.json").exists():
-            full = dataclasses.replace(cfg, finetune="full")
-            m = merge_adapters(load_model(ModelRef(ref.base, [], ref.gguf_file), full, "cpu"), ref.adapters)
-            with atomic_dir(target) as tmp:
-                m.save_pretrained(tmp, safe_serialization=True); load_tokenizer(ref, cfg).save_pretrained(tmp)
+        if not (target / "config.json").exists(): save_merged(ref, cfg, target)
         path = str(target)
     elif gguf: path = str(Path(path) / gguf)
     quant = dict(quantization="bitsandbytes") if cfg.finetune == "qlora" else {}

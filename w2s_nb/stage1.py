@@ -10,11 +10,11 @@ import time
 from .answers import answers_agree, is_equiv
 from .config import RunConfig
 from .data import answer_format, few_shot_prompt, zero_shot_prompt
-from .models import ModelRef, resolve_device
+from .models import ModelRef, base_ref, model_entry, resolve_device
 from .rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_jsonl
 from .sample import generate_texts
 from .train import train_sft
-from .weak import base_ref, gold_sft_examples, label_records, model_entry, question_prompts
+from .weak import gold_sft_examples, label_records, question_prompts
 
 # %% auto #0
 __all__ = ['GOLD_FIELDS', 'VARIANT_SIDES', 'GoldLeakError', 'assert_no_gold', 'icl_prompts', 'select_consistent',

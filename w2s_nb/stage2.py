@@ -12,12 +12,12 @@ from collections import Counter
 from .answers import extract_answer, is_equiv, majority_answer
 from .config import RunConfig, Stage2Config
 from .data import answer_format, zero_shot_prompt
-from .models import resolve_device
-from .rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl, stable_hash
+from .models import model_entry, model_ref, read_models, resolve_device
+from .rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_jsonl, stable_hash
 from .sample import generate_texts
 from .stage1 import assert_no_gold, label_completion
 from .train import train_preference
-from .weak import model_entry, model_ref, question_prompts
+from .weak import question_prompts
 
 # %% auto #0
 __all__ = ['majority', 'question_pairs', 'build_pairs', 'pair_quality', 'run_stage2']
@@ -76,7 +76,7 @@ def pair_quality(pairs: list[dict], gold_by_id: dict[str, str], fmt: str) -> dic
 def run_stage2(cfg: RunConfig, rd: RunDir) -> dict:
     "Sample from M_plus, build confidence pairs, train every configured preference method from M_plus."
     t0, fmt, dev, s2 = time.time(), answer_format(cfg.data), resolve_device(cfg.device), cfg.stage2
-    m_plus = model_ref(rd, read_json(rd.path("stage1", "models.json"))["m_plus"])
+    m_plus = model_ref(rd, read_models(rd, ["stage1"])["m_plus"])
     d_weak = read_jsonl(rd.path("weak", "d_weak.jsonl"))
     sampled = generate_texts(m_plus, cfg.strong, question_prompts(d_weak, cfg), cfg.sampling, n=s2.n, temperature=s2.temperature,
                              top_p=s2.top_p, seed=cfg.seed, device=dev, out_dir=rd.path("stage2", "samples"))

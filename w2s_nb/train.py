@@ -5,7 +5,6 @@
 # %% ../nbs/05_train.ipynb #20313c9e
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -16,14 +15,14 @@ from typing import Optional
 import torch
 from fastcore.imports import IN_NOTEBOOK
 
-from .config import ModelConfig, PrefSettings, from_dict, to_dict, validate
-from .models import (ModelRef, effective_finetune, load_model, load_tokenizer, lora_config, merge_adapters,
-                           resolve_device)
-from .rundir import atomic_dir, atomic_write_text, replace_dir
+from .config import ModelConfig, PrefSettings, TrainSettings, from_dict, to_dict, validate
+from .models import (ModelRef, effective_finetune, load_model, load_tokenizer, lora_config, resolve_device,
+                           resolve_dtype, save_merged)
+from .rundir import atomic_write_text, replace_dir
 
 # %% auto #0
-__all__ = ['RESULT', 'finished', 'read_train_log', 'train_sft', 'train_preference', 'run_job', 'launch_command', 'main',
-           'completion_logprobs']
+__all__ = ['RESULT', 'finished', 'read_train_log', 'train_sft', 'preference_trainer', 'train_preference', 'run_job',
+           'launch_command', 'main', 'completion_logprobs']
 
 # %% ../nbs/05_train.ipynb #1b11a2f7
 RESULT = "result.json"
@@ -41,35 +40,40 @@ def _check_examples(rows: list, keys: tuple, what: str) -> list:
     return [{k: r[k] for k in keys} for r in rows]
 
 # %% ../nbs/05_train.ipynb #90890464
-def _common_args(out_dir, s, seed: int, device: str, dtype: torch.dtype) -> dict:
-    "Keyword arguments shared by every TRL config, from `SFTSettings` or `PrefSettings` `s`."
-    cuda = device.startswith("cuda")
-    return dict(output_dir=str(out_dir), num_train_epochs=s.epochs, learning_rate=s.lr,
+def _common_args(out_dir, s: TrainSettings, cfg: ModelConfig, seed: int, device: str) -> dict:
+    "Keyword arguments shared by every TRL config: a trainer's settings `s`, mixed precision from `cfg.dtype`."
+    cuda, dtype = device.startswith("cuda"), resolve_dtype(cfg.dtype, device)
+    return dict(output_dir=str(Path(out_dir) / "trainer"), num_train_epochs=s.epochs, learning_rate=s.lr,
                 per_device_train_batch_size=s.batch_size, gradient_accumulation_steps=s.grad_accum,
                 max_length=s.max_length, warmup_steps=s.warmup_ratio, lr_scheduler_type=s.lr_scheduler,
-                weight_decay=getattr(s, "weight_decay", 0.0), report_to=s.report_to, logging_steps=1,
+                weight_decay=s.weight_decay, report_to=s.report_to, logging_steps=1,
                 save_strategy="no", seed=seed, data_seed=seed, use_cpu=not cuda,
                 bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16,
-                activation_checkpointing=getattr(s, "gradient_checkpointing", False),
+                activation_checkpointing=s.gradient_checkpointing,
                 activation_checkpointing_kwargs={"use_reentrant": False}, disable_tqdm=False,
                 dataloader_num_workers=0, ddp_find_unused_parameters=False)
 
-def _prepare(ref: ModelRef, cfg: ModelConfig, device: str, seed: int):
-    "(model for training, right-padded tokenizer, peft config or None, effective finetune)."
+def _prepare(ref: ModelRef, cfg: ModelConfig, s: TrainSettings, device: str, seed: int):
+    """(model for training, right-padded tokenizer, fresh LoRA config or None, effective finetune, the ref the
+    trained adapter goes on). A 4-bit ref's adapter comes loaded trainable: it is trained further, not stacked on."""
+    from peft import PeftModel
     from transformers import set_seed
     set_seed(seed)
     ft = effective_finetune(cfg, device)
-    model = load_model(ref, cfg, device, for_training=True)
-    tok = load_tokenizer(ref, cfg, padding_side="right")
-    return model, tok, (lora_config(cfg) if ft in ("lora", "qlora") else None), ft
+    model, tok = load_model(ref, cfg, device, train=s), load_tokenizer(ref, cfg, padding_side="right")
+    if ft == "full": return model, tok, None, ft, ref
+    if isinstance(model, PeftModel): return model, tok, None, ft, ModelRef(ref.base, ref.adapters[:-1], ref.gguf_file)
+    return model, tok, lora_config(cfg), ft, ref
 
 # %% ../nbs/05_train.ipynb #48bccdc7
-def _finish(trainer, ref: ModelRef, cfg: ModelConfig, tok, out_dir: Path, ft: str, device: str,
+def _finish(trainer, start: ModelRef, cfg: ModelConfig, tok, out_dir: Path, ft: str, device: str,
             merge: bool, extra: dict) -> ModelRef:
-    "Save adapter/model, merged copy, log and marker; return the new `ModelRef`."
+    "Save adapter/model, merged copy, log and marker; return the new `ModelRef` (`start` + the trained adapter)."
     out_dir = Path(out_dir).resolve()
     acc = trainer.accelerator
-    new = ModelRef(str(out_dir / "model")) if ft == "full" else ref.with_adapter(out_dir / "adapter")
+    new = ModelRef(str(out_dir / "model")) if ft == "full" else start.with_adapter(out_dir / "adapter")
+    model = acc.unwrap_model(trainer.model)
+    if "ref" in (getattr(model, "peft_config", None) or {}): model.delete_adapter("ref")
     target = out_dir / ("model" if ft == "full" else "adapter")
     tmp = out_dir / f".{target.name}.partial"
     if acc.is_main_process and tmp.exists(): import shutil; shutil.rmtree(tmp)
@@ -78,11 +82,7 @@ def _finish(trainer, ref: ModelRef, cfg: ModelConfig, tok, out_dir: Path, ft: st
     if acc.is_main_process:
         tok.save_pretrained(str(tmp))
         replace_dir(tmp, target)
-        if merge and ft != "full":
-            merged = merge_adapters(load_model(ModelRef(ref.base, [], ref.gguf_file),
-                                               dataclasses.replace(cfg, finetune="full"), device), new.adapters)
-            with atomic_dir(out_dir / "merged") as mtmp:
-                merged.save_pretrained(str(mtmp), safe_serialization=True); tok.save_pretrained(str(mtmp))
+        if merge and ft != "full": save_merged(new, cfg, out_dir / "merged", device)
         log = "".join(json.dumps(r) + "\n" for r in trainer.state.log_history)
         atomic_write_text(out_dir / "train_log.jsonl", log)
         atomic_write_text(out_dir / RESULT, json.dumps(dict(ref=new.to_dict(), finetune=ft,
@@ -100,14 +100,12 @@ def _run_sft(ref: ModelRef, cfg: ModelConfig, examples: list, out_dir, seed: int
     "Train in this process (or as one rank of an `accelerate launch`)."
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
-    model, tok, peft_cfg, ft = _prepare(ref, cfg, device, seed)
-    out_dir = Path(out_dir)
-    args = SFTConfig(**_common_args(out_dir / "trainer", cfg.sft, seed, device, model.dtype),
-                     packing=False, completion_only_loss=True)
+    model, tok, peft_cfg, ft, start = _prepare(ref, cfg, cfg.sft, device, seed)
+    args = SFTConfig(**_common_args(out_dir, cfg.sft, cfg, seed, device), packing=False, completion_only_loss=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
                          processing_class=tok, peft_config=peft_cfg, callbacks=callbacks)
     trainer.train()
-    return _finish(trainer, ref, cfg, tok, out_dir, ft, device, cfg.sft.merge_adapter, dict(kind="sft"))
+    return _finish(trainer, start, cfg, tok, out_dir, ft, device, cfg.sft.merge_adapter, dict(kind="sft"))
 
 def train_sft(ref: ModelRef, cfg: ModelConfig, examples: list, out_dir, seed: int, device: str = "cpu",
               num_processes: int = 1, accelerate_config: Optional[str] = None, callbacks=None) -> ModelRef:
@@ -142,18 +140,23 @@ def _pref_trainer(method: str, model, ref_model, tok, peft_cfg, pref: PrefSettin
                           callbacks=callbacks)
     raise ValueError(f"method={method!r}: expected one of dpo, orpo, simpo")
 
+def preference_trainer(ref: ModelRef, cfg: ModelConfig, pref: PrefSettings, method: str, pairs: list, out_dir,
+                       seed: int, device: str, callbacks=None):
+    "(TRL trainer ready to `train()`, tokenizer, effective finetune, the ref the trained adapter goes on)."
+    from datasets import Dataset
+    model, tok, peft_cfg, ft, start = _prepare(ref, cfg, pref, device, seed)
+    ref_model = None
+    if method == "dpo" and ft == "full":  # a frozen copy of the starting model
+        ref_model = load_model(ref, cfg, device).requires_grad_(False)
+    trainer = _pref_trainer(method, model, ref_model, tok, peft_cfg, pref, Dataset.from_list(pairs),
+                            _common_args(out_dir, pref, cfg, seed, device), callbacks)
+    return trainer, tok, ft, start
+
 def _run_preference(ref: ModelRef, cfg: ModelConfig, pref: PrefSettings, method: str, pairs: list, out_dir,
                     seed: int, device: str, callbacks=None) -> ModelRef:
-    from datasets import Dataset
-    model, tok, peft_cfg, ft = _prepare(ref, cfg, device, seed)
-    ref_model = None
-    if method == "dpo" and peft_cfg is None:  # full fine-tuning: a frozen copy of the starting model
-        ref_model = load_model(ref, cfg, device).requires_grad_(False)
-    out_dir = Path(out_dir)
-    common = _common_args(out_dir / "trainer", pref, seed, device, model.dtype)
-    trainer = _pref_trainer(method, model, ref_model, tok, peft_cfg, pref, Dataset.from_list(pairs), common, callbacks)
+    trainer, tok, ft, start = preference_trainer(ref, cfg, pref, method, pairs, out_dir, seed, device, callbacks)
     trainer.train()
-    return _finish(trainer, ref, cfg, tok, out_dir, ft, device, False, dict(kind="preference", method=method))
+    return _finish(trainer, start, cfg, tok, out_dir, ft, device, False, dict(kind="preference", method=method))
 
 def train_preference(ref: ModelRef, cfg: ModelConfig, pref: PrefSettings, method: str, pairs: list, out_dir,
                      seed: int, device: str = "cpu", num_processes: int = 1,

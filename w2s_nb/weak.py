@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import random
 import time
-from pathlib import Path
 
 from .answers import extract_answer, is_equiv
 from .config import RunConfig
 from .data import answer_format, sft_examples, zero_shot_prompt
-from .models import ModelRef, resolve_device, resolve_model_path
-from .rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
+from .models import base_ref, model_entry, resolve_device
+from .rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_jsonl
 from .sample import generate_texts
 from .train import train_sft
 
 # %% auto #0
-__all__ = ['gold_sft_examples', 'question_prompts', 'label_records', 'choose_demo_questions', 'demo_records', 'model_entry',
-           'load_models', 'model_ref', 'base_ref', 'run_weak']
+__all__ = ['gold_sft_examples', 'question_prompts', 'label_records', 'choose_demo_questions', 'demo_records', 'run_weak']
 
 # %% ../nbs/08_weak.ipynb #1da60450
 def gold_sft_examples(records: list[dict], cfg: RunConfig) -> list[dict]:
@@ -56,35 +54,6 @@ def demo_records(candidates: list[dict], labels: list[dict], n_shots: int, choic
         right = [d for d in demos if d["correct"]]
         demos = right + [d for d in demos if not d["correct"]]  # top up with wrong ones only if too few are right
     return demos[:n_shots]
-
-# %% ../nbs/08_weak.ipynb #0ad59240
-def _portable(p: str, rd: RunDir) -> str:
-    "A path inside the run directory as a relative path; anything else (other folders, hub ids) unchanged."
-    q = Path(p)
-    if q.exists():
-        try: return q.resolve().relative_to(rd.root.resolve()).as_posix()
-        except ValueError: pass
-    return str(p)
-
-def model_entry(ref: ModelRef, rd: RunDir, role: str, group: str, label: str,
-                round: int | None = None, variant: str | None = None, method: str | None = None, **extra) -> dict:
-    "A `models.json` entry; paths inside the run directory are stored relative to it."
-    return dict(ref=dict(base=_portable(ref.base, rd), adapters=[_portable(a, rd) for a in ref.adapters], gguf_file=ref.gguf_file),
-                role=role, group=group, label=label, round=round, variant=variant, method=method, **extra)
-
-def load_models(rd: RunDir, stage: str) -> dict[str, dict]:
-    "The `models.json` of a stage (empty if absent)."
-    p = rd.path(stage, "models.json")
-    return read_json(p) if p.exists() else {}
-
-def model_ref(rd: RunDir, entry: dict) -> ModelRef:
-    "Resolve a `models.json` entry back to a `ModelRef` (relative paths against the run directory)."
-    r, absolute = entry["ref"], lambda p: str(rd.path(p)) if rd.path(p).exists() else p
-    return ModelRef(base=absolute(r["base"]), adapters=[absolute(a) for a in r["adapters"]], gguf_file=r.get("gguf_file"))
-
-def base_ref(model_cfg) -> ModelRef:
-    "The untrained model of a `ModelConfig`."
-    return ModelRef(base=resolve_model_path(model_cfg.path), adapters=[], gguf_file=model_cfg.gguf_file)
 
 # %% ../nbs/08_weak.ipynb #d6c630a1
 def run_weak(cfg: RunConfig, rd: RunDir) -> dict:
