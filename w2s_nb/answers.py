@@ -144,8 +144,8 @@ def _answer_is_number(text: str) -> str:
     return nums[0].removesuffix(".") if nums else ""
 
 def strict_raw_answer(text: str, fmt: str) -> str:
-    "The paper's rule: what follows the format's key on the last line of the stripped response, else `_answer_is_number`."
-    text = text.strip().strip(".").strip()               # inference.py stores responses stripped of spaces and full stops
+    "The paper's rule: what follows the key on the last line of the stripped response, else `_answer_is_number`."
+    text = text.strip().strip(".").strip()       # inference.py stores responses stripped of spaces and full stops
     hits = re.findall(re.escape(ANSWER_KEYS[fmt]) + " (.*)$", text)
     return hits[-1] if hits and hits[-1] else _answer_is_number(text)
 
@@ -172,7 +172,8 @@ EXTRACTION_RULES = ("strict", "lenient")
 def raw_answer(text: str, fmt: str, rule: str = "strict") -> str:
     "The un-normalised final answer of a (cut) solution under `rule` (OlympicArena: the first `\\boxed{}`); '' if none."
     _check_fmt(fmt)
-    if rule not in EXTRACTION_RULES: raise ValueError(f"extraction rule {rule!r}: expected one of {', '.join(EXTRACTION_RULES)}")
+    if rule not in EXTRACTION_RULES:
+        raise ValueError(f"extraction rule {rule!r}: expected one of {', '.join(EXTRACTION_RULES)}")
     if fmt == "olympic": return first_boxed(text) or ""
     return (strict_raw_answer if rule == "strict" else lenient_raw_answer)(text, fmt)
 
@@ -284,7 +285,7 @@ def _default_checker(pid: int, timeout: float) -> MathChecker:
     return MathChecker(timeout)
 
 def is_equiv(pred: str, gold: str, fmt: str, timeout: float = 5.0) -> bool:
-    "Scoring: is the predicted final answer equal to the gold one? Numeric for gsm8k, math-verify for math, the judge for olympic."
+    "Scoring: is the predicted answer equal to the gold one? Numeric (gsm8k), math-verify (math), the judge (olympic)."
     _check_fmt(fmt)
     p, g = normalize_answer(pred or "", fmt), normalize_answer(gold or "", fmt)
     if not p or not g: return False

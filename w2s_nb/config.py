@@ -86,7 +86,7 @@ class ModelConfig:
     path: str = opt("world:weak", help="local dir, GGUF file, hub id, or world:weak / world:strong")
     gguf_file: Optional[str] = opt(None, help="GGUF file name inside `path`")
     dtype: str = opt("auto", choices=DTYPES)
-    finetune: str = opt("qlora", choices=FINETUNE, help="QLoRA (4-bit + LoRA), LoRA, full fine-tuning, or none (weak model only: used as is)")
+    finetune: str = opt("qlora", choices=FINETUNE, help="QLoRA (4-bit + LoRA), LoRA, full, or none (the weak model as is)")
     allow_fallback: bool = opt(False, help="if 4-bit is impossible here, fall back to LoRA (logged) instead of failing")
     trust_remote_code: bool = opt(False)
     lora: LoraSettings = opt(default_factory=LoraSettings)
@@ -240,7 +240,7 @@ def _weak_as_is_checks(cfg: RunConfig, prefix: str) -> list[str]:
     "A weak model used as is (`weak.finetune: none`, e.g. an instruct model) and an empty D_gold,1 go together."
     errs = []
     if cfg.strong.finetune == "none":
-        errs.append(f"{prefix}strong.finetune='none': expected qlora, lora or full (only the weak model can be used as is)")
+        errs.append(f"{prefix}strong.finetune='none': expected qlora, lora or full (only the weak model can be as is)")
     if cfg.data.n_gold1 == 0 and cfg.weak.finetune != "none":
         errs.append(f"{prefix}data.n_gold1=0: expected weak.finetune='none' (there is no D_gold,1 to fine-tune on)")
     if cfg.data.n_gold1 == 0 and cfg.stage1.demo_source == "gold1":

@@ -178,8 +178,8 @@ OLYMPIC_DROPPED_TYPES = ("CODE", "OT")
 
 def olympic_keep(row: dict, subjects=OLYMPIC_SUBJECTS, text_only: bool = False) -> bool:
     "The paper's filter (`load_data` of `src/inference_olympic.py`): six subjects, English, no code / open-ended answers."
-    return (row.get("subject") in subjects and row.get("language") == "EN" and row.get("answer_type") not in OLYMPIC_DROPPED_TYPES
-            and (not text_only or row.get("modality") == "text-only"))
+    return (row.get("subject") in subjects and row.get("language") == "EN"
+            and row.get("answer_type") not in OLYMPIC_DROPPED_TYPES and (not text_only or row.get("modality") == "text-only"))
 
 def olympic_question(row: dict) -> str:
     "The data set's own instruction prompt, its problem marked `Question:` (the paper's `get_prompts`, without `Answer:`)."
@@ -195,10 +195,10 @@ def load_olympicarena(path, source: str = "olympicarena", subjects=OLYMPIC_SUBJE
     for n, obj in read_records(path):
         if not olympic_keep(obj, subjects, text_only): continue
         oid, _ = _field(path, n, obj, "id"), _field(path, n, obj, "prompt")
-        rows.append((n, dict(id=f"{source}-{oid}", question=olympic_question(obj), solution="", answer=olympic_answer(obj.get("answer")),
-                             source=source, subject=obj["subject"], orig_id=str(oid))))
-    if not rows: raise DataError(f"{path}: no OlympicArena problem passes the filter (subjects {', '.join(subjects)}, English, "
-                                 f"answer type not {'/'.join(OLYMPIC_DROPPED_TYPES)})")
+        rows.append((n, dict(id=f"{source}-{oid}", question=olympic_question(obj), solution="",
+                             answer=olympic_answer(obj.get("answer")), source=source, subject=obj["subject"], orig_id=str(oid))))
+    if not rows: raise DataError(f"{path}: no OlympicArena problem passes the filter (subjects {', '.join(subjects)}, "
+                                 f"English, answer type not {'/'.join(OLYMPIC_DROPPED_TYPES)})")
     return _to_dataset(path, rows)
 
 # %% ../nbs/02_data.ipynb #c20a61fa
@@ -206,7 +206,7 @@ DEFAULT_FILES = {"gsm8k": ("gsm8k/train.jsonl", "gsm8k/test.jsonl"),
                  "math": ("math/test5000_hendrycks.jsonl", "math/test.jsonl")}
 
 def answer_format(cfg: DataConfig) -> str:
-    "Answer style of a data config: `cfg.answer_format`, else 'math' for MATH, 'olympic' for OlympicArena, 'gsm8k' otherwise."
+    "Answer style: `cfg.answer_format`, else 'math' for MATH, 'olympic' for OlympicArena, 'gsm8k' otherwise."
     return cfg.answer_format or {"math": "math", "olympicarena": "olympic"}.get(cfg.dataset, "gsm8k")
 
 def question_key(q: str) -> str:
@@ -262,7 +262,7 @@ def _rank(ds: Dataset, seed: int) -> list[int]:
 
 def make_splits(pool: Dataset, test: Dataset, n_gold1: int, n_gold2: int, n_test: int, seed: int) -> dict[str, Dataset]:
     "{'gold1': D_gold,1, 'gold2': D_gold,2, 'test': test split}: deterministic for `seed`, disjoint, sizes as asked."
-    for name, n, least in (("n_gold1", n_gold1, 0), ("n_gold2", n_gold2, 1), ("n_test", n_test, 1)):   # D_gold,1 may be empty
+    for name, n, least in (("n_gold1", n_gold1, 0), ("n_gold2", n_gold2, 1), ("n_test", n_test, 1)):  # D_gold,1 may be empty
         if not isinstance(n, int) or n < least: raise DataError(f"{name}={n!r}: expected an integer >= {least}")
     if n_gold1 + n_gold2 > len(pool):
         raise DataError(f"pool too small: n_gold1 + n_gold2 = {n_gold1} + {n_gold2} = {n_gold1 + n_gold2} > {len(pool)} pool problems")

@@ -50,7 +50,7 @@ def choose_demo_questions(pool: list[dict], n_shots: int, choice: str, seed: int
     return random.Random(seed).sample(pool, k)
 
 def demo_records(candidates: list[dict], labels: list[dict], n_shots: int, choice: str, fmt: str) -> list[dict]:
-    "Demonstrations `{id, question, solution, answer, correct}` from the weak model's labels of `candidates` (gold records)."
+    "Demonstrations `{id, question, solution, answer, correct}` from the weak model's labels of gold `candidates`."
     gold = {r["id"]: r["answer"] for r in candidates}
     demos = [dict(id=l["id"], question=l["question"], solution=l["text"].strip(), answer=l["pred"],
                   correct=bool(l["pred"]) and is_equiv(l["pred"], gold[l["id"]], fmt)) for l in labels]
@@ -123,6 +123,7 @@ def run_weak(cfg: RunConfig, rd: RunDir) -> dict:
     atomic_write_jsonl(rd.path("weak", "demos.jsonl"), demos)
     atomic_write_json(rd.path("weak", "models.json"), {"weak": model_entry(weak, rd, "weak", "weak_floor", label)})
     summary = dict(d_weak=len(d_weak), d_weak_answered=sum(bool(r["pred"]) for r in d_weak), demo_source=s1.demo_source,
-                   demo_ids=[d["id"] for d in demos], demos_correct=sum(d["correct"] for d in demos), wall_s=round(time.time() - t0, 1))
+                   demo_ids=[d["id"] for d in demos], demos_correct=sum(d["correct"] for d in demos),
+                   wall_s=round(time.time() - t0, 1))
     atomic_write_json(rd.path("weak", "weak_metrics.json"), summary)
     return summary
