@@ -62,3 +62,16 @@ def test_round_variants():
     cfg = load_config(overrides={"stage1.rounds": 2, "stage1.variants": ["hybrid"]})
     assert stage1_variants(cfg, 1) == ["weak", "icl", "hybrid"]   # round-1 weak/icl models label round 2
     assert stage1_variants(cfg, 2) == ["hybrid"]
+
+
+def test_olympic_consistency_uses_the_judge():
+    sel = select_consistent(_labels(["0.5", "A,C", "3"], "w"), _labels([r"\frac{1}{2}", "[C, A]", "4"], "i"), "olympic")
+    assert [s["agree"] for s in sel] == [True, True, False]
+    assert [s["agree"] for s in select_consistent(_labels(["0.5"], "w"), _labels([r"\frac{1}{2}"], "i"), "math")] == [False]
+
+
+def test_label_quality_skips_questions_without_gold():
+    from w2s_nb.stage1 import label_quality
+    recs = _labels(["1", "2", "3"], "w")
+    assert label_quality(recs, {"q0": "1", "q1": "5", "q2": ""}, "pred", "gsm8k") == 0.5
+    assert label_quality(recs, {"q0": "", "q1": "", "q2": ""}, "pred", "gsm8k") is None

@@ -82,3 +82,35 @@ def test_build_pairs_end_to_end_and_quality():
     assert pair_quality(prs, {"a": "6", "b": "6"}, "gsm8k") == dict(chosen_correct=0.0, rejected_wrong=0.0)
     with pytest.raises(GoldLeakError):
         build_pairs([dict(d_weak[0], answer="5")], sampled[:1], Stage2Config(), "gsm8k", "Question: {question}\nAnswer:", seed=0)
+
+
+def test_math_weak_rejected_pairs_have_distinct_texts_in_the_papers_order():
+    texts = ["a", "a", "b", "a", "c", "d", "a", "b", "x", "y"]                 # the model repeats itself
+    weak = dict(WEAK, pred="4")
+    for seed in range(10):
+        p, _ = question_pairs(weak, texts, ["5"] * 8 + ["6"] * 2, Stage2Config(pairs_per_question=3), seed)
+        chosen = [x["chosen"] for x in p]
+        assert len(chosen) == 3 == len(set(chosen)) and all(x["rejected"] == "WEAK" for x in p)
+        rest = [t for t in dict.fromkeys(texts[:8]) if t != chosen[0]]         # then the next distinct ones, in order
+        assert chosen[1:] == rest[:2]
+    p, _ = question_pairs(weak, ["a"] * 8 + ["x", "y"], ["5"] * 8 + ["6"] * 2, Stage2Config(pairs_per_question=3), 0)
+    assert [x["chosen"] for x in p] == ["a"]                                  # one distinct text: one pair
+    p, _ = question_pairs(weak, texts, ["5"] * 8 + ["6"] * 2, Stage2Config(pairs_per_question=1), 0)
+    assert len(p) == 1                                                       # GSM8K: one pair
+
+
+def test_build_pairs_reads_answers_by_the_strict_rule():
+    d_weak = [dict(id="a", question="What is 2 + 3?", text=" 2 + 3 = 5\n#### 5", pred="5")]
+    # six samples end without an answer line (cut off): empty votes under the paper's rule
+    sampled = [dict(id="a", samples=[" 2 + 3 = 5\n#### 5"] * 4 + [" 2 + 3 = 5 and then"] * 6)]
+    conf, prs, skipped = build_pairs(d_weak, sampled, Stage2Config(), "gsm8k", "Question: {question}\nAnswer:", seed=0)
+    assert conf[0]["confidence"] == 0.4 and skipped == {"low_confidence": 1} and prs == []
+    conf, prs, skipped = build_pairs(d_weak, sampled, Stage2Config(), "gsm8k", "Question: {question}\nAnswer:", 0, rule="lenient")
+    assert conf[0]["confidence"] == 1.0 and skipped == {"no_rejected": 1}
+
+
+def test_build_pairs_groups_olympic_votes_by_the_judge():
+    d_weak = [dict(id="a", question="Q", text=r" so $\boxed{0.5}$", pred="0.5")]
+    sampled = [dict(id="a", samples=[r" $\boxed{\frac{1}{2}}$"] * 6 + [r" $\boxed{2}$"] * 4)]
+    conf, prs, _ = build_pairs(d_weak, sampled, Stage2Config(), "olympic", "{question}\n\nAnswer:", seed=0)
+    assert conf[0]["confidence"] == 0.6 and [p["kind"] for p in prs] == ["weak_chosen"] and prs[0]["rejected"].endswith("{2}$")

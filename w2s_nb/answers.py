@@ -20,12 +20,13 @@ from functools import lru_cache
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['FORMATS', 'STOP_STRINGS', 'log', 'cut_at_stop', 'canon_number', 'last_boxed', 'normalize_math', 'normalize_gsm8k',
-           'normalize_answer', 'raw_answer', 'extract_answer', 'answers_agree', 'math_verify_equal', 'MathChecker',
-           'is_equiv', 'majority_answer']
+__all__ = ['FORMATS', 'STOP_STRINGS', 'ANSWER_KEYS', 'EXTRACTION_RULES', 'log', 'cut_at_stop', 'canon_number', 'last_boxed',
+           'first_boxed', 'normalize_math', 'normalize_gsm8k', 'normalize_answer', 'strict_raw_answer',
+           'lenient_raw_answer', 'raw_answer', 'extract_answer', 'answers_agree', 'math_verify_equal', 'MathChecker',
+           'is_equiv', 'majority_answer', 'normalize_olympic', 'split_by_comma', 'olympic_equal', 'canonical_answers']
 
 # %% ../nbs/03_answers.ipynb #bf51123c
-FORMATS = ("gsm8k", "math")
+FORMATS = ("gsm8k", "math", "olympic")
 STOP_STRINGS = ("Question:", "Answer:")
 
 def cut_at_stop(text: str, stop: list[str] | tuple[str, ...] = STOP_STRINGS) -> str:
@@ -77,6 +78,16 @@ def last_boxed(text: str) -> str | None:
         if depth == 0: return text[j + 1:k]
     return None
 
+def first_boxed(text: str) -> str | None:
+    "Content of the *first* `\\boxed{…}` (balanced braces), as OlympicArena's judge reads it; None if there is none."
+    m = re.search(r"\\boxed\{", text)
+    if not m: return None
+    depth = 1
+    for k in range(m.end(), len(text)):
+        depth += {"{": 1, "}": -1}.get(text[k], 0)
+        if depth == 0: return text[m.end():k]
+    return None
+
 def normalize_math(ans: str) -> str:
     "Minerva-style normal form of a MATH final answer (see the notes above)."
     s = str(ans).strip()
@@ -117,16 +128,33 @@ def normalize_gsm8k(ans: str) -> str:
     return canon_number(m[0]) if m else ""
 
 def normalize_answer(ans: str, fmt: str) -> str:
-    "Normal form of a final answer: `normalize_gsm8k` or `normalize_math` by `fmt`."
+    "Normal form of a final answer: `normalize_gsm8k`, `normalize_math` or `normalize_olympic` by `fmt`."
     _check_fmt(fmt)
+    if fmt == "olympic": return normalize_olympic(ans)    # OlympicArena's judge, at the end of this notebook
     return normalize_gsm8k(ans) if fmt == "gsm8k" else normalize_math(ans)
 
+
+# %% ../nbs/03_answers.ipynb #d61039c8
+ANSWER_KEYS = {"gsm8k": "####", "math": "The answer is:"}
+
+def _answer_is_number(text: str) -> str:
+    "The paper's fallback (`answer_cleansing`): the first number after 'The answer is ' on the last line; '' if none."
+    hits = re.findall(r"The answer is (.*)$", text)
+    nums = re.findall(r"-?\d+\.?\d*", hits[-1].replace(",", "")) if hits else []
+    return nums[0].removesuffix(".") if nums else ""
+
+def strict_raw_answer(text: str, fmt: str) -> str:
+    "The paper's rule: what follows the key on the last line of the stripped response, else `_answer_is_number`."
+    text = text.strip().strip(".").strip()       # inference.py stores responses stripped of spaces and full stops
+    hits = re.findall(re.escape(ANSWER_KEYS[fmt]) + " (.*)$", text)
+    return hits[-1] if hits and hits[-1] else _answer_is_number(text)
+
+# %% ../nbs/03_answers.ipynb #c1bca60e
 _MARKERS = {"####": r"####", "answer_is": r"[Tt]he (?:final )?answer is\s*:?"}
 
-def raw_answer(text: str, fmt: str) -> str:
-    """The un-normalised final answer in a (cut) solution: after the last `####` (GSM8K first) or
-    `The answer is:` (MATH first), to the end of that line; else the last `\\boxed{}`; else the last number."""
-    _check_fmt(fmt)
+def lenient_raw_answer(text: str, fmt: str) -> str:
+    """After the last `####` (GSM8K first) or `The answer is:` (MATH first), to the end of that line;
+    else the last `\\boxed{}`; else the last number."""
     order = ("####", "answer_is") if fmt == "gsm8k" else ("answer_is", "####")
     for key in order:
         hits = list(re.finditer(_MARKERS[key], text))
@@ -138,9 +166,20 @@ def raw_answer(text: str, fmt: str) -> str:
     nums = re.findall(_NUM, text)
     return nums[-1] if nums else ""
 
-def extract_answer(text: str, fmt: str, stop: list[str] | tuple[str, ...] = STOP_STRINGS) -> str:
+# %% ../nbs/03_answers.ipynb #007283ae
+EXTRACTION_RULES = ("strict", "lenient")
+
+def raw_answer(text: str, fmt: str, rule: str = "strict") -> str:
+    "The un-normalised final answer of a (cut) solution under `rule` (OlympicArena: the first `\\boxed{}`); '' if none."
+    _check_fmt(fmt)
+    if rule not in EXTRACTION_RULES:
+        raise ValueError(f"extraction rule {rule!r}: expected one of {', '.join(EXTRACTION_RULES)}")
+    if fmt == "olympic": return first_boxed(text) or ""
+    return (strict_raw_answer if rule == "strict" else lenient_raw_answer)(text, fmt)
+
+def extract_answer(text: str, fmt: str, stop: list[str] | tuple[str, ...] = STOP_STRINGS, rule: str = "strict") -> str:
     "Normalised final answer of a generated solution (cut at `stop` first); '' if there is none."
-    return normalize_answer(raw_answer(cut_at_stop(text, stop), fmt), fmt) if text else ""
+    return normalize_answer(raw_answer(cut_at_stop(text, stop), fmt, rule), fmt) if text else ""
 
 # %% ../nbs/03_answers.ipynb #74299085
 def _light_norm(s: str) -> str:
@@ -150,7 +189,8 @@ def _light_norm(s: str) -> str:
     return c if c is not None else s
 
 def answers_agree(a: str, b: str, fmt: str | None = None) -> bool:
-    "Stage I rule: both answers non-empty and equal as normalised strings."
+    "Stage I rule: both answers non-empty and equal as normalised strings (OlympicArena: its judge, `olympic_equal`)."
+    if fmt == "olympic": return olympic_equal(a, b)
     a, b = (normalize_answer(a or "", fmt), normalize_answer(b or "", fmt)) if fmt is not None else (_light_norm(a), _light_norm(b))
     return bool(a) and a == b
 
@@ -245,11 +285,12 @@ def _default_checker(pid: int, timeout: float) -> MathChecker:
     return MathChecker(timeout)
 
 def is_equiv(pred: str, gold: str, fmt: str, timeout: float = 5.0) -> bool:
-    "Scoring: is the predicted final answer equal to the gold one? Numeric for gsm8k, math-verify for math."
+    "Scoring: is the predicted answer equal to the gold one? Numeric (gsm8k), math-verify (math), the judge (olympic)."
     _check_fmt(fmt)
     p, g = normalize_answer(pred or "", fmt), normalize_answer(gold or "", fmt)
     if not p or not g: return False
     if p == g: return True
+    if fmt == "olympic": return olympic_equal(p, g, timeout)
     if fmt == "gsm8k":
         try: return Fraction(p) == Fraction(g)
         except (ValueError, ZeroDivisionError): return False
@@ -261,3 +302,69 @@ def majority_answer(answers: list[str]) -> tuple[str, int]:
     counts = Counter(a for a in answers if a)
     if not counts: return "", 0
     return max(counts.items(), key=lambda kv: kv[1])  # max keeps the first maximal item (insertion order)
+
+# %% ../nbs/03_answers.ipynb #948f1151
+_OLY_SUBS = {"\\left": "", "\\right": "", "∶": ":", "，": ",", "$": "", "\\approx": "=", "\\simeq": "=", "\\sim": "=",
+             "^\\prime": "'", "^{\\prime}": "'", "^\\circ": "", "%": ""}
+
+def normalize_olympic(ans: str) -> str:
+    "OlympicArena's `normalize_answer`: drop `$`, `%`, `\\left`/`\\right`, degree signs; unwrap `\\mathrm{}`, `\\text{}`."
+    s = str(ans)
+    for a, b in _OLY_SUBS.items(): s = s.replace(a, b)
+    s = re.sub(r"\\(?:mathrm|mathbf)\{~?([^}]*)\}", r"\1", s)
+    for cmd in ("text", "textbf"): s = re.sub(r"(\\" + cmd + r"\{)(.*?)(\})", r"\2", s)
+    s = re.sub(r"(frac)([^{])(.)", r"frac{\2}{\3}", s)
+    s = re.sub(r"(sqrt)([^{])", r"sqrt{\2}", s)
+    return s.strip().strip("$").strip()
+
+def split_by_comma(expr: str) -> list[str]:
+    "Split at commas outside brackets (the judge's `split_by_comma`): `'f(x, y), 3'` → `['f(x, y)', '3']`."
+    depth, parts, start = 0, [], 0
+    for i, ch in enumerate(expr):
+        depth += (ch in "([") - (ch in ")]")
+        if ch == "," and depth == 0: parts.append(expr[start:i]); start = i + 1
+    if start < len(expr): parts.append(expr[start:])
+    return [p.strip().strip("$").strip() for p in parts]
+
+# %% ../nbs/03_answers.ipynb #5c77b5fa
+def _choices(s: str) -> frozenset | None:
+    "The option letters of a choice answer (`'A'`, `'[A, C]'`, `'B: text'`); None if `s` is not one."
+    items = split_by_comma(s.strip("[]"))
+    if items and all(re.fullmatch(r"[A-Z]", x) for x in items): return frozenset(items)
+    if len(items) == 1 and re.match(r"[A-Z]:", items[0]): return frozenset(items[0][0])
+    return None
+
+def _close(a: str, b: str) -> bool:
+    "Both plain numbers, equal within the judge's tolerance."
+    try: return abs(float(a) - float(b)) <= 1e-5 * 1.01
+    except ValueError: return False
+
+def _item_equal(a: str, b: str, timeout: float) -> bool:
+    return a == b or _close(a, b) or is_equiv(a, b, "math", timeout)
+
+def olympic_equal(a: str, b: str, timeout: float = 5.0) -> bool:
+    "OlympicArena's judge without an answer type (`auto_judge`) on two extracted answers (see above)."
+    a, b = normalize_olympic(a or ""), normalize_olympic(b or "")
+    if not a or not b: return False
+    if a == b: return True
+    if {"True", "False"} & {a, b}: return False
+    ca, cb = _choices(a), _choices(b)
+    if ca is not None or cb is not None: return ca == cb
+    pa, left = split_by_comma(a), split_by_comma(b)
+    if len(pa) != len(left): return False
+    for x in pa:                                           # a set of answers: each matches a distinct one, any order
+        y = next((y for y in left if _item_equal(x, y, timeout)), None)
+        if y is None: return False
+        left.remove(y)
+    return True
+
+# %% ../nbs/03_answers.ipynb #b56fb941
+def canonical_answers(answers: list[str], fmt: str) -> list[str]:
+    "Each answer replaced by the first earlier answer it agrees with (`answers_agree`); empty answers stay empty."
+    if fmt != "olympic": return list(answers)
+    reps, out = [], []
+    for a in answers:
+        r = next((r for r in reps if answers_agree(a, r, fmt)), None) if a else ""
+        if r is None: reps.append(a); r = a
+        out.append(r)
+    return out

@@ -16,11 +16,11 @@ from typing import Any, Optional
 import yaml
 
 # %% auto #0
-__all__ = ['DATASETS', 'ANSWER_FORMATS', 'DATA_SOURCES', 'FINETUNE', 'DTYPES', 'DEMO_CHOICES', 'VARIANTS', 'PREF_METHODS',
-           'DEVICES', 'opt', 'DataConfig', 'LoraSettings', 'TrainSettings', 'SFTSettings', 'ModelConfig',
-           'SamplingConfig', 'Stage1Config', 'PrefSettings', 'Stage2Config', 'EvalConfig', 'RunConfig', 'ConfigError',
-           'config_errors', 'validate', 'from_dict', 'to_dict', 'parse_yaml', 'parse_override', 'apply_overrides',
-           'read_yaml', 'load_config', 'save_config']
+__all__ = ['DATASETS', 'ANSWER_FORMATS', 'EXTRACTION_RULES', 'DATA_SOURCES', 'FINETUNE', 'DTYPES', 'DEMO_SOURCES', 'DEMO_CHOICES',
+           'VARIANTS', 'PREF_METHODS', 'DEVICES', 'opt', 'DataConfig', 'LoraSettings', 'TrainSettings', 'SFTSettings',
+           'ModelConfig', 'SamplingConfig', 'Stage1Config', 'PrefSettings', 'Stage2Config', 'EvalConfig', 'RunConfig',
+           'ConfigError', 'config_errors', 'validate', 'from_dict', 'to_dict', 'parse_yaml', 'parse_override',
+           'apply_overrides', 'read_yaml', 'load_config', 'save_config']
 
 # %% ../nbs/00_config.ipynb #5da38ebc
 def opt(default: Any = dataclasses.MISSING, *, choices=None, ge=None, gt=None, le=None, lt=None,
@@ -32,8 +32,9 @@ def opt(default: Any = dataclasses.MISSING, *, choices=None, ge=None, gt=None, l
     return field(default=default, metadata=meta)
 
 # %% ../nbs/00_config.ipynb #4a4af1d6
-DATASETS = ("world", "gsm8k", "math", "jsonl")
-ANSWER_FORMATS = ("gsm8k", "math")
+DATASETS = ("world", "gsm8k", "math", "jsonl", "olympicarena")
+ANSWER_FORMATS = ("gsm8k", "math", "olympic")
+EXTRACTION_RULES = ("strict", "lenient")
 DATA_SOURCES = ("auto", "hub", "local")
 
 @dataclass
@@ -46,14 +47,16 @@ class DataConfig:
     hub: dict = opt(default_factory=dict, help="pinned hub splits {pool: [...], test: [...]} (empty: w2s_nb.data.DEFAULT_HUB)")
     data_dir: Optional[str] = opt(None, help="folder holding gsm8k/ and math/ JSONL files (None: $W2S_DATA_DIR)")
     answer_format: Optional[str] = opt(None, choices=ANSWER_FORMATS, help="answer style (None: from the data set)")
+    answer_extraction: str = opt("strict", choices=EXTRACTION_RULES, help="strict: the paper's rule (key on the last line, "
+                                 "else empty); lenient: also any marker, last \\boxed{}, last number")
     fields: dict = opt(default_factory=dict, help="jsonl field mapping, e.g. {question: problem}")
-    n_gold1: int = opt(1000, ge=1, help="size of D_gold,1 (weak model's gold training data)")
+    n_gold1: int = opt(1000, ge=0, help="size of D_gold,1 (weak model's gold training data; 0 with weak.finetune=none)")
     n_gold2: int = opt(1000, ge=1, help="size of D_gold,2 (questions the strong model learns from)")
     n_test: int = opt(400, ge=1, help="size of the held-out test split")
     prompt_template: str = opt("Question: {question}\nAnswer:", help="zero-shot prompt; must contain {question}")
     chat_template: bool = opt(False, help="wrap prompts with the tokenizer's chat template (instruct models)")
 
-FINETUNE = ("qlora", "lora", "full")
+FINETUNE = ("qlora", "lora", "full", "none")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 @dataclass
@@ -90,7 +93,7 @@ class ModelConfig:
     path: str = opt("world:weak", help="local dir, GGUF file, hub id, or world:weak / world:strong")
     gguf_file: Optional[str] = opt(None, help="GGUF file name inside `path`")
     dtype: str = opt("auto", choices=DTYPES, help="weights (4-bit compute) and training mixed precision; auto: bf16 on CUDA, fp32 on CPU")
-    finetune: str = opt("qlora", choices=FINETUNE, help="QLoRA (4-bit + LoRA), LoRA, or full fine-tuning")
+    finetune: str = opt("qlora", choices=FINETUNE, help="QLoRA (4-bit + LoRA), LoRA, full, or none (the weak model as is)")
     allow_fallback: bool = opt(False, help="if 4-bit is impossible here, fall back to LoRA (logged) instead of failing")
     trust_remote_code: bool = opt(False)
     lora: LoraSettings = opt(default_factory=LoraSettings)
@@ -107,6 +110,7 @@ class SamplingConfig:
     stop: list = opt(default_factory=lambda: ["Question", "Answer:"], help="strings that end a solution")
     shard_size: int = opt(256, ge=1, help="records per JSONL shard (resume granularity)")
 
+DEMO_SOURCES = ("d_weak", "gold1")
 DEMO_CHOICES = ("random", "correct", "fixed")
 VARIANTS = ("weak", "icl", "hybrid")
 
@@ -115,8 +119,10 @@ class Stage1Config:
     "Stage I: weak-ICL, final-answer consistency, iterative SFT."
     rounds: int = opt(2, ge=1, le=5, help="paper: 2 for GSM8K, 1 for MATH")
     n_shots: int = opt(4, ge=0, le=16)
-    demo_choice: str = opt("random", choices=DEMO_CHOICES, help="random weak demos (paper), correct-only, or fixed ids")
-    demo_ids: list = opt(default_factory=list, help="D_gold,1 ids for demo_choice=fixed")
+    demo_source: str = opt("d_weak", choices=DEMO_SOURCES, help="d_weak: D_gold,2 questions with the weak model's zero-shot "
+                           "solutions (paper); gold1: D_gold,1 questions answered by the weak model")
+    demo_choice: str = opt("random", choices=DEMO_CHOICES, help="random (paper), correct-only (an ablation), or fixed ids")
+    demo_ids: list = opt(default_factory=list, help="ids from the demo source for demo_choice=fixed")
     variants: list = opt(default_factory=lambda: ["hybrid"], choices=VARIANTS, help="strong SFT variants to train")
     full_weak_baseline: bool = opt(True, help="train the strong model on all of D_weak (naive weak supervision)")
     ceiling_baseline: bool = opt(True, help="train the strong model on gold D_gold,2 (strong ceiling)")
@@ -225,12 +231,24 @@ def _cross_checks(cfg, prefix: str) -> list[str]:
                         "(w2s_nb.data.format_prompt supports them for your own code)")
         if set(cfg.hub) - {"pool", "test"} or not all(isinstance(v, list) for v in cfg.hub.values()):
             errs.append(f"{prefix}hub={cfg.hub!r}: expected {{pool: [...], test: [...]}}, each a list of {{path, split, revision, name?}}")
-        if cfg.dataset == "jsonl" and not cfg.path:
-            errs.append(f"{prefix}path=None: expected a file path when dataset='jsonl'")
+        if cfg.dataset in ("jsonl", "olympicarena") and not cfg.path:
+            errs.append(f"{prefix}path=None: expected a file path when dataset={cfg.dataset!r}")
     if isinstance(cfg, Stage1Config) and cfg.demo_choice == "fixed" and len(cfg.demo_ids) != cfg.n_shots:
         errs.append(f"{prefix}demo_ids={cfg.demo_ids!r}: expected {cfg.n_shots} ids (n_shots) when demo_choice='fixed'")
     if isinstance(cfg, Stage2Config) and cfg.tau_high < cfg.tau:
         errs.append(f"{prefix}tau_high={cfg.tau_high!r}: expected a number >= tau ({cfg.tau})")
+    if isinstance(cfg, RunConfig): errs += _weak_as_is_checks(cfg, prefix)
+    return errs
+
+def _weak_as_is_checks(cfg: RunConfig, prefix: str) -> list[str]:
+    "A weak model used as is (`weak.finetune: none`, e.g. an instruct model) and an empty D_gold,1 go together."
+    errs = []
+    if cfg.strong.finetune == "none":
+        errs.append(f"{prefix}strong.finetune='none': expected qlora, lora or full (only the weak model can be as is)")
+    if cfg.data.n_gold1 == 0 and cfg.weak.finetune != "none":
+        errs.append(f"{prefix}data.n_gold1=0: expected weak.finetune='none' (there is no D_gold,1 to fine-tune on)")
+    if cfg.data.n_gold1 == 0 and cfg.stage1.demo_source == "gold1":
+        errs.append(f"{prefix}stage1.demo_source='gold1': expected d_weak when data.n_gold1=0")
     return errs
 
 def validate(cfg):

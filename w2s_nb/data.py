@@ -21,12 +21,13 @@ from .config import DataConfig, RunConfig
 from .rundir import atomic_write_json, atomic_write_jsonl
 
 # %% auto #0
-__all__ = ['log', 'COLUMNS', 'CALC_RE', 'DEFAULT_FILES', 'MATH_SUBJECTS', 'DEFAULT_HUB', 'DEFAULT_TEMPLATE', 'QUESTION_FIELDS',
-           'DataError', 'resolve_data_dir', 'data_source', 'read_records', 'split_gsm8k_solution', 'gsm8k_dataset',
-           'load_gsm8k', 'math_dataset', 'load_math', 'load_jsonl', 'HubSpec', 'hub_specs', 'load_hub_records',
-           'load_hub', 'answer_format', 'question_key', 'data_files', 'hub_entries', 'data_inputs',
-           'load_pool_and_test', 'make_splits', 'split_sha256', 'save_split_ids', 'zero_shot_prompt', 'few_shot_prompt',
-           'sft_target', 'chat_messages', 'format_prompt', 'sft_examples', 'run_data']
+__all__ = ['log', 'COLUMNS', 'CALC_RE', 'OLYMPIC_SUBJECTS', 'OLYMPIC_DROPPED_TYPES', 'DEFAULT_FILES', 'MATH_SUBJECTS',
+           'DEFAULT_HUB', 'DEFAULT_TEMPLATE', 'QUESTION_FIELDS', 'DataError', 'resolve_data_dir', 'data_source',
+           'read_records', 'split_gsm8k_solution', 'gsm8k_dataset', 'load_gsm8k', 'math_dataset', 'load_math',
+           'load_jsonl', 'olympic_keep', 'olympic_question', 'olympic_answer', 'load_olympicarena', 'HubSpec',
+           'hub_specs', 'load_hub_records', 'load_hub', 'answer_format', 'question_key', 'data_files', 'hub_entries',
+           'data_inputs', 'load_pool_and_test', 'make_splits', 'split_sha256', 'save_split_ids', 'zero_shot_prompt',
+           'few_shot_prompt', 'sft_target', 'chat_messages', 'format_prompt', 'sft_examples', 'run_data']
 
 # %% ../nbs/02_data.ipynb #05523e14
 log = logging.getLogger(__name__)
@@ -183,6 +184,35 @@ def load_jsonl(path, fields: dict | None = None, source: str = "jsonl") -> Datas
                              subject=None if subj is None else str(subj), orig_id=str(oid if oid is not None else i))))
     return _to_dataset(path, rows)
 
+# %% ../nbs/02_data.ipynb #63a4464e
+OLYMPIC_SUBJECTS = ("Math", "Physics", "Chemistry", "Biology", "Geography", "Astronomy")
+OLYMPIC_DROPPED_TYPES = ("CODE", "OT")
+
+def olympic_keep(row: dict, subjects=OLYMPIC_SUBJECTS, text_only: bool = False) -> bool:
+    "The paper's filter (`load_data` of `src/inference_olympic.py`): six subjects, English, no code / open-ended answers."
+    return (row.get("subject") in subjects and row.get("language") == "EN"
+            and row.get("answer_type") not in OLYMPIC_DROPPED_TYPES and (not text_only or row.get("modality") == "text-only"))
+
+def olympic_question(row: dict) -> str:
+    "The data set's own instruction prompt, its problem marked `Question:` (the paper's `get_prompts`, without `Answer:`)."
+    return row["prompt"].replace("\n\nproblem:\n", "\n\nQuestion: ")
+
+def olympic_answer(ans) -> str:
+    "A gold answer as one string: a list (several answers, or the options of a multiple choice) joined by commas."
+    return ",".join(str(a) for a in ans) if isinstance(ans, list) else str(ans or "")
+
+def load_olympicarena(path, source: str = "olympicarena", subjects=OLYMPIC_SUBJECTS, text_only: bool = False) -> Dataset:
+    "Load exported `GAIR/OlympicArena` rows (JSONL) that pass `olympic_keep` into the record schema."
+    rows = []
+    for n, obj in read_records(path):
+        if not olympic_keep(obj, subjects, text_only): continue
+        oid, _ = _field(path, n, obj, "id"), _field(path, n, obj, "prompt")
+        rows.append((n, dict(id=f"{source}-{oid}", question=olympic_question(obj), solution="",
+                             answer=olympic_answer(obj.get("answer")), source=source, subject=obj["subject"], orig_id=str(oid))))
+    if not rows: raise DataError(f"{path}: no OlympicArena problem passes the filter (subjects {', '.join(subjects)}, "
+                                 f"English, answer type not {'/'.join(OLYMPIC_DROPPED_TYPES)})")
+    return _to_dataset(path, rows)
+
 # %% ../nbs/02_data.ipynb #c20a61fa
 DEFAULT_FILES = {"gsm8k": ("gsm8k/train.jsonl", "gsm8k/test.jsonl"),
                  "math": ("math/test5000_hendrycks.jsonl", "math/test.jsonl")}
@@ -242,8 +272,8 @@ def load_hub(entries: list[dict], fmt: str, source: str, where: str) -> Dataset:
 
 # %% ../nbs/02_data.ipynb #f868dbdd
 def answer_format(cfg: DataConfig) -> str:
-    "Answer style of a data config: `cfg.answer_format`, else 'math' for MATH and 'gsm8k' otherwise."
-    return cfg.answer_format or ("math" if cfg.dataset == "math" else "gsm8k")
+    "Answer style: `cfg.answer_format`, else 'math' for MATH, 'olympic' for OlympicArena, 'gsm8k' otherwise."
+    return cfg.answer_format or {"math": "math", "olympicarena": "olympic"}.get(cfg.dataset, "gsm8k")
 
 def question_key(q: str) -> str:
     "Whitespace-normalised question text (what 'the same question' means for overlap checks)."
@@ -266,7 +296,7 @@ def data_files(cfg: DataConfig) -> list[Path]:
         from w2s_nb.world import world_data_paths
         paths = world_data_paths()
         return [Path(cfg.path or paths["train"]), Path(cfg.test_path or paths["test"])]
-    if cfg.dataset == "jsonl": return [Path(p) for p in (cfg.path, cfg.test_path) if p]
+    if cfg.dataset in ("jsonl", "olympicarena"): return [Path(p) for p in (cfg.path, cfg.test_path) if p]
     if data_source(cfg) == "hub": return [Path(p) for p in (cfg.path, cfg.test_path) if p]
     d = resolve_data_dir(cfg)
     if d is None and not (cfg.path and cfg.test_path):
@@ -306,11 +336,15 @@ def load_pool_and_test(cfg: DataConfig) -> tuple[Dataset, Dataset]:
         if not cfg.path or not cfg.test_path:
             raise DataError(f"dataset 'jsonl' needs data.path and data.test_path (got path={cfg.path!r}, test_path={cfg.test_path!r})")
         pool, test = load_jsonl(cfg.path, cfg.fields, "jsonl"), load_jsonl(cfg.test_path, cfg.fields, "jsonl")
+    elif cfg.dataset == "olympicarena":
+        if not cfg.path or not cfg.test_path:
+            raise DataError(f"dataset 'olympicarena' needs data.path and data.test_path (exported test and val splits)")
+        pool, test = load_olympicarena(cfg.path), load_olympicarena(cfg.test_path)
     elif cfg.dataset in DEFAULT_FILES:
         if data_source(cfg) == "local": files = data_files(cfg)
         else: files = [Path(cfg.path) if cfg.path else None, Path(cfg.test_path) if cfg.test_path else None]
         pool, test = _load_part(cfg, "pool", files[0]), _load_part(cfg, "test", files[1])
-    else: raise DataError(f"dataset {cfg.dataset!r}: expected one of world, gsm8k, math, jsonl")
+    else: raise DataError(f"dataset {cfg.dataset!r}: expected one of world, gsm8k, math, jsonl, olympicarena")
     return _drop_overlap(pool, test), test
 
 # %% ../nbs/02_data.ipynb #9c98e218
@@ -321,8 +355,8 @@ def _rank(ds: Dataset, seed: int) -> list[int]:
 
 def make_splits(pool: Dataset, test: Dataset, n_gold1: int, n_gold2: int, n_test: int, seed: int) -> dict[str, Dataset]:
     "{'gold1': D_gold,1, 'gold2': D_gold,2, 'test': test split}: deterministic for `seed`, disjoint, sizes as asked."
-    for name, n in (("n_gold1", n_gold1), ("n_gold2", n_gold2), ("n_test", n_test)):
-        if not isinstance(n, int) or n < 1: raise DataError(f"{name}={n!r}: expected an integer >= 1")
+    for name, n, least in (("n_gold1", n_gold1, 0), ("n_gold2", n_gold2, 1), ("n_test", n_test, 1)):  # D_gold,1 may be empty
+        if not isinstance(n, int) or n < least: raise DataError(f"{name}={n!r}: expected an integer >= {least}")
     if n_gold1 + n_gold2 > len(pool):
         raise DataError(f"pool too small: n_gold1 + n_gold2 = {n_gold1} + {n_gold2} = {n_gold1 + n_gold2} > {len(pool)} pool problems")
     if n_test > len(test): raise DataError(f"test set too small: n_test = {n_test} > {len(test)} test problems")

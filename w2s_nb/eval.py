@@ -49,9 +49,9 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 def _gold_answer(g) -> str:
     return g["answer"] if isinstance(g, dict) else g
 
-def score_predictions(records: list[dict], gold_by_id: dict, fmt: str, stop=None) -> list[dict]:
+def score_predictions(records: list[dict], gold_by_id: dict, fmt: str, stop=None, rule: str = "strict") -> list[dict]:
     """Per-question result rows for sampler output `records` (`{id, samples}`) against `gold_by_id`
-    (`{id: answer}` or `{id: record with 'answer'}`); majority vote when there are several samples."""
+    (`{id: answer}` or `{id: record with 'answer'}`); majority vote when there are several samples; extraction by `rule`."""
     from w2s_nb.answers import STOP_STRINGS, extract_answer, is_equiv
     stop = STOP_STRINGS if stop is None else stop
     seen, rows = set(), []
@@ -63,7 +63,7 @@ def score_predictions(records: list[dict], gold_by_id: dict, fmt: str, stop=None
             raise ValueError(f"prediction for id {qid!r}: expected a non-empty list 'samples', got {samples!r}")
         seen.add(qid)
         gold = _gold_answer(gold_by_id[qid])
-        answers = [extract_answer(s, fmt, stop) for s in samples]
+        answers = [extract_answer(s, fmt, stop, rule) for s in samples]
         verdict = {a: is_equiv(a, gold, fmt) for a in dict.fromkeys(answers)}  # each distinct answer once
         pick, _ = majority_answer(answers) if len(samples) > 1 else (answers[0], 1)
         i = answers.index(pick)
@@ -105,7 +105,7 @@ def eval_sampling(cfg: EvalConfig, sampling: SamplingConfig) -> SamplingConfig:
 
 def evaluate(ref, model_cfg: ModelConfig, test_records: list[dict], prompts: list[dict], cfg: EvalConfig,
              sampling: SamplingConfig, fmt: str, out_path=None, seed: int = 0, device: str = "cpu",
-             samples_dir=None) -> dict:
+             samples_dir=None, rule: str = "strict") -> dict:
     "Answer `prompts` (`{id, prompt}`) with model `ref`, score against `test_records` (`id`, `answer`), write rows to `out_path`."
     from w2s_nb.sample import generate_texts
     gold = {r["id"]: r["answer"] for r in test_records}
@@ -115,7 +115,7 @@ def evaluate(ref, model_cfg: ModelConfig, test_records: list[dict], prompts: lis
     out = generate_texts(ref, model_cfg, prompts, eval_sampling(cfg, sampling), n=cfg.n,
                          temperature=0.0 if greedy else cfg.temperature, top_p=1.0, seed=seed, device=device,
                          out_dir=None if samples_dir is None else str(samples_dir))
-    rows = score_predictions(out, gold, fmt, sampling.stop)
+    rows = score_predictions(out, gold, fmt, sampling.stop, rule)
     if out_path is not None: atomic_write_jsonl(out_path, rows)
     return summarize(rows)
 
@@ -138,6 +138,7 @@ def _eval_one(rd: RunDir, name: str, ref, model_cfg: ModelConfig, test: list[dic
     "Evaluate one model unless results for the same inputs exist; return its summary."
     samp = eval_sampling(cfg.eval, cfg.sampling)
     key = stable_hash(dict(ref=ref.to_dict(), model=dataclasses.asdict(model_cfg), prompts=prompts, fmt=fmt,
+                           rule=cfg.data.answer_extraction,
                            gold=[(r["id"], r["answer"]) for r in test], eval=dataclasses.asdict(cfg.eval),
                            max_new_tokens=samp.max_new_tokens, stop=samp.stop, seed=cfg.seed))
     out, key_file, samples = rd.path("eval", f"{name}.jsonl"), rd.path("eval", "samples", f"{name}.key.json"), rd.path("eval", "samples", name)
@@ -147,7 +148,7 @@ def _eval_one(rd: RunDir, name: str, ref, model_cfg: ModelConfig, test: list[dic
         shutil.rmtree(samples, ignore_errors=True)
         atomic_write_json(key_file, dict(key=key, ref=ref.to_dict()))
     return evaluate(ref, model_cfg, test, prompts, cfg.eval, cfg.sampling, fmt, out_path=out, seed=cfg.seed,
-                    device=device, samples_dir=samples)
+                    device=device, samples_dir=samples, rule=cfg.data.answer_extraction)
 
 def run_eval(cfg: RunConfig, rd: RunDir) -> dict:
     "Evaluate every model of the run plus weak-ICL on `data/test.jsonl`; write `eval/<name>.jsonl` and `eval/metrics.json`."

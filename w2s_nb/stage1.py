@@ -43,14 +43,13 @@ def icl_prompts(questions: list[dict], demos: list[dict], template: str) -> list
     return [dict(id=q["id"], prompt=few_shot_prompt(shots, q["question"], template)) for q in questions]
 
 # %% ../nbs/09_stage1.ipynb #a72cba80
-def select_consistent(labels_weak: list[dict], labels_icl: list[dict]) -> list[dict]:
-    "One record per question with both solutions, both answers and `agree` (the Stage I rule)."
+def select_consistent(labels_weak: list[dict], labels_icl: list[dict], fmt: str | None = None) -> list[dict]:
+    "One record per question with both solutions, both answers and `agree` (the Stage I rule, `answers_agree` by `fmt`)."
     icl = {r["id"]: r for r in labels_icl}
     missing = [r["id"] for r in labels_weak if r["id"] not in icl]
     if missing: raise ValueError(f"ICL labels missing for {len(missing)} question(s), e.g. {missing[:3]}")
-    return [dict(id=w["id"], question=w["question"], weak_text=w["text"], weak_pred=w["pred"],
-                 icl_text=icl[w["id"]]["text"], icl_pred=icl[w["id"]]["pred"], agree=answers_agree(w["pred"], icl[w["id"]]["pred"]))
-            for w in labels_weak]
+    return [dict(id=w["id"], question=w["question"], weak_text=w["text"], weak_pred=w["pred"], icl_text=icl[w["id"]]["text"],
+                 icl_pred=icl[w["id"]]["pred"], agree=answers_agree(w["pred"], icl[w["id"]]["pred"], fmt)) for w in labels_weak]
 
 # %% ../nbs/09_stage1.ipynb #55f4d6f2
 VARIANT_SIDES = {"weak": ("weak_text",), "icl": ("icl_text",), "hybrid": ("weak_text", "icl_text")}
@@ -73,9 +72,10 @@ def label_examples(labels: list[dict], template: str) -> list[dict]:
 
 # %% ../nbs/09_stage1.ipynb #18a838eb
 def label_quality(records: list[dict], gold_by_id: dict[str, str], pred_key: str, fmt: str) -> float | None:
-    "Share of `records` whose `pred_key` answer matches the hidden gold (None for no records)."
-    if not records: return None
-    return sum(bool(r[pred_key]) and is_equiv(r[pred_key], gold_by_id[r["id"]], fmt) for r in records) / len(records)
+    "Share of `records` with a gold answer whose `pred_key` answer matches the hidden gold; None if there are none."
+    scored = [r for r in records if gold_by_id[r["id"]]]
+    if not scored: return None
+    return sum(bool(r[pred_key]) and is_equiv(r[pred_key], gold_by_id[r["id"]], fmt) for r in scored) / len(scored)
 
 # %% ../nbs/09_stage1.ipynb #25cb548e
 def agreement_table(selection: list[dict], gold_by_id: dict[str, str], fmt: str):
@@ -99,8 +99,11 @@ def run_stage1(cfg: RunConfig, rd: RunDir) -> dict:
     gold2 = {r["id"]: r for r in read_jsonl(rd.path("data", "gold2_gold.jsonl"))}  # reporting + ceiling only
     gold_ans = {i: r["answer"] for i, r in gold2.items()}
     base, run = base_ref(cfg.strong), dict(seed=cfg.seed, device=dev, num_processes=cfg.num_processes, accelerate_config=cfg.accelerate_config)
-    label = lambda ref, prompts, out: label_records(q2, generate_texts(ref, cfg.strong, prompts, cfg.sampling, n=1, temperature=0.0,
-                                                                       seed=cfg.seed, device=dev, out_dir=out), fmt)
+    def label(ref: ModelRef, prompts: list[dict], out) -> list[dict]:
+        "Greedy labels of D_gold,2 by the strong model `ref`."
+        texts = generate_texts(ref, cfg.strong, prompts, cfg.sampling, n=1, temperature=0.0, seed=cfg.seed, device=dev,
+                               out_dir=out)
+        return label_records(q2, texts, fmt, cfg.data.answer_extraction)
     models, refs, rounds = {}, {}, []
     for t in range(1, cfg.stage1.rounds + 1):
         rdir = rd.path("stage1", f"round{t}")
@@ -111,7 +114,7 @@ def run_stage1(cfg: RunConfig, rd: RunDir) -> dict:
             lab_w = label(refs[f"s1_r{t-1}_weak"], question_prompts(q2, cfg), rdir / "labels_weak_shards")
             lab_i = label(refs[f"s1_r{t-1}_icl"], question_prompts(q2, cfg), rdir / "labels_icl_shards")
         atomic_write_jsonl(rdir / "labels_weak.jsonl", lab_w); atomic_write_jsonl(rdir / "labels_icl.jsonl", lab_i)
-        sel = select_consistent(lab_w, lab_i)
+        sel = select_consistent(lab_w, lab_i, fmt)
         atomic_write_jsonl(rdir / "selection.jsonl", sel)
         kept = [s for s in sel if s["agree"]]
         if not kept: raise RuntimeError(f"stage I round {t}: the weak and ICL answers agree on no question; nothing to train on "
@@ -121,6 +124,7 @@ def run_stage1(cfg: RunConfig, rd: RunDir) -> dict:
             refs[name] = train_sft(base, cfg.strong, variant_examples(sel, v, tpl), rdir / v, **run)
             models[name] = model_entry(refs[name], rd, "strong", "stage1", f"Stage I r{t} {v}", round=t, variant=v)
         m = dict(round=t, n_questions=len(sel), selected=len(kept),
+                 weak_empty=sum(not r["pred"] for r in lab_w), icl_empty=sum(not r["pred"] for r in lab_i),
                  selection_label_acc=label_quality(kept, gold_ans, "weak_pred", fmt),
                  weak_label_acc=label_quality(lab_w, gold_ans, "pred", fmt), icl_label_acc=label_quality(lab_i, gold_ans, "pred", fmt),
                  labellers=["weak", "icl"] if t == 1 else [f"s1_r{t-1}_weak", f"s1_r{t-1}_icl"])

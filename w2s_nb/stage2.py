@@ -9,7 +9,7 @@ import random
 import time
 from collections import Counter
 
-from .answers import extract_answer, is_equiv, majority_answer
+from .answers import canonical_answers, extract_answer, is_equiv, majority_answer
 from .config import RunConfig, Stage2Config
 from .data import answer_format, zero_shot_prompt
 from .models import model_entry, model_ref, read_models, resolve_device
@@ -20,7 +20,7 @@ from .train import train_preference
 from .weak import question_prompts
 
 # %% auto #0
-__all__ = ['majority', 'question_pairs', 'build_pairs', 'pair_quality', 'run_stage2']
+__all__ = ['majority', 'question_pairs', 'distinct_samples', 'build_pairs', 'pair_quality', 'run_stage2']
 
 # %% ../nbs/10_stage2.ipynb #21752d0c
 def majority(answers: list[str]) -> tuple[str, float]:
@@ -46,29 +46,39 @@ def question_pairs(weak: dict, samples: list[str], preds: list[str], cfg: Stage2
         rej = rng.sample(differ, min(m, len(differ)))
         return [dict(chosen=weak["text"], rejected=r, kind="weak_chosen") for r in rej], "" if rej else "no_rejected"
     if conf < cfg.tau_high: return [], "below_tau_high"
-    return [dict(chosen=c, rejected=weak["text"], kind="weak_rejected") for c in rng.sample(agree, min(m, len(agree)))], ""
+    return [dict(chosen=c, rejected=weak["text"], kind="weak_rejected") for c in distinct_samples(agree, m, rng)], ""
+
+def distinct_samples(samples: list[str], m: int, rng: random.Random) -> list[str]:
+    "Up to `m` samples: a random one, then the next ones whose text differs from all taken (`construct_paired_data_math`)."
+    out = [rng.choice(samples)]
+    for s in samples:
+        if len(out) >= m: break
+        if s not in out: out.append(s)
+    return out
 
 # %% ../nbs/10_stage2.ipynb #452f00ac
-def build_pairs(d_weak: list[dict], sampled: list[dict], cfg: Stage2Config, fmt: str, template: str, seed: int) -> tuple[list[dict], list[dict], dict]:
-    "Confidence records, TRL-format pairs (`prompt`, `chosen`, `rejected`) and skip counts for every question."
+def build_pairs(d_weak: list[dict], sampled: list[dict], cfg: Stage2Config, fmt: str, template: str, seed: int,
+                rule: str = "strict") -> tuple[list[dict], list[dict], dict]:
+    "Confidence records, TRL-format pairs (`prompt`, `chosen`, `rejected`) and skip counts (answers by extraction `rule`)."
     assert_no_gold(d_weak, "Stage II weak responses")
     samples = {r["id"]: r["samples"] for r in sampled}
     conf_recs, pairs, skipped = [], [], Counter()
     for w in d_weak:
         texts = samples[w["id"]]
-        preds = [extract_answer(s, fmt) for s in texts]
+        weak_pred, *preds = canonical_answers([w["pred"]] + [extract_answer(s, fmt, rule=rule) for s in texts], fmt)
         a_plus, conf = majority(preds)
-        qp, why = question_pairs(w, texts, preds, cfg, seed)
+        qp, why = question_pairs(dict(w, pred=weak_pred), texts, preds, cfg, seed)
         skipped[why or "paired"] += 1
-        conf_recs.append(dict(id=w["id"], majority=a_plus, confidence=conf, weak_pred=w["pred"], preds=preds, n_pairs=len(qp)))
+        conf_recs.append(dict(id=w["id"], majority=a_plus, confidence=conf, weak_pred=weak_pred, preds=preds,
+                              n_pairs=len(qp)))
         prompt = zero_shot_prompt(w["question"], template)
         pairs += [dict(id=w["id"], prompt=prompt, chosen=label_completion(p["chosen"]), rejected=label_completion(p["rejected"]), kind=p["kind"]) for p in qp]
     return conf_recs, pairs, dict(skipped)
 
-def pair_quality(pairs: list[dict], gold_by_id: dict[str, str], fmt: str) -> dict:
+def pair_quality(pairs: list[dict], gold_by_id: dict[str, str], fmt: str, rule: str = "strict") -> dict:
     "Reporting only: share of chosen responses that are correct and of rejected ones that are wrong (hidden gold)."
     if not pairs: return dict(chosen_correct=None, rejected_wrong=None)
-    ok = lambda text, i: is_equiv(extract_answer(text, fmt), gold_by_id[i], fmt)
+    def ok(text: str, qid: str) -> bool: return is_equiv(extract_answer(text, fmt, rule=rule), gold_by_id[qid], fmt)
     return dict(chosen_correct=sum(ok(p["chosen"], p["id"]) for p in pairs) / len(pairs),
                 rejected_wrong=sum(not ok(p["rejected"], p["id"]) for p in pairs) / len(pairs))
 
@@ -80,7 +90,8 @@ def run_stage2(cfg: RunConfig, rd: RunDir) -> dict:
     d_weak = read_jsonl(rd.path("weak", "d_weak.jsonl"))
     sampled = generate_texts(m_plus, cfg.strong, question_prompts(d_weak, cfg), cfg.sampling, n=s2.n, temperature=s2.temperature,
                              top_p=s2.top_p, seed=cfg.seed, device=dev, out_dir=rd.path("stage2", "samples"))
-    conf, pairs, skipped = build_pairs(d_weak, sampled, s2, fmt, cfg.data.prompt_template, cfg.seed)
+    conf, pairs, skipped = build_pairs(d_weak, sampled, s2, fmt, cfg.data.prompt_template, cfg.seed,
+                                       cfg.data.answer_extraction)
     atomic_write_jsonl(rd.path("stage2", "confidence.jsonl"), conf)
     atomic_write_jsonl(rd.path("stage2", "pairs.jsonl"), pairs)
     if not pairs: raise RuntimeError(f"stage II: no preference pairs (skips: {skipped}); lower stage2.tau / tau_high or check M_plus samples")
@@ -96,7 +107,7 @@ def run_stage2(cfg: RunConfig, rd: RunDir) -> dict:
     metrics = dict(n_questions=len(d_weak), n_samples=s2.n, confidences=[c["confidence"] for c in conf], tau=s2.tau, tau_high=s2.tau_high,
                    kept=sum(c["confidence"] >= s2.tau and bool(c["majority"]) for c in conf), pairs=len(pairs),
                    pairs_weak_chosen=kinds["weak_chosen"], pairs_weak_rejected=kinds["weak_rejected"], pairs_strong=kinds["strong"],
-                   **pair_quality(pairs, gold, fmt),
+                   **pair_quality(pairs, gold, fmt, cfg.data.answer_extraction),
                    skipped={k: skipped.get(k, 0) for k in ("low_confidence", "no_rejected", "below_tau_high", "empty_majority")},
                    wall_s=round(time.time() - t0, 1))
     atomic_write_json(rd.path("stage2", "stage2_metrics.json"), metrics)

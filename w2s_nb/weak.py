@@ -9,7 +9,7 @@ import random
 import time
 
 from .answers import extract_answer, is_equiv
-from .config import RunConfig
+from .config import RunConfig, Stage1Config
 from .data import answer_format, sft_examples, zero_shot_prompt
 from .models import base_ref, model_entry, resolve_device
 from .rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_jsonl
@@ -17,7 +17,8 @@ from .sample import generate_texts
 from .train import train_sft
 
 # %% auto #0
-__all__ = ['gold_sft_examples', 'question_prompts', 'label_records', 'choose_demo_questions', 'demo_records', 'run_weak']
+__all__ = ['gold_sft_examples', 'question_prompts', 'label_records', 'choose_demo_questions', 'demo_records', 'd_weak_demos',
+           'weak_model', 'run_weak']
 
 # %% ../nbs/08_weak.ipynb #1da60450
 def gold_sft_examples(records: list[dict], cfg: RunConfig) -> list[dict]:
@@ -29,24 +30,26 @@ def question_prompts(records: list[dict], cfg: RunConfig) -> list[dict]:
     "Zero-shot prompts `{id, prompt}` for question records."
     return [dict(id=r["id"], prompt=zero_shot_prompt(r["question"], cfg.data.prompt_template)) for r in records]
 
-def label_records(questions: list[dict], generated: list[dict], fmt: str) -> list[dict]:
-    "Join questions with their greedy generations: `{id, question, text, pred}` (first sample)."
+def label_records(questions: list[dict], generated: list[dict], fmt: str, rule: str = "strict") -> list[dict]:
+    "Join questions with their greedy generations: `{id, question, text, pred}` (first sample; `pred` by extraction `rule`)."
     by_id = {g["id"]: g["samples"][0] for g in generated}
-    return [dict(id=q["id"], question=q["question"], text=by_id[q["id"]], pred=extract_answer(by_id[q["id"]], fmt)) for q in questions]
+    return [dict(id=q["id"], question=q["question"], text=by_id[q["id"]], pred=extract_answer(by_id[q["id"]], fmt, rule=rule))
+            for q in questions]
 
 # %% ../nbs/08_weak.ipynb #e13f249e
-def choose_demo_questions(gold1: list[dict], n_shots: int, choice: str, seed: int, demo_ids: list | None = None) -> list[dict]:
-    "Which D_gold,1 questions to demonstrate: seeded random (a pool of 8x for `correct`), or fixed ids."
+def choose_demo_questions(pool: list[dict], n_shots: int, choice: str, seed: int, demo_ids: list | None = None,
+                          where: str = "D_gold,2") -> list[dict]:
+    "Which records of `pool` to demonstrate: seeded random (a pool of 8x for `correct`), or fixed ids."
     if choice == "fixed":
-        by_id = {r["id"]: r for r in gold1}
+        by_id = {r["id"]: r for r in pool}
         missing = [i for i in demo_ids or [] if i not in by_id]
-        if missing: raise ValueError(f"stage1.demo_ids: not in D_gold,1: {missing}")
+        if missing: raise ValueError(f"stage1.demo_ids: not in {where}: {missing}")
         return [by_id[i] for i in demo_ids]
-    k = min(len(gold1), n_shots * (8 if choice == "correct" else 1))
-    return random.Random(seed).sample(gold1, k)
+    k = min(len(pool), n_shots * (8 if choice == "correct" else 1))
+    return random.Random(seed).sample(pool, k)
 
 def demo_records(candidates: list[dict], labels: list[dict], n_shots: int, choice: str, fmt: str) -> list[dict]:
-    "Demonstrations `{id, question, solution, answer, correct}` from the weak model's labels of `candidates`."
+    "Demonstrations `{id, question, solution, answer, correct}` from the weak model's labels of gold `candidates`."
     gold = {r["id"]: r["answer"] for r in candidates}
     demos = [dict(id=l["id"], question=l["question"], solution=l["text"].strip(), answer=l["pred"],
                   correct=bool(l["pred"]) and is_equiv(l["pred"], gold[l["id"]], fmt)) for l in labels]
@@ -55,22 +58,42 @@ def demo_records(candidates: list[dict], labels: list[dict], n_shots: int, choic
         demos = right + [d for d in demos if not d["correct"]]  # top up with wrong ones only if too few are right
     return demos[:n_shots]
 
+def d_weak_demos(d_weak: list[dict], gold2: list[dict], s1: Stage1Config, seed: int, fmt: str) -> list[dict]:
+    "The paper's demonstrations: `D_weak` records, chosen by `s1.demo_choice` (gold2 only judges `correct`)."
+    labels = choose_demo_questions(d_weak, s1.n_shots, s1.demo_choice, seed, s1.demo_ids, "D_gold,2 (d_weak.jsonl)")
+    gold = {r["id"]: r for r in gold2}
+    return demo_records([gold[l["id"]] for l in labels], labels, s1.n_shots, s1.demo_choice, fmt)
+
 # %% ../nbs/08_weak.ipynb #d6c630a1
+def weak_model(cfg: RunConfig, rd: RunDir, device: str) -> tuple[ModelRef, str]:
+    "The weak model and its label: fine-tuned on D_gold,1, or the base model as is (`weak.finetune: none`)."
+    if cfg.weak.finetune == "none": return base_ref(cfg.weak), "weak model (as is)"
+    gold1 = read_jsonl(rd.path("data", "gold1.jsonl"))
+    ref = train_sft(base_ref(cfg.weak), cfg.weak, gold_sft_examples(gold1, cfg), rd.path("weak", "model"), seed=cfg.seed,
+                    device=device, num_processes=cfg.num_processes, accelerate_config=cfg.accelerate_config)
+    return ref, "weak model (SFT on D_gold,1)"
+
 def run_weak(cfg: RunConfig, rd: RunDir) -> dict:
-    "Fine-tune the weak model on D_gold,1, label D_gold,2 zero-shot (D_weak), write demonstrations."
-    t0, fmt, dev = time.time(), answer_format(cfg.data), resolve_device(cfg.device)
-    gold1, q2 = read_jsonl(rd.path("data", "gold1.jsonl")), read_jsonl(rd.path("data", "gold2_questions.jsonl"))
-    weak = train_sft(base_ref(cfg.weak), cfg.weak, gold_sft_examples(gold1, cfg), rd.path("weak", "model"), seed=cfg.seed,
-                     device=dev, num_processes=cfg.num_processes, accelerate_config=cfg.accelerate_config)
-    gen = lambda recs, sub: generate_texts(weak, cfg.weak, question_prompts(recs, cfg), cfg.sampling, n=1, temperature=0.0,
-                                           seed=cfg.seed, device=dev, out_dir=rd.path("weak", sub))
-    d_weak = label_records(q2, gen(q2, "d_weak_shards"), fmt)
+    "Get the weak model, label D_gold,2 zero-shot (D_weak), write demonstrations."
+    t0, fmt, dev, s1 = time.time(), answer_format(cfg.data), resolve_device(cfg.device), cfg.stage1
+    weak, label = weak_model(cfg, rd, dev)
+    def answer(recs: list[dict], sub: str) -> list[dict]:
+        "The weak model's greedy zero-shot label records for `recs`."
+        out = generate_texts(weak, cfg.weak, question_prompts(recs, cfg), cfg.sampling, n=1, temperature=0.0,
+                             seed=cfg.seed, device=dev, out_dir=rd.path("weak", sub))
+        return label_records(recs, out, fmt, cfg.data.answer_extraction)
+    d_weak = answer(read_jsonl(rd.path("data", "gold2_questions.jsonl")), "d_weak_shards")
     atomic_write_jsonl(rd.path("weak", "d_weak.jsonl"), d_weak)
-    cands = choose_demo_questions(gold1, cfg.stage1.n_shots, cfg.stage1.demo_choice, cfg.seed, cfg.stage1.demo_ids)
-    demos = demo_records(cands, label_records(cands, gen(cands, "demo_shards"), fmt), cfg.stage1.n_shots, cfg.stage1.demo_choice, fmt)
+    if s1.demo_source == "d_weak":      # D_gold,2 gold only marks (or, for demo_choice=correct, picks) right demos
+        demos = d_weak_demos(d_weak, read_jsonl(rd.path("data", "gold2_gold.jsonl")), s1, cfg.seed, fmt)
+    else:
+        cands = choose_demo_questions(read_jsonl(rd.path("data", "gold1.jsonl")), s1.n_shots, s1.demo_choice, cfg.seed,
+                                      s1.demo_ids, "D_gold,1")
+        demos = demo_records(cands, answer(cands, "demo_shards"), s1.n_shots, s1.demo_choice, fmt)
     atomic_write_jsonl(rd.path("weak", "demos.jsonl"), demos)
-    atomic_write_json(rd.path("weak", "models.json"), {"weak": model_entry(weak, rd, "weak", "weak_floor", "weak model (SFT on D_gold,1)")})
-    summary = dict(d_weak=len(d_weak), d_weak_answered=sum(bool(r["pred"]) for r in d_weak),
-                   demos=len(demos), demos_correct=sum(d["correct"] for d in demos), wall_s=round(time.time() - t0, 1))
+    atomic_write_json(rd.path("weak", "models.json"), {"weak": model_entry(weak, rd, "weak", "weak_floor", label)})
+    summary = dict(d_weak=len(d_weak), d_weak_answered=sum(bool(r["pred"]) for r in d_weak), demo_source=s1.demo_source,
+                   demo_ids=[d["id"] for d in demos], demos_correct=sum(d["correct"] for d in demos),
+                   wall_s=round(time.time() - t0, 1))
     atomic_write_json(rd.path("weak", "weak_metrics.json"), summary)
     return summary
