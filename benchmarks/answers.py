@@ -33,6 +33,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     d = resolve_data_dir()
+    if d is None: raise SystemExit("set W2S_DATA_DIR to a folder holding gsm8k/ and math/ JSONL files (see README, Data)")
     m500 = load_math(d / "math" / "test.jsonl")
     sols, golds = list(m500["solution"]), list(m500["answer"])
     gsm = [json.loads(l) for l in open(d / "gsm8k" / "test.jsonl")]

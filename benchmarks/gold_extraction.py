@@ -22,6 +22,7 @@ def rates(texts: list[str], golds: list[str], fmt: str, rule: str) -> tuple[floa
 
 def main():
     d = resolve_data_dir()
+    if d is None: raise SystemExit("set W2S_DATA_DIR to a folder holding gsm8k/ and math/ JSONL files (see README, Data)")
     rows = []
     for split in ("train", "test"):
         path = d / "gsm8k" / f"{split}.jsonl"
