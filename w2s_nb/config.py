@@ -102,7 +102,8 @@ class ModelConfig:
 @dataclass
 class SamplingConfig:
     "Batched generation (transformers `generate`, optional vLLM)."
-    backend: str = opt("hf", choices=("hf", "vllm"))
+    backend: str = opt("hf", choices=("hf", "vllm", "auto"), help="vllm: an error where vLLM cannot run; auto: vLLM where "
+                       "it can run, else transformers (logged)")
     batch_size: int = opt(32, ge=1, help="generated sequences per `generate` call (at most)")
     max_batch_tokens: Optional[int] = opt(None, ge=1, help="also cap a call at this many (prompt + new) tokens, so "
                                           "long prompts get smaller batches (None: batch_size alone)")

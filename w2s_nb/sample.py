@@ -23,7 +23,8 @@ from .rundir import atomic_write_text
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'hf_generate', 'read_shards', 'batch_bounds', 'sample', 'vllm_problem', 'vllm_generate_fn', 'generate_texts']
+__all__ = ['log', 'hf_generate', 'read_shards', 'batch_bounds', 'sample', 'vllm_problem', 'choose_backend', 'shutdown_vllm',
+           'vllm_generate_fn', 'generate_texts']
 
 # %% ../nbs/06_sample.ipynb #ac873821
 def hf_generate(model, tokenizer, prompts: list, n: int, temperature: float, top_p: float, max_new_tokens: int,
@@ -151,6 +152,30 @@ def vllm_problem(device: str) -> Optional[str]:
     except ImportError: return "vLLM is not installed (pip install vllm)"
     return None
 
+def choose_backend(backend: str, device: str) -> str:
+    "`hf` or `vllm` for a configured `sampling.backend`: `vllm` that cannot run is an error; `auto` falls back (logged)."
+    if backend == "hf": return "hf"
+    if backend not in ("vllm", "auto"): raise ValueError(f"sampling.backend={backend!r}: expected hf, vllm or auto")
+    if (problem := vllm_problem(device)) is None: return "vllm"
+    if backend == "vllm":
+        raise RuntimeError(f"sampling.backend=vllm cannot run here: {problem}. Use backend: hf, or backend: auto to fall "
+                           "back to transformers where vLLM cannot run.")
+    log.warning("sampling.backend=auto: %s; using transformers generate", problem)
+    return "hf"
+
+def shutdown_vllm(llm):
+    "Stop a `vllm.LLM`'s engine and return its GPU memory."
+    import gc
+    engine = getattr(llm, "llm_engine", None)
+    if hasattr(engine, "shutdown"): engine.shutdown()
+    try:
+        from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+        destroy_model_parallel(); destroy_distributed_environment()
+    except Exception as e: log.debug("vLLM parallel state not torn down: %s", e)
+    del llm, engine
+    gc.collect()
+    if torch.cuda.is_available(): torch.cuda.empty_cache()
+
 def vllm_generate_fn(llm, n: int, temperature: float, top_p: float, max_new_tokens: int, stop) -> Callable:
     "A `generate_fn(prompts, seed)` for `sample` backed by a `vllm.LLM`."
     from vllm import SamplingParams
@@ -188,12 +213,12 @@ def generate_texts(ref: ModelRef, cfg: ModelConfig, prompts: list, sampling: Sam
     kw = dict(n=n, temperature=temperature, top_p=top_p, max_new_tokens=sampling.max_new_tokens, stop=sampling.stop,
               batch_size=sampling.batch_size, max_batch_tokens=sampling.max_batch_tokens, seed=seed, out_dir=out_dir,
               shard_size=sampling.shard_size)
-    if sampling.backend == "vllm":
-        if (problem := vllm_problem(device)) is None:
-            import tempfile
-            llm = _load_vllm(ref, cfg, seed, out_dir or tempfile.mkdtemp())
-            return sample(None, None, recs, **kw, generate_fn=vllm_generate_fn(llm, n, temperature, top_p,
-                                                                               sampling.max_new_tokens, sampling.stop))
-        log.warning("sampling.backend=vllm skipped: %s; using transformers generate", problem)
+    if choose_backend(sampling.backend, device) == "vllm":
+        import tempfile
+        llm = _load_vllm(ref, cfg, seed, out_dir or tempfile.mkdtemp())
+        whole_shards = dict(batch_size=sampling.shard_size * (1 if temperature == 0 else n), max_batch_tokens=None)
+        try: return sample(None, None, recs, **{**kw, **whole_shards}, generate_fn=vllm_generate_fn(
+                llm, n, temperature, top_p, sampling.max_new_tokens, sampling.stop))
+        finally: shutdown_vllm(llm)
     model, tok = load_model(ref, cfg, device), load_tokenizer(ref, cfg, padding_side="left")
     return sample(model, tok, recs, **kw)
