@@ -85,19 +85,19 @@ def test_end_to_end_papermill_resume_and_redo(tmp_path):
 
 
 # The same global batches on 1 and 2 processes: batch_size 8 x grad_accum 2 (8 per rank on 2 ranks), and a D_gold,1 of
-# 32 = two whole global batches (an uneven last batch is padded differently by 2 ranks). Weak SFT for 3 epochs: after 1,
-# the tiny weak model's answers agree with the ICL answers on no question and Stage I has nothing to train on.
-SAME_BATCHES = {"data.n_gold1": 32, "weak.sft.epochs": 3, **{f"{k}.{f}": v for k in ("weak.sft", "strong.sft", "stage2.pref")
+# 128 = 8 whole global batches (an uneven last batch is padded differently by 2 ranks). Weak SFT on 128 examples for
+# 3 epochs: with tiny()'s 24 x 1 epoch, the weak answers agree with the ICL answers on no question (strict extraction)
+# and Stage I has nothing to train on.
+SAME_BATCHES = {"data.n_gold1": 128, "weak.sft.epochs": 3, **{f"{k}.{f}": v for k in ("weak.sft", "strong.sft", "stage2.pref")
                                                               for f, v in (("batch_size", 8), ("grad_accum", 2))}}
 
 
 @pytest.mark.slow
 def test_two_processes_from_project_root_with_relative_accelerate_config(tmp_path):
-    """`w2s run configs/default.yaml` from the project root, num_processes=2 and the relative cpu_2proc.yaml: every
-    training step runs on 2 ranks and the whole pipeline finishes. Against a 1-process run: the data splits are equal;
-    the weak model's training losses agree to float rounding (same global batches; DDP's all-reduce sums in another
-    order than gradient accumulation), so its greedy labels (D_weak) and Stage I's agreement flags may differ where
-    a near-tie flips. We assert equality for the data and for most of D_weak, and the same questions in Stage I."""
+    """`w2s run configs/default.yaml` from the project root with num_processes=2 and the relative cpu_2proc.yaml: every
+    training step runs on 2 ranks and the whole pipeline finishes. With the same global batches as a 1-process run, the
+    weak model's training losses are equal (measured: identical on this CPU), and so are D_weak and Stage I's selection
+    (the agree flags); the data splits do not depend on training at all."""
     def run(name, **extra):
         sets = [f"--set={k}={json.dumps(v)}" for k, v in tiny(tmp_path, name=name, **SAME_BATCHES, **extra).items()]
         r = subprocess.run([*W2S, "run", "configs/default.yaml", *sets], cwd=ROOT, env=_env(), capture_output=True, text=True)
@@ -107,16 +107,13 @@ def test_two_processes_from_project_root_with_relative_accelerate_config(tmp_pat
     two = run("two", num_processes=2, accelerate_config="environments/accelerate/cpu_2proc.yaml")
     results = [json.loads(p.read_text()) for p in two.rglob("result.json")]
     assert len(results) == 5 and {r["num_processes"] for r in results} == {2}  # weak, ceiling, full_weak, hybrid, dpo
-    for f in ("gold1", "gold2", "test"):
-        assert read_jsonl(one / "data" / f"{f}.jsonl") == read_jsonl(two / "data" / f"{f}.jsonl")
+    same = lambda rel: read_jsonl(one / rel) == read_jsonl(two / rel)
+    assert all(same(f"data/{f}.jsonl") for f in ("gold1", "gold2_questions", "gold2_gold", "test"))
     loss = lambda d: [r["loss"] for r in read_jsonl(d / "weak" / "model" / "train_log.jsonl") if "loss" in r]
-    assert loss(one) == pytest.approx(loss(two), rel=1e-4)
-    w1, w2 = read_jsonl(one / "weak" / "d_weak.jsonl"), read_jsonl(two / "weak" / "d_weak.jsonl")
-    assert [r["id"] for r in w1] == [r["id"] for r in w2]
-    assert sum(a == b for a, b in zip(w1, w2)) >= 0.75 * len(w1)
-    s1, s2 = (read_jsonl(d / "stage1" / "round1" / "selection.jsonl") for d in (one, two))
-    assert [r["id"] for r in s1] == [r["id"] for r in s2]
-    assert read_json(two / "eval" / "metrics.json")["models"]
+    assert loss(one) == pytest.approx(loss(two), rel=1e-5)
+    assert same("weak/d_weak.jsonl") and same("stage1/round1/selection.jsonl")
+    assert any(r["agree"] for r in read_jsonl(two / "stage1" / "round1" / "selection.jsonl"))
+    assert {"s1_r1_hybrid", "m_pro_dpo"} <= set(read_json(two / "eval" / "metrics.json")["models"])
 
 
 def test_failing_stage_names_stage_exception_and_notebook(tmp_path):

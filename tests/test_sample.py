@@ -107,6 +107,38 @@ def test_shards_and_resume(mt, tmp_path):
         sample(*mt, [{"id": 1, "prompt": "a"}, {"id": 1, "prompt": "b"}])
 
 
+RANK_CHILD = """
+import json, sys
+import torch.distributed as dist
+from w2s_nb.config import ModelConfig
+from w2s_nb.models import ModelRef, load_model, load_tokenizer
+from w2s_nb.sample import sample
+dist.init_process_group("gloo")  # what the trainers' accelerate state does on CPU
+d, out, prompts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+cfg = ModelConfig(path=d, finetune="lora")
+recs = sample(load_model(ModelRef(d), cfg, "cpu"), load_tokenizer(ModelRef(d), cfg), prompts, max_new_tokens=6,
+              batch_size=2, shard_size=2, out_dir=out)
+assert len(recs) == len(prompts)  # each rank returns every record once all ranks are done
+"""
+
+
+@pytest.mark.slow
+def test_two_ranks_sample_their_slices_into_own_shards(mt, tiny_model_dir, tmp_path):
+    "2 CPU processes (accelerate launch) write exactly the records of 1 process, each rank into its own shards."
+    one = sample(*mt, PROMPTS, max_new_tokens=6, batch_size=2, shard_size=2, out_dir=tmp_path / "one")
+    script = tmp_path / "child.py"; script.write_text(RANK_CHILD)
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                        str(root / "environments/accelerate/cpu_2proc.yaml"), str(script), tiny_model_dir,
+                        str(tmp_path / "two"), json.dumps(PROMPTS)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    names = sorted(p.name for p in (tmp_path / "two").glob("shard-*.jsonl"))
+    assert names == ["shard-00000-r0.jsonl", "shard-00000-r1.jsonl", "shard-00001-r0.jsonl", "shard-00001-r1.jsonl",
+                     "shard-00002-r0.jsonl", "shard-00002-r1.jsonl"]  # 5 records per rank, 2 per shard
+    two = read_shards(tmp_path / "two")  # refuses an id written twice
+    assert [two[r["id"]] for r in PROMPTS] == one
+
+
 CHILD = """
 import sys, json
 from w2s_nb.config import ModelConfig, SamplingConfig

@@ -23,8 +23,8 @@ from .rundir import atomic_write_text
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'hf_generate', 'read_shards', 'batch_bounds', 'sample', 'vllm_problem', 'choose_backend', 'shutdown_vllm',
-           'vllm_generate_fn', 'generate_texts']
+__all__ = ['log', 'hf_generate', 'read_shards', 'rank_and_world', 'shard_name', 'batch_bounds', 'sample', 'vllm_problem',
+           'choose_backend', 'shutdown_vllm', 'vllm_generate_fn', 'generate_texts']
 
 # %% ../nbs/06_sample.ipynb #ac873821
 def hf_generate(model, tokenizer, prompts: list, n: int, temperature: float, top_p: float, max_new_tokens: int,
@@ -58,8 +58,18 @@ def read_shards(out_dir) -> dict:
             recs[r["id"]] = r
     return recs
 
-def _next_shard(out_dir) -> int:
-    return 1 + max((int(p.stem.split("-")[1]) for p in Path(out_dir).glob("shard-*.jsonl")), default=-1)
+def rank_and_world() -> tuple[int, int]:
+    "(this process's rank, number of processes) of a launch; (0, 1) in a plain process."
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+def shard_name(index: int, rank: int = 0, world: int = 1) -> str:
+    "A shard's file name; under several processes it names the rank, so ranks never write the same file."
+    return f"shard-{index:05d}" + (f"-r{rank}" if world > 1 else "") + ".jsonl"
+
+def _next_shard(out_dir, rank: int = 0, world: int = 1) -> int:
+    "The next free shard index (of this rank, under several processes)."
+    pattern = f"shard-*-r{rank}.jsonl" if world > 1 else "shard-*.jsonl"
+    return 1 + max((int(p.stem.split("-")[1]) for p in Path(out_dir).glob(pattern)), default=-1)
 
 def _check_settings(out_dir, settings: dict):
     "Record the sampling settings; refuse to resume with different ones."
@@ -100,6 +110,12 @@ def batch_bounds(lens: list, seqs_per_prompt: int, batch_size: int, max_new_toke
     return out
 
 # %% ../nbs/06_sample.ipynb #d4216479
+def _barrier(world: int) -> bool:
+    "Wait for the other ranks when there are several and a process group is up; whether it waited."
+    if world == 1 or not (torch.distributed.is_available() and torch.distributed.is_initialized()): return False
+    torch.distributed.barrier()
+    return True
+
 def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
            max_new_tokens: int = 256, stop=None, batch_size: int = 32, seed: int = 0, out_dir=None,
            shard_size: int = 256, generate_fn: Optional[Callable] = None, max_batch_tokens: Optional[int] = None) -> list:
@@ -119,7 +135,10 @@ def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_
         for r in recs:
             if r["id"] in done and done[r["id"]]["prompt"] != r["prompt"]:
                 raise ValueError(f"{out_dir}: id {r['id']!r} was written for another prompt")
+    rank, world = rank_and_world() if out_dir is not None else (0, 1)
+    _barrier(world)  # every rank has read the same shards before any rank writes one
     todo = [r for r in recs if r["id"] not in done]
+    todo = todo[rank::world]  # data parallel: each rank its slice, into its own shards
     if todo:
         generate_fn = generate_fn or (lambda ps, s: hf_generate(model, tokenizer, ps, n, temperature, top_p,
                                                                 max_new_tokens, stop, s))
@@ -131,7 +150,7 @@ def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_
         todo, lens = [todo[i] for i in order], [lens[i] for i in order]
         bounds = batch_bounds(lens, 1 if temperature == 0 else n, batch_size, max_new_tokens,
                               max_batch_tokens if tokenizer is not None else None)
-        shard, buf = (_next_shard(out_dir) if out_dir is not None else 0), []
+        shard, buf = (_next_shard(out_dir, rank, world) if out_dir is not None else 0), []
         for b, e in tqdm(bounds, desc="sampling"):
             batch = todo[b:e]
             outs = generate_fn([r["prompt"] for r in batch], _batch_seed(seed, batch[0]["id"]))
@@ -140,9 +159,10 @@ def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_
                 buf.append(rec)
             while out_dir is not None and (len(buf) >= shard_size or (buf and e >= len(todo))):
                 part, buf = buf[:shard_size], buf[shard_size:]
-                atomic_write_text(Path(out_dir) / f"shard-{shard:05d}.jsonl", "".join(json.dumps(x) + "\n" for x in part))
+                atomic_write_text(Path(out_dir) / shard_name(shard, rank, world), "".join(json.dumps(x) + "\n" for x in part))
                 shard += 1
-    return [done[r["id"]] for r in recs]
+    if _barrier(world): done = read_shards(out_dir)  # every rank's shards are written: read them all
+    return [done[r["id"]] for r in recs if r["id"] in done]
 
 # %% ../nbs/06_sample.ipynb #c9623a60
 def vllm_problem(device: str) -> Optional[str]:
