@@ -17,13 +17,20 @@ ROOT = Path(__file__).resolve().parent.parent
 W2S = [sys.executable, "-m", "w2s_nb.cli"]  # the `w2s` command
 
 
+# Global batches of 16 = batch_size 8 x grad_accum 2, the same on 1 process and on 2 (8 per rank); D_gold,1 of 128 =
+# 8 whole global batches (2 ranks pad an uneven last batch differently). The weak model trains on 128 examples for 3
+# epochs: with 24 x 1 epoch its answers agree with the ICL answers on no question (strict extraction) and Stage I has
+# nothing to train on.
+BATCHES = {f"{k}.{f}": v for k in ("weak.sft", "strong.sft", "stage2.pref") for f, v in (("batch_size", 8), ("grad_accum", 2))}
+
+
 def tiny(tmp_path, name="t", **extra):
     "Overrides for a tiny run of the embedded world (same code paths as the default, smaller sizes)."
     o = {"name": name, "out_dir": str(tmp_path), "device": "cpu",
-         "data.n_gold1": 24, "data.n_gold2": 24, "data.n_test": 16,
-         "weak.sft.epochs": 1, "strong.sft.epochs": 1, "sampling.max_new_tokens": 64,
+         "data.n_gold1": 128, "data.n_gold2": 24, "data.n_test": 16,
+         "weak.sft.epochs": 3, "strong.sft.epochs": 1, "sampling.max_new_tokens": 64,
          "stage1.rounds": 1, "stage2.n": 4, "stage2.tau": 0.25, "stage2.tau_high": 0.25, "stage2.methods": ["dpo"],
-         "stage2.pref.epochs": 1}
+         "stage2.pref.epochs": 1, **BATCHES}
     o.update(extra)
     return o
 
@@ -51,7 +58,7 @@ def test_end_to_end_papermill_resume_and_redo(tmp_path):
     for i, s in enumerate(STAGES):
         assert rd.path("notebooks", f"{i:02d}_{s}.ipynb").exists() and rd.path(s, "_done.json").exists()
     m = rd.manifest()
-    assert m["versions"]["torch"] and m["config"]["data"]["n_gold1"] == 24
+    assert m["versions"]["torch"] and m["config"]["data"]["n_gold1"] == 128
     assert all(m["stages"][s]["status"] == "done" for s in STAGES)
     assert m["stages"]["data"]["outputs"]["data/gold1.jsonl"]
     ev = read_json(rd.path("eval", "metrics.json"))
@@ -84,14 +91,6 @@ def test_end_to_end_papermill_resume_and_redo(tmp_path):
     assert read_json(rd.path("stage2", "stage2_metrics.json"))["tau"] == 0.5
 
 
-# The same global batches on 1 and 2 processes: batch_size 8 x grad_accum 2 (8 per rank on 2 ranks), and a D_gold,1 of
-# 128 = 8 whole global batches (an uneven last batch is padded differently by 2 ranks). Weak SFT on 128 examples for
-# 3 epochs: with tiny()'s 24 x 1 epoch, the weak answers agree with the ICL answers on no question (strict extraction)
-# and Stage I has nothing to train on.
-SAME_BATCHES = {"data.n_gold1": 128, "weak.sft.epochs": 3, **{f"{k}.{f}": v for k in ("weak.sft", "strong.sft", "stage2.pref")
-                                                              for f, v in (("batch_size", 8), ("grad_accum", 2))}}
-
-
 @pytest.mark.slow
 def test_two_processes_from_project_root_with_relative_accelerate_config(tmp_path):
     """`w2s run configs/default.yaml` from the project root with num_processes=2 and the relative cpu_2proc.yaml: every
@@ -99,7 +98,7 @@ def test_two_processes_from_project_root_with_relative_accelerate_config(tmp_pat
     weak model's training losses are equal (measured: identical on this CPU), and so are D_weak and Stage I's selection
     (the agree flags); the data splits do not depend on training at all."""
     def run(name, **extra):
-        sets = [f"--set={k}={json.dumps(v)}" for k, v in tiny(tmp_path, name=name, **SAME_BATCHES, **extra).items()]
+        sets = [f"--set={k}={json.dumps(v)}" for k, v in tiny(tmp_path, name=name, **extra).items()]
         r = subprocess.run([*W2S, "run", "configs/default.yaml", *sets], cwd=ROOT, env=_env(), capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-3000:]
         return tmp_path / name
