@@ -115,3 +115,14 @@ def test_world_qlora_is_the_default_world_with_qlora():
     lora = dataclasses.replace(q, name=d.name, weak=dataclasses.replace(q.weak, finetune="lora"),
                                strong=dataclasses.replace(q.strong, finetune="lora"))
     assert lora == d                                        # nothing else differs
+
+
+def test_gpu_configs_are_valid_and_split_batches():
+    "The GPU smoke config and the paper configs load; every grad_accum splits over 2 processes (DDP on 2 GPUs)."
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent / "configs"
+    for p in [root / "gpu-smoke.yaml", *sorted(q for q in (root / "paper").glob("*.yaml") if not q.name.startswith("_"))]:
+        cfg = load_config(p)
+        assert cfg.sampling.max_batch_tokens, p.name
+    smoke = load_config(root / "gpu-smoke.yaml", ["num_processes=2"])
+    assert (smoke.sampling.backend, smoke.strong.finetune, smoke.strong.path) == ("vllm", "qlora", "Qwen/Qwen2.5-1.5B")

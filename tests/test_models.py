@@ -167,3 +167,17 @@ def test_importing_models_is_light():
     import subprocess, sys
     code = "import sys, w2s_nb.models; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], env={**os.environ}).returncode == 0
+
+
+def test_bnb_self_check_allocates_on_this_ranks_gpu(monkeypatch):
+    "Under a launch, rank LOCAL_RANK's 4-bit check runs on cuda:LOCAL_RANK, not on GPU 0 (no GPU needed: the call is caught)."
+    import torch
+    import w2s_nb.models as M
+    seen = []
+    def randn(*a, device=None, **k):
+        seen.append(device); raise RuntimeError("no GPU here")
+    monkeypatch.setattr(torch, "randn", randn)
+    monkeypatch.setattr(M, "_BNB_CHECK", {})
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert "no GPU here" in M.bnb_4bit_problem("cuda")
+    assert seen == ["cuda:1"]

@@ -17,6 +17,11 @@ ROOT = Path(__file__).resolve().parent.parent
 W2S = [sys.executable, "-m", "w2s_nb.cli"]  # the `w2s` command
 
 
+# Global batches of 16 = batch_size 8 x grad_accum 2, the same on 1 process and on 2 (8 per rank); D_gold,1 of 48 =
+# 3 whole global batches (2 ranks pad an uneven last batch differently).
+BATCHES = {f"{k}.{f}": v for k in ("weak.sft", "strong.sft", "stage2.pref") for f, v in (("batch_size", 8), ("grad_accum", 2))}
+
+
 def tiny(tmp_path, name="t", **extra):
     """Overrides for a tiny run of the embedded world (the default's code paths at small sizes). A weak model trained
     this briefly rarely ends its solutions with a well-formed answer, so the paper's strict extraction would leave
@@ -25,7 +30,7 @@ def tiny(tmp_path, name="t", **extra):
          "data.n_gold1": 48, "data.n_gold2": 48, "data.n_test": 16, "data.answer_extraction": "lenient",
          "weak.sft.epochs": 2, "strong.sft.epochs": 1, "sampling.max_new_tokens": 64,
          "stage1.rounds": 1, "stage2.n": 4, "stage2.tau": 0.25, "stage2.tau_high": 0.25, "stage2.methods": ["dpo"],
-         "stage2.pref.epochs": 1}
+         "stage2.pref.epochs": 1, **BATCHES}
     o.update(extra)
     return o
 
@@ -84,6 +89,30 @@ def test_end_to_end_papermill_resume_and_redo(tmp_path):
     assert redone == ["stage2", "eval", "report"]
     assert rd.path("stage1", "models.json").stat().st_mtime_ns == before
     assert read_json(rd.path("stage2", "stage2_metrics.json"))["tau"] == 0.5
+
+
+@pytest.mark.slow
+def test_two_processes_from_project_root_with_relative_accelerate_config(tmp_path):
+    """`w2s run configs/default.yaml` from the project root with num_processes=2 and the relative cpu_2proc.yaml: every
+    training step runs on 2 ranks and the whole pipeline finishes. With the same global batches as a 1-process run, the
+    weak model's training losses are equal (measured: identical on this CPU), and so are D_weak and Stage I's selection
+    (the agree flags); the data splits do not depend on training at all."""
+    def run(name, **extra):
+        sets = [f"--set={k}={json.dumps(v)}" for k, v in tiny(tmp_path, name=name, **extra).items()]
+        r = subprocess.run([*W2S, "run", "configs/default.yaml", *sets], cwd=ROOT, env=_env(), capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return tmp_path / name
+    one = run("one")
+    two = run("two", num_processes=2, accelerate_config="environments/accelerate/cpu_2proc.yaml")
+    results = [json.loads(p.read_text()) for p in two.rglob("result.json")]
+    assert len(results) == 5 and {r["num_processes"] for r in results} == {2}  # weak, ceiling, full_weak, hybrid, dpo
+    same = lambda rel: read_jsonl(one / rel) == read_jsonl(two / rel)
+    assert all(same(f"data/{f}.jsonl") for f in ("gold1", "gold2_questions", "gold2_gold", "test"))
+    loss = lambda d: [r["loss"] for r in read_jsonl(d / "weak" / "model" / "train_log.jsonl") if "loss" in r]
+    assert loss(one) == pytest.approx(loss(two), rel=1e-5)
+    assert same("weak/d_weak.jsonl") and same("stage1/round1/selection.jsonl")
+    assert any(r["agree"] for r in read_jsonl(two / "stage1" / "round1" / "selection.jsonl"))
+    assert {"s1_r1_hybrid", "m_pro_dpo"} <= set(read_json(two / "eval" / "metrics.json")["models"])
 
 
 def test_failing_stage_names_stage_exception_and_notebook(tmp_path):

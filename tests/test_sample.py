@@ -11,6 +11,7 @@ import pytest
 
 from w2s_nb.config import ModelConfig, SamplingConfig
 from w2s_nb.models import ModelRef, load_model, load_tokenizer
+from w2s_nb.rundir import read_jsonl
 from w2s_nb.sample import generate_texts, read_shards, sample
 
 
@@ -106,6 +107,38 @@ def test_shards_and_resume(mt, tmp_path):
         sample(*mt, [{"id": 1, "prompt": "a"}, {"id": 1, "prompt": "b"}])
 
 
+RANK_CHILD = """
+import json, sys
+import torch.distributed as dist
+from w2s_nb.config import ModelConfig
+from w2s_nb.models import ModelRef, load_model, load_tokenizer
+from w2s_nb.sample import sample
+dist.init_process_group("gloo")  # what the trainers' accelerate state does on CPU
+d, out, prompts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+cfg = ModelConfig(path=d, finetune="lora")
+recs = sample(load_model(ModelRef(d), cfg, "cpu"), load_tokenizer(ModelRef(d), cfg), prompts, max_new_tokens=6,
+              batch_size=2, shard_size=2, out_dir=out)
+assert len(recs) == len(prompts)  # each rank returns every record once all ranks are done
+"""
+
+
+@pytest.mark.slow
+def test_two_ranks_sample_their_slices_into_own_shards(mt, tiny_model_dir, tmp_path):
+    "2 CPU processes (accelerate launch) write exactly the records of 1 process, each rank into its own shards."
+    one = sample(*mt, PROMPTS, max_new_tokens=6, batch_size=2, shard_size=2, out_dir=tmp_path / "one")
+    script = tmp_path / "child.py"; script.write_text(RANK_CHILD)
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                        str(root / "environments/accelerate/cpu_2proc.yaml"), str(script), tiny_model_dir,
+                        str(tmp_path / "two"), json.dumps(PROMPTS)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    names = sorted(p.name for p in (tmp_path / "two").glob("shard-*.jsonl"))
+    assert names == ["shard-00000-r0.jsonl", "shard-00000-r1.jsonl", "shard-00001-r0.jsonl", "shard-00001-r1.jsonl",
+                     "shard-00002-r0.jsonl", "shard-00002-r1.jsonl"]  # 5 records per rank, 2 per shard
+    two = read_shards(tmp_path / "two")  # refuses an id written twice
+    assert [two[r["id"]] for r in PROMPTS] == one
+
+
 CHILD = """
 import sys, json
 from w2s_nb.config import ModelConfig, SamplingConfig
@@ -149,6 +182,38 @@ def test_generate_texts_skips_loading_when_done(tiny_model_dir, tmp_path, monkey
     monkeypatch.setattr(S, "load_model", lambda *a, **k: pytest.fail("model loaded although all ids are done"))
     assert generate_texts(ModelRef(tiny_model_dir), cfg, PROMPTS[:4], sc, out_dir=tmp_path) == first
     monkeypatch.undo()
-    vl = generate_texts(ModelRef(tiny_model_dir), cfg, PROMPTS[:2], SamplingConfig(backend="vllm", max_new_tokens=5,
+    with pytest.raises(RuntimeError, match="sampling.backend=vllm cannot run here: vLLM needs a CUDA device"):
+        generate_texts(ModelRef(tiny_model_dir), cfg, PROMPTS[:2], SamplingConfig(backend="vllm", max_new_tokens=5))
+    vl = generate_texts(ModelRef(tiny_model_dir), cfg, PROMPTS[:2], SamplingConfig(backend="auto", max_new_tokens=5,
                         stop=["Question"]))
-    assert vl == first[:2] and "sampling.backend=vllm skipped" in caplog.text
+    assert vl == first[:2] and "sampling.backend=auto: vLLM needs a CUDA device; using transformers" in caplog.text
+
+
+def test_choose_backend(monkeypatch):
+    import w2s_nb.sample as S
+    from w2s_nb.sample import choose_backend
+    assert [choose_backend(b, "cpu") for b in ("hf", "auto")] == ["hf", "hf"]
+    monkeypatch.setattr(S, "vllm_problem", lambda device: "vLLM is not installed (pip install vllm)")
+    with pytest.raises(RuntimeError, match="backend=vllm cannot run here: vLLM is not installed"):
+        choose_backend("vllm", "cuda")
+    monkeypatch.setattr(S, "vllm_problem", lambda device: None)
+    assert [choose_backend(b, "cuda") for b in ("hf", "vllm", "auto")] == ["hf", "vllm", "vllm"]
+    with pytest.raises(ValueError, match="expected hf, vllm or auto"):
+        choose_backend("tgi", "cuda")
+
+
+def test_vllm_gets_whole_shards_and_is_shut_down(tiny_model_dir, tmp_path, monkeypatch):
+    "With the vLLM backend (faked: no GPU here), each engine call is one whole shard, and the engine is shut down."
+    import w2s_nb.sample as S
+    calls, events = [], []
+    monkeypatch.setattr(S, "choose_backend", lambda backend, device: "vllm")
+    monkeypatch.setattr(S, "_load_vllm", lambda *a: events.append("load") or "engine")
+    monkeypatch.setattr(S, "shutdown_vllm", lambda llm: events.append(("shutdown", llm)))
+    monkeypatch.setattr(S, "vllm_generate_fn", lambda llm, n, *a: lambda ps, seed: calls.append(len(ps)) or [[p[-3:]] * n for p in ps])
+    prompts = [{"id": i, "prompt": f"Question {i}"} for i in range(10)]
+    sc = SamplingConfig(backend="vllm", batch_size=2, max_batch_tokens=8, shard_size=4, max_new_tokens=5)
+    recs = generate_texts(ModelRef(tiny_model_dir), ModelConfig(path=tiny_model_dir), prompts, sc, n=3, temperature=1.0,
+                          out_dir=tmp_path)
+    assert calls == [4, 4, 2] and events == ["load", ("shutdown", "engine")]
+    assert [len(read_jsonl(p)) for p in sorted(tmp_path.glob("shard-*.jsonl"))] == [4, 4, 2]
+    assert [r["samples"] for r in recs] == [[p["prompt"][-3:]] * 3 for p in prompts]

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
@@ -207,6 +208,37 @@ def test_qlora_without_4bit_fails_or_falls_back(tiny_model_dir, monkeypatch, cap
     assert "falling back to LoRA" in caplog.text
 
 
+class KeepWeakref(TrainerCallback):
+    "A weak reference to the model being trained (no strong one)."
+    def on_train_begin(self, args, state, control, model=None, **kw): self.model = weakref.ref(model)
+
+
+def test_trained_models_are_freed(sft_run, tiny_model_dir, tiny_examples, tiny_pairs, tmp_path):
+    "When train_sft / train_preference return, nothing keeps the trained model (or its trainer) alive."
+    cfg = cfg_for(tiny_model_dir, epochs=1)
+    k1, k2 = KeepWeakref(), KeepWeakref()
+    train_sft(ModelRef(tiny_model_dir), cfg, tiny_examples[:16], tmp_path / "sft", seed=0, callbacks=[k1])
+    train_preference(sft_run["ref"], sft_run["cfg"], PrefSettings(epochs=1, batch_size=8, max_length=64), "dpo",
+                     tiny_pairs[:8], tmp_path / "dpo", seed=0, callbacks=[k2])
+    assert k1.model() is None and k2.model() is None
+
+
+def test_finish_refuses_to_mark_done_without_adapter_files(tiny_model_dir, tmp_path):
+    "A save that leaves no adapter weights (e.g. FSDP shards) raises; result.json is not written."
+    from types import SimpleNamespace
+    from w2s_nb.train import _finish, saved_model_problem
+    acc = SimpleNamespace(unwrap_model=lambda m: m, is_main_process=True, wait_for_everyone=lambda: None, num_processes=1)
+    def save_model(d):  # writes the config but not the weights
+        Path(d).mkdir(parents=True); (Path(d) / "adapter_config.json").write_text("{}")
+    trainer = SimpleNamespace(accelerator=acc, model=torch.nn.Linear(1, 1), save_model=save_model,
+                              state=SimpleNamespace(log_history=[]))
+    cfg = cfg_for(tiny_model_dir)
+    with pytest.raises(RuntimeError, match="has none of adapter_model.safetensors.*not marked done"):
+        _finish(trainer, ModelRef(tiny_model_dir), cfg, None, tmp_path, "lora", "cpu", False, {})
+    assert finished(tmp_path) is None and not (tmp_path / "adapter").exists()
+    assert saved_model_problem(tmp_path, "full") == f"{tmp_path} has no config.json"
+
+
 def margin(ref, cfg, pairs):
     m, tok = load_model(ref, cfg, "cpu"), load_tokenizer(ref, cfg)
     P = [p["prompt"] for p in pairs]
@@ -240,13 +272,32 @@ def test_bad_inputs(tiny_model_dir, tmp_path):
 @pytest.mark.slow
 def test_accelerate_two_processes(tiny_model_dir, tiny_examples, tmp_path):
     "num_processes=2: train_sft launches itself under `accelerate launch` (2 ranks, gloo on CPU)."
-    cfg = cfg_for(tiny_model_dir, epochs=1)
+    cfg = cfg_for(tiny_model_dir, epochs=1, batch_size=4, grad_accum=2)  # global batch 8 = 4 per rank x 2 ranks
     new = train_sft(ModelRef(tiny_model_dir), cfg, tiny_examples, tmp_path, seed=0, num_processes=2)
     res = json.loads((tmp_path / "result.json").read_text())
     assert res["num_processes"] == 2 and new == ModelRef.from_dict(res["ref"])
     assert new.adapters == [str(tmp_path.resolve() / "adapter")]
-    assert len(losses(tmp_path)) == 4          # 64 examples / (8 per rank x 2 ranks)
+    assert len(losses(tmp_path)) == 8          # 64 examples / global batch 8
     assert (tmp_path / "job.json").exists()
+
+
+def test_job_refuses_a_launch_with_another_number_of_processes(tiny_model_dir, tmp_path):
+    "A job for 2 processes run by 1 (e.g. an accelerate config that starts one CPU process) fails before training."
+    from w2s_nb.config import to_dict
+    from w2s_nb.train import run_job
+    job = dict(kind="sft", ref=ModelRef(tiny_model_dir).to_dict(), cfg=to_dict(cfg_for(tiny_model_dir)), examples=[],
+               out_dir=str(tmp_path), seed=0, device="cpu", num_processes=2)
+    with pytest.raises(RuntimeError, match="num_processes=2 but this launch runs 1 process"):
+        run_job(job)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_grad_accum_must_split_over_processes(tiny_model_dir, tiny_examples, tmp_path):
+    from w2s_nb.config import ConfigError
+    with pytest.raises(ConfigError, match="grad_accum=3: expected a multiple of num_processes=2"):
+        train_sft(ModelRef(tiny_model_dir), cfg_for(tiny_model_dir, grad_accum=3), tiny_examples, tmp_path, seed=0,
+                  num_processes=2)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow

@@ -19,8 +19,8 @@ import yaml
 __all__ = ['DATASETS', 'ANSWER_FORMATS', 'EXTRACTION_RULES', 'DATA_SOURCES', 'FINETUNE', 'DTYPES', 'DEMO_SOURCES', 'DEMO_CHOICES',
            'VARIANTS', 'PREF_METHODS', 'DEVICES', 'opt', 'DataConfig', 'LoraSettings', 'TrainSettings', 'SFTSettings',
            'ModelConfig', 'SamplingConfig', 'Stage1Config', 'PrefSettings', 'Stage2Config', 'EvalConfig', 'RunConfig',
-           'ConfigError', 'config_errors', 'validate', 'from_dict', 'to_dict', 'parse_yaml', 'parse_override',
-           'apply_overrides', 'read_yaml', 'load_config', 'save_config']
+           'ConfigError', 'per_device_grad_accum', 'config_errors', 'validate', 'from_dict', 'to_dict', 'parse_yaml',
+           'parse_override', 'apply_overrides', 'read_yaml', 'load_config', 'save_config']
 
 # %% ../nbs/00_config.ipynb #5da38ebc
 def opt(default: Any = dataclasses.MISSING, *, choices=None, ge=None, gt=None, le=None, lt=None,
@@ -102,7 +102,8 @@ class ModelConfig:
 @dataclass
 class SamplingConfig:
     "Batched generation (transformers `generate`, optional vLLM)."
-    backend: str = opt("hf", choices=("hf", "vllm"))
+    backend: str = opt("hf", choices=("hf", "vllm", "auto"), help="vllm: an error where vLLM cannot run; auto: vLLM where "
+                       "it can run, else transformers (logged)")
     batch_size: int = opt(32, ge=1, help="generated sequences per `generate` call (at most)")
     max_batch_tokens: Optional[int] = opt(None, ge=1, help="also cap a call at this many (prompt + new) tokens, so "
                                           "long prompts get smaller batches (None: batch_size alone)")
@@ -182,6 +183,13 @@ class RunConfig:
 class ConfigError(ValueError):
     "A config is invalid; the message lists every bad key with its value and what is allowed."
 
+def per_device_grad_accum(grad_accum: int, num_processes: int) -> int:
+    "Accumulation steps per process: the configured global batch `batch_size × grad_accum` is split over `num_processes` ranks."
+    if grad_accum % num_processes:
+        raise ConfigError(f"grad_accum={grad_accum}: expected a multiple of num_processes={num_processes} (the global batch, "
+                          f"batch_size × grad_accum, is split over the processes)")
+    return grad_accum // num_processes
+
 def _type_ok(value, tp) -> bool:
     "Does `value` fit the (simple) annotation `tp`?"
     origin = typing.get_origin(tp)
@@ -237,7 +245,7 @@ def _cross_checks(cfg, prefix: str) -> list[str]:
         errs.append(f"{prefix}demo_ids={cfg.demo_ids!r}: expected {cfg.n_shots} ids (n_shots) when demo_choice='fixed'")
     if isinstance(cfg, Stage2Config) and cfg.tau_high < cfg.tau:
         errs.append(f"{prefix}tau_high={cfg.tau_high!r}: expected a number >= tau ({cfg.tau})")
-    if isinstance(cfg, RunConfig): errs += _weak_as_is_checks(cfg, prefix)
+    if isinstance(cfg, RunConfig): errs += _weak_as_is_checks(cfg, prefix) + _grad_accum_checks(cfg, prefix)
     return errs
 
 def _weak_as_is_checks(cfg: RunConfig, prefix: str) -> list[str]:
@@ -249,6 +257,15 @@ def _weak_as_is_checks(cfg: RunConfig, prefix: str) -> list[str]:
         errs.append(f"{prefix}data.n_gold1=0: expected weak.finetune='none' (there is no D_gold,1 to fine-tune on)")
     if cfg.data.n_gold1 == 0 and cfg.stage1.demo_source == "gold1":
         errs.append(f"{prefix}stage1.demo_source='gold1': expected d_weak when data.n_gold1=0")
+    return errs
+
+def _grad_accum_checks(cfg: RunConfig, prefix: str) -> list[str]:
+    "Every trainer's grad_accum splits over `num_processes` (see `per_device_grad_accum`)."
+    errs, trainers = [], [("strong.sft", cfg.strong.sft), ("stage2.pref", cfg.stage2.pref)]
+    if cfg.weak.finetune != "none": trainers.insert(0, ("weak.sft", cfg.weak.sft))
+    for key, s in trainers:
+        try: per_device_grad_accum(s.grad_accum, cfg.num_processes)
+        except ConfigError as e: errs.append(f"{prefix}{key}.{e}")
     return errs
 
 def validate(cfg):

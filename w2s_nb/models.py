@@ -19,10 +19,11 @@ from .rundir import RunDir, atomic_dir, atomic_write_text, read_json
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'SPECIAL_TOKENS', 'MODEL_STAGES', 'build_tokenizer', 'new_llama', 'ModelRef', 'resolve_device',
+__all__ = ['log', 'SPECIAL_TOKENS', 'LAUNCH_MODES', 'MODEL_STAGES', 'build_tokenizer', 'new_llama', 'ModelRef', 'resolve_device',
            'resolve_model_path', 'resolve_dtype', 'load_tokenizer', 'bnb_4bit_problem', 'disable_bnb_cpu_repack',
-           'effective_finetune', 'bnb_config', 'merge_adapters', 'attach_adapter', 'load_model', 'lora_config',
-           'save_merged', 'convert_gguf', 'model_entry', 'model_ref', 'read_models', 'base_ref']
+           'effective_finetune', 'bnb_config', 'launch_mode', 'placement_kwargs', 'merge_adapters', 'attach_adapter',
+           'load_model', 'lora_config', 'save_merged', 'convert_gguf', 'model_entry', 'model_ref', 'read_models',
+           'base_ref']
 
 # %% ../nbs/04_models.ipynb #368b7878
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
@@ -161,7 +162,7 @@ def bnb_4bit_problem(device: str) -> Optional[str]:
         try:
             import bitsandbytes.functional as F
             import torch
-            x = torch.randn(64, 64, device=kind if kind == "cpu" else "cuda")
+            x = torch.randn(64, 64, device=_local_device(device))  # this rank's GPU, not GPU 0
             q, st = F.quantize_4bit(x, quant_type="nf4")
             err = (F.dequantize_4bit(q, st).float() - x).abs().mean().item()
             _BNB_CHECK[kind] = None if err < 0.2 else f"bitsandbytes 4-bit round trip is wrong on {kind} (error {err:.3f})"
@@ -190,11 +191,33 @@ def effective_finetune(cfg: ModelConfig, device: str) -> str:
                        "Use finetune=lora, or set allow_fallback=true to fall back to LoRA automatically.")
 
 # %% ../nbs/04_models.ipynb #614e04af
-def bnb_config(compute_dtype: torch.dtype):
-    "NF4 4-bit with double quantisation (QLoRA)."
+def bnb_config(compute_dtype: torch.dtype, quant_storage: Optional[torch.dtype] = None):
+    "NF4 4-bit with double quantisation (QLoRA); `quant_storage` a float dtype where FSDP / ZeRO-3 shard the 4-bit weights."
     from transformers import BitsAndBytesConfig
+    kw = dict(bnb_4bit_quant_storage=quant_storage) if quant_storage is not None else {}
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=compute_dtype)
+                              bnb_4bit_compute_dtype=compute_dtype, **kw)
+
+LAUNCH_MODES = ("plain", "ddp", "fsdp", "deepspeed")
+
+def launch_mode(env=None) -> str:
+    "How this process was launched (from `accelerate launch`'s environment): plain, ddp, fsdp or deepspeed."
+    env = os.environ if env is None else env
+    on = lambda k: env.get(k, "").lower() in ("1", "true")
+    if on("ACCELERATE_USE_FSDP"): return "fsdp"
+    if on("ACCELERATE_USE_DEEPSPEED"): return "deepspeed"
+    return "ddp" if int(env.get("WORLD_SIZE", 1)) > 1 else "plain"
+
+def placement_kwargs(mode: str, device: str, dtype: torch.dtype, quantized: bool) -> tuple[dict, bool]:
+    """(`from_pretrained` placement + quantisation arguments, whether to `prepare_model_for_kbit_training`) for a
+    launch mode. plain / DDP: the whole model on this rank's device. FSDP / ZeRO-3 place and shard it themselves: no
+    device_map, 4-bit weights stored in the compute dtype so they can be sharded, no kbit preparation (PEFT's FSDP-QLoRA
+    recipe; its float32 upcast would defeat the sharded storage)."""
+    if mode not in LAUNCH_MODES: raise ValueError(f"launch mode {mode!r}: expected one of {', '.join(LAUNCH_MODES)}")
+    sharded = mode in ("fsdp", "deepspeed")
+    kw = {} if sharded else dict(device_map={"": device})
+    if quantized: kw["quantization_config"] = bnb_config(dtype, dtype if sharded else None)
+    return kw, quantized and not sharded
 
 def _adapter_dir(a) -> str:
     if not (Path(a) / "adapter_config.json").exists(): raise FileNotFoundError(f"adapter {a!r}: no adapter_config.json there")
@@ -223,21 +246,22 @@ def load_model(ref: ModelRef, cfg: ModelConfig, device: str, train: Optional[Tra
     device = _local_device(resolve_device(device))
     path, gguf = _source(ref, cfg)
     dtype = resolve_dtype(cfg.dtype, device)
-    kw = dict(dtype=dtype, trust_remote_code=cfg.trust_remote_code, device_map={"": device})
+    kw = dict(dtype=dtype, trust_remote_code=cfg.trust_remote_code)
     if gguf: kw["gguf_file"] = gguf
     else: kw["use_safetensors"] = True
     quantized = effective_finetune(cfg, device) == "qlora"
-    if quantized:
-        if gguf: raise ValueError("QLoRA on a GGUF file: convert it first (`convert_gguf`) and use the directory")
-        kw["quantization_config"] = bnb_config(dtype)
+    if quantized and gguf: raise ValueError("QLoRA on a GGUF file: convert it first (`convert_gguf`) and use the directory")
+    place, prepare_kbit = placement_kwargs(launch_mode(), device, dtype, quantized)
+    kw.update(place)
     model = AutoModelForCausalLM.from_pretrained(path, **kw)
     if not quantized: model = merge_adapters(model, ref.adapters)
     elif train is None: model = attach_adapter(model, ref.adapters)
     else:
         from peft import prepare_model_for_kbit_training
         if device == "cpu": disable_bnb_cpu_repack(model)
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=train.gradient_checkpointing,
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+        if prepare_kbit:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=train.gradient_checkpointing,
+                                                    gradient_checkpointing_kwargs={"use_reentrant": False})
         model = attach_adapter(model, ref.adapters, trainable=True)
     return model.eval() if train is None else model.train()
 

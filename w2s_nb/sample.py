@@ -23,7 +23,8 @@ from .rundir import atomic_write_text
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'hf_generate', 'read_shards', 'batch_bounds', 'sample', 'vllm_problem', 'vllm_generate_fn', 'generate_texts']
+__all__ = ['log', 'hf_generate', 'read_shards', 'rank_and_world', 'shard_name', 'batch_bounds', 'sample', 'vllm_problem',
+           'choose_backend', 'shutdown_vllm', 'vllm_generate_fn', 'generate_texts']
 
 # %% ../nbs/06_sample.ipynb #ac873821
 def hf_generate(model, tokenizer, prompts: list, n: int, temperature: float, top_p: float, max_new_tokens: int,
@@ -57,8 +58,18 @@ def read_shards(out_dir) -> dict:
             recs[r["id"]] = r
     return recs
 
-def _next_shard(out_dir) -> int:
-    return 1 + max((int(p.stem.split("-")[1]) for p in Path(out_dir).glob("shard-*.jsonl")), default=-1)
+def rank_and_world() -> tuple[int, int]:
+    "(this process's rank, number of processes) of a launch; (0, 1) in a plain process."
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+def shard_name(index: int, rank: int = 0, world: int = 1) -> str:
+    "A shard's file name; under several processes it names the rank, so ranks never write the same file."
+    return f"shard-{index:05d}" + (f"-r{rank}" if world > 1 else "") + ".jsonl"
+
+def _next_shard(out_dir, rank: int = 0, world: int = 1) -> int:
+    "The next free shard index (of this rank, under several processes)."
+    pattern = f"shard-*-r{rank}.jsonl" if world > 1 else "shard-*.jsonl"
+    return 1 + max((int(p.stem.split("-")[1]) for p in Path(out_dir).glob(pattern)), default=-1)
 
 def _check_settings(out_dir, settings: dict):
     "Record the sampling settings; refuse to resume with different ones."
@@ -99,6 +110,12 @@ def batch_bounds(lens: list, seqs_per_prompt: int, batch_size: int, max_new_toke
     return out
 
 # %% ../nbs/06_sample.ipynb #d4216479
+def _barrier(world: int) -> bool:
+    "Wait for the other ranks when there are several and a process group is up; whether it waited."
+    if world == 1 or not (torch.distributed.is_available() and torch.distributed.is_initialized()): return False
+    torch.distributed.barrier()
+    return True
+
 def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
            max_new_tokens: int = 256, stop=None, batch_size: int = 32, seed: int = 0, out_dir=None,
            shard_size: int = 256, generate_fn: Optional[Callable] = None, max_batch_tokens: Optional[int] = None) -> list:
@@ -118,7 +135,10 @@ def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_
         for r in recs:
             if r["id"] in done and done[r["id"]]["prompt"] != r["prompt"]:
                 raise ValueError(f"{out_dir}: id {r['id']!r} was written for another prompt")
+    rank, world = rank_and_world() if out_dir is not None else (0, 1)
+    _barrier(world)  # every rank has read the same shards before any rank writes one
     todo = [r for r in recs if r["id"] not in done]
+    todo = todo[rank::world]  # data parallel: each rank its slice, into its own shards
     if todo:
         generate_fn = generate_fn or (lambda ps, s: hf_generate(model, tokenizer, ps, n, temperature, top_p,
                                                                 max_new_tokens, stop, s))
@@ -130,7 +150,7 @@ def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_
         todo, lens = [todo[i] for i in order], [lens[i] for i in order]
         bounds = batch_bounds(lens, 1 if temperature == 0 else n, batch_size, max_new_tokens,
                               max_batch_tokens if tokenizer is not None else None)
-        shard, buf = (_next_shard(out_dir) if out_dir is not None else 0), []
+        shard, buf = (_next_shard(out_dir, rank, world) if out_dir is not None else 0), []
         for b, e in tqdm(bounds, desc="sampling"):
             batch = todo[b:e]
             outs = generate_fn([r["prompt"] for r in batch], _batch_seed(seed, batch[0]["id"]))
@@ -139,9 +159,10 @@ def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_
                 buf.append(rec)
             while out_dir is not None and (len(buf) >= shard_size or (buf and e >= len(todo))):
                 part, buf = buf[:shard_size], buf[shard_size:]
-                atomic_write_text(Path(out_dir) / f"shard-{shard:05d}.jsonl", "".join(json.dumps(x) + "\n" for x in part))
+                atomic_write_text(Path(out_dir) / shard_name(shard, rank, world), "".join(json.dumps(x) + "\n" for x in part))
                 shard += 1
-    return [done[r["id"]] for r in recs]
+    if _barrier(world): done = read_shards(out_dir)  # every rank's shards are written: read them all
+    return [done[r["id"]] for r in recs if r["id"] in done]
 
 # %% ../nbs/06_sample.ipynb #c9623a60
 def vllm_problem(device: str) -> Optional[str]:
@@ -150,6 +171,30 @@ def vllm_problem(device: str) -> Optional[str]:
     try: import vllm  # noqa: F401
     except ImportError: return "vLLM is not installed (pip install vllm)"
     return None
+
+def choose_backend(backend: str, device: str) -> str:
+    "`hf` or `vllm` for a configured `sampling.backend`: `vllm` that cannot run is an error; `auto` falls back (logged)."
+    if backend == "hf": return "hf"
+    if backend not in ("vllm", "auto"): raise ValueError(f"sampling.backend={backend!r}: expected hf, vllm or auto")
+    if (problem := vllm_problem(device)) is None: return "vllm"
+    if backend == "vllm":
+        raise RuntimeError(f"sampling.backend=vllm cannot run here: {problem}. Use backend: hf, or backend: auto to fall "
+                           "back to transformers where vLLM cannot run.")
+    log.warning("sampling.backend=auto: %s; using transformers generate", problem)
+    return "hf"
+
+def shutdown_vllm(llm):
+    "Stop a `vllm.LLM`'s engine and return its GPU memory."
+    import gc
+    engine = getattr(llm, "llm_engine", None)
+    if hasattr(engine, "shutdown"): engine.shutdown()
+    try:
+        from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+        destroy_model_parallel(); destroy_distributed_environment()
+    except Exception as e: log.debug("vLLM parallel state not torn down: %s", e)
+    del llm, engine
+    gc.collect()
+    if torch.cuda.is_available(): torch.cuda.empty_cache()
 
 def vllm_generate_fn(llm, n: int, temperature: float, top_p: float, max_new_tokens: int, stop) -> Callable:
     "A `generate_fn(prompts, seed)` for `sample` backed by a `vllm.LLM`."
@@ -188,12 +233,12 @@ def generate_texts(ref: ModelRef, cfg: ModelConfig, prompts: list, sampling: Sam
     kw = dict(n=n, temperature=temperature, top_p=top_p, max_new_tokens=sampling.max_new_tokens, stop=sampling.stop,
               batch_size=sampling.batch_size, max_batch_tokens=sampling.max_batch_tokens, seed=seed, out_dir=out_dir,
               shard_size=sampling.shard_size)
-    if sampling.backend == "vllm":
-        if (problem := vllm_problem(device)) is None:
-            import tempfile
-            llm = _load_vllm(ref, cfg, seed, out_dir or tempfile.mkdtemp())
-            return sample(None, None, recs, **kw, generate_fn=vllm_generate_fn(llm, n, temperature, top_p,
-                                                                               sampling.max_new_tokens, sampling.stop))
-        log.warning("sampling.backend=vllm skipped: %s; using transformers generate", problem)
+    if choose_backend(sampling.backend, device) == "vllm":
+        import tempfile
+        llm = _load_vllm(ref, cfg, seed, out_dir or tempfile.mkdtemp())
+        whole_shards = dict(batch_size=sampling.shard_size * (1 if temperature == 0 else n), max_batch_tokens=None)
+        try: return sample(None, None, recs, **{**kw, **whole_shards}, generate_fn=vllm_generate_fn(
+                llm, n, temperature, top_p, sampling.max_new_tokens, sampling.stop))
+        finally: shutdown_vllm(llm)
     model, tok = load_model(ref, cfg, device), load_tokenizer(ref, cfg, padding_side="left")
     return sample(model, tok, recs, **kw)

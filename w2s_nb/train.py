@@ -15,14 +15,14 @@ from typing import Optional
 import torch
 from fastcore.imports import IN_NOTEBOOK
 
-from .config import ModelConfig, PrefSettings, TrainSettings, from_dict, to_dict, validate
+from .config import ModelConfig, PrefSettings, TrainSettings, from_dict, per_device_grad_accum, to_dict, validate
 from .models import (ModelRef, effective_finetune, load_model, load_tokenizer, lora_config, resolve_device,
                            resolve_dtype, save_merged)
 from .rundir import atomic_write_text, replace_dir
 
 # %% auto #0
-__all__ = ['RESULT', 'finished', 'read_train_log', 'train_sft', 'preference_trainer', 'train_preference', 'run_job',
-           'launch_command', 'main', 'completion_logprobs']
+__all__ = ['RESULT', 'finished', 'world_size', 'saved_model_problem', 'read_train_log', 'release_memory', 'train_sft',
+           'preference_trainer', 'train_preference', 'run_job', 'launch_command', 'main', 'completion_logprobs']
 
 # %% ../nbs/05_train.ipynb #1b11a2f7
 RESULT = "result.json"
@@ -40,11 +40,16 @@ def _check_examples(rows: list, keys: tuple, what: str) -> list:
     return [{k: r[k] for k in keys} for r in rows]
 
 # %% ../nbs/05_train.ipynb #90890464
-def _common_args(out_dir, s: TrainSettings, cfg: ModelConfig, seed: int, device: str) -> dict:
-    "Keyword arguments shared by every TRL config: a trainer's settings `s`, mixed precision from `cfg.dtype`."
+def world_size() -> int:
+    "The number of processes of this launch (1 outside `accelerate launch` / torchrun)."
+    return int(os.environ.get("WORLD_SIZE", 1))
+
+def _common_args(out_dir, s: TrainSettings, cfg: ModelConfig, seed: int, device: str, num_processes: int = 1) -> dict:
+    """Keyword arguments shared by every TRL config: a trainer's settings `s`, mixed precision from `cfg.dtype`;
+    `s.batch_size × s.grad_accum` is the global batch over `num_processes` ranks."""
     cuda, dtype = device.startswith("cuda"), resolve_dtype(cfg.dtype, device)
     return dict(output_dir=str(Path(out_dir) / "trainer"), num_train_epochs=s.epochs, learning_rate=s.lr,
-                per_device_train_batch_size=s.batch_size, gradient_accumulation_steps=s.grad_accum,
+                per_device_train_batch_size=s.batch_size, gradient_accumulation_steps=per_device_grad_accum(s.grad_accum, num_processes),
                 max_length=s.max_length, warmup_steps=s.warmup_ratio, lr_scheduler_type=s.lr_scheduler,
                 weight_decay=s.weight_decay, report_to=s.report_to, logging_steps=1,
                 save_strategy="no", seed=seed, data_seed=seed, use_cpu=not cuda,
@@ -66,6 +71,14 @@ def _prepare(ref: ModelRef, cfg: ModelConfig, s: TrainSettings, device: str, see
     return model, tok, lora_config(cfg), ft, ref
 
 # %% ../nbs/05_train.ipynb #48bccdc7
+def saved_model_problem(d: Path, ft: str) -> Optional[str]:
+    "None if `d` holds a loadable adapter (or, `ft == 'full'`, a full model), else what is missing."
+    weights = ("adapter_model.safetensors", "adapter_model.bin") if ft != "full" else ("model.safetensors", "model.safetensors.index.json")
+    config = "adapter_config.json" if ft != "full" else "config.json"
+    if not (d / config).exists(): return f"{d} has no {config}"
+    if not any((d / w).exists() for w in weights): return f"{d} has none of {', '.join(weights)}"
+    return None
+
 def _finish(trainer, start: ModelRef, cfg: ModelConfig, tok, out_dir: Path, ft: str, device: str,
             merge: bool, extra: dict) -> ModelRef:
     "Save adapter/model, merged copy, log and marker; return the new `ModelRef` (`start` + the trained adapter)."
@@ -78,8 +91,12 @@ def _finish(trainer, start: ModelRef, cfg: ModelConfig, tok, out_dir: Path, ft: 
     tmp = out_dir / f".{target.name}.partial"
     if acc.is_main_process and tmp.exists(): import shutil; shutil.rmtree(tmp)
     acc.wait_for_everyone()
+    if getattr(trainer, "is_fsdp_enabled", False):  # gather the shards: a sharded state dict is no loadable adapter
+        acc.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(tmp))  # collective under some launchers; writes on the main process only
     if acc.is_main_process:
+        if (problem := saved_model_problem(tmp, ft)) is not None:  # never mark a run done without its weights
+            raise RuntimeError(f"saving the trained model failed: {problem}; {out_dir} is not marked done")
         tok.save_pretrained(str(tmp))
         replace_dir(tmp, target)
         if merge and ft != "full": save_merged(new, cfg, out_dir / "merged", device)
@@ -100,12 +117,19 @@ def _run_sft(ref: ModelRef, cfg: ModelConfig, examples: list, out_dir, seed: int
     "Train in this process (or as one rank of an `accelerate launch`)."
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
+    args = SFTConfig(**_common_args(out_dir, cfg.sft, cfg, seed, device, world_size()), packing=False,
+                     completion_only_loss=True)  # before the model: ZeRO-3 partitions it while loading
     model, tok, peft_cfg, ft, start = _prepare(ref, cfg, cfg.sft, device, seed)
-    args = SFTConfig(**_common_args(out_dir, cfg.sft, cfg, seed, device), packing=False, completion_only_loss=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
                          processing_class=tok, peft_config=peft_cfg, callbacks=callbacks)
     trainer.train()
     return _finish(trainer, start, cfg, tok, out_dir, ft, device, cfg.sft.merge_adapter, dict(kind="sft"))
+
+def release_memory():
+    "Collect a finished trainer and its model (they form reference cycles) and return cached CUDA memory."
+    import gc
+    gc.collect()
+    if torch.cuda.is_available(): torch.cuda.empty_cache()
 
 def train_sft(ref: ModelRef, cfg: ModelConfig, examples: list, out_dir, seed: int, device: str = "cpu",
               num_processes: int = 1, accelerate_config: Optional[str] = None, callbacks=None) -> ModelRef:
@@ -113,29 +137,39 @@ def train_sft(ref: ModelRef, cfg: ModelConfig, examples: list, out_dir, seed: in
     if (done := finished(out_dir)) is not None: return done
     examples = _check_examples(examples, ("prompt", "completion"), "train_sft")
     device = resolve_device(device)
+    per_device_grad_accum(cfg.sft.grad_accum, num_processes)  # a clear error here, not in every rank
     if num_processes > 1 and "WORLD_SIZE" not in os.environ:
         return _launch(dict(kind="sft", ref=ref.to_dict(), cfg=to_dict(cfg), examples=examples,
-                            out_dir=str(out_dir), seed=seed, device=device), out_dir, num_processes, accelerate_config)
-    return _run_sft(ref, validate(cfg), examples, out_dir, seed, device, callbacks)
+                            out_dir=str(out_dir), seed=seed, device=device, num_processes=num_processes), out_dir, num_processes, accelerate_config)
+    try: return _run_sft(ref, validate(cfg), examples, out_dir, seed, device, callbacks)
+    finally: release_memory()  # the trained model is gone when this returns
 
 # %% ../nbs/05_train.ipynb #e5786c1a
-def _pref_trainer(method: str, model, ref_model, tok, peft_cfg, pref: PrefSettings, dataset, common: dict,
-                  callbacks=None):
+def _pref_args(method: str, pref: PrefSettings, common: dict):
+    "The TRL config for `method`."
+    if method == "dpo":
+        from trl import DPOConfig
+        return DPOConfig(**common, beta=pref.beta)
+    if method == "orpo":
+        from trl.experimental.orpo import ORPOConfig
+        return ORPOConfig(**common, beta=pref.beta)
+    if method == "simpo":
+        from trl.experimental.cpo import CPOConfig
+        return CPOConfig(**common, loss_type="simpo", beta=pref.beta, simpo_gamma=pref.simpo_gamma, cpo_alpha=pref.cpo_alpha)
+    raise ValueError(f"method={method!r}: expected one of dpo, orpo, simpo")
+
+def _pref_trainer(method: str, model, ref_model, tok, peft_cfg, args, dataset, callbacks=None):
     "The TRL trainer for `method`."
     if method == "dpo":
-        from trl import DPOConfig, DPOTrainer
-        args = DPOConfig(**common, beta=pref.beta)
+        from trl import DPOTrainer
         return DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
                           processing_class=tok, peft_config=peft_cfg, callbacks=callbacks)
     if method == "orpo":
-        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-        args = ORPOConfig(**common, beta=pref.beta)
+        from trl.experimental.orpo import ORPOTrainer
         return ORPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok, peft_config=peft_cfg,
                            callbacks=callbacks)
     if method == "simpo":
-        from trl.experimental.cpo import CPOConfig, CPOTrainer
-        args = CPOConfig(**common, loss_type="simpo", beta=pref.beta, simpo_gamma=pref.simpo_gamma,
-                         cpo_alpha=pref.cpo_alpha)
+        from trl.experimental.cpo import CPOTrainer
         return CPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok, peft_config=peft_cfg,
                           callbacks=callbacks)
     raise ValueError(f"method={method!r}: expected one of dpo, orpo, simpo")
@@ -144,12 +178,12 @@ def preference_trainer(ref: ModelRef, cfg: ModelConfig, pref: PrefSettings, meth
                        seed: int, device: str, callbacks=None):
     "(TRL trainer ready to `train()`, tokenizer, effective finetune, the ref the trained adapter goes on)."
     from datasets import Dataset
+    args = _pref_args(method, pref, _common_args(out_dir, pref, cfg, seed, device, world_size()))  # before the model (ZeRO-3)
     model, tok, peft_cfg, ft, start = _prepare(ref, cfg, pref, device, seed)
     ref_model = None
     if method == "dpo" and ft == "full":  # a frozen copy of the starting model
         ref_model = load_model(ref, cfg, device).requires_grad_(False)
-    trainer = _pref_trainer(method, model, ref_model, tok, peft_cfg, pref, Dataset.from_list(pairs),
-                            _common_args(out_dir, pref, cfg, seed, device), callbacks)
+    trainer = _pref_trainer(method, model, ref_model, tok, peft_cfg, args, Dataset.from_list(pairs), callbacks)
     return trainer, tok, ft, start
 
 def _run_preference(ref: ModelRef, cfg: ModelConfig, pref: PrefSettings, method: str, pairs: list, out_dir,
@@ -166,15 +200,20 @@ def train_preference(ref: ModelRef, cfg: ModelConfig, pref: PrefSettings, method
     if (done := finished(out_dir)) is not None: return done
     pairs = _check_examples(pairs, ("prompt", "chosen", "rejected"), "train_preference")
     device = resolve_device(device)
+    per_device_grad_accum(pref.grad_accum, num_processes)
     if num_processes > 1 and "WORLD_SIZE" not in os.environ:
         return _launch(dict(kind="preference", ref=ref.to_dict(), cfg=to_dict(cfg), pref=to_dict(pref), method=method,
-                            pairs=pairs, out_dir=str(out_dir), seed=seed, device=device),
+                            pairs=pairs, out_dir=str(out_dir), seed=seed, device=device, num_processes=num_processes),
                        out_dir, num_processes, accelerate_config)
-    return _run_preference(ref, validate(cfg), validate(pref), method, pairs, out_dir, seed, device, callbacks)
+    try: return _run_preference(ref, validate(cfg), validate(pref), method, pairs, out_dir, seed, device, callbacks)
+    finally: release_memory()
 
 # %% ../nbs/05_train.ipynb #1a176dcd
 def run_job(job: dict) -> ModelRef:
     "Run a training job spec (a dict as written by `train_sft`/`train_preference`) in this process."
+    if job.get("num_processes", world_size()) != world_size():  # e.g. a MULTI_CPU accelerate config: 1 process
+        raise RuntimeError(f"the job asks for num_processes={job['num_processes']} but this launch runs {world_size()} "
+                           "process(es); check the accelerate config (on CPU: distributed_type MULTI_GPU with use_cpu: true)")
     ref, cfg = ModelRef.from_dict(job["ref"]), validate(from_dict(ModelConfig, job["cfg"]))
     if job["kind"] == "sft":
         return _run_sft(ref, cfg, job["examples"], job["out_dir"], job["seed"], job["device"])
