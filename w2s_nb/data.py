@@ -296,8 +296,7 @@ def data_files(cfg: DataConfig) -> list[Path]:
         from w2s_nb.world import world_data_paths
         paths = world_data_paths()
         return [Path(cfg.path or paths["train"]), Path(cfg.test_path or paths["test"])]
-    if cfg.dataset in ("jsonl", "olympicarena"): return [Path(p) for p in (cfg.path, cfg.test_path) if p]
-    if data_source(cfg) == "hub": return [Path(p) for p in (cfg.path, cfg.test_path) if p]
+    if cfg.dataset in ("jsonl", "olympicarena") or data_source(cfg) == "hub": return [Path(p) for p in (cfg.path, cfg.test_path) if p]
     d = resolve_data_dir(cfg)
     if d is None and not (cfg.path and cfg.test_path):
         raise DataError(f"data.source=local needs data.data_dir or $W2S_DATA_DIR (a folder with {' and '.join(DEFAULT_FILES[cfg.dataset])}), "
@@ -320,11 +319,12 @@ def data_inputs(cfg: DataConfig) -> dict[str, str]:
     return out
 
 # %% ../nbs/02_data.ipynb #4e7749d5
-def _load_part(cfg: DataConfig, part: str, file: Path | None) -> Dataset:
-    "The pool or the test set of a GSM8K / MATH config: a local file, or the Hub splits."
-    local_fmt = ("gsm8k" if cfg.dataset == "gsm8k" else "math")
-    if file is not None: return (load_gsm8k if local_fmt == "gsm8k" else load_math)(file, cfg.dataset)
-    return load_hub(hub_entries(cfg)[part], local_fmt, cfg.dataset, f"data.hub.{part}")
+def _load_part(cfg: DataConfig, part: str) -> Dataset:
+    "The pool or the test set of a GSM8K / MATH config: a local file (`data.path` / `test_path` first), or the Hub splits."
+    i, fmt = ("pool", "test").index(part), ("gsm8k" if cfg.dataset == "gsm8k" else "math")
+    file = data_files(cfg)[i] if data_source(cfg) == "local" else (cfg.path, cfg.test_path)[i]
+    if file: return (load_gsm8k if fmt == "gsm8k" else load_math)(file, cfg.dataset)
+    return load_hub(hub_entries(cfg)[part], fmt, cfg.dataset, f"data.hub.{part}")
 
 def load_pool_and_test(cfg: DataConfig) -> tuple[Dataset, Dataset]:
     "(training pool, test set) of a data config, disjoint by question."
@@ -341,9 +341,7 @@ def load_pool_and_test(cfg: DataConfig) -> tuple[Dataset, Dataset]:
             raise DataError(f"dataset 'olympicarena' needs data.path and data.test_path (exported test and val splits)")
         pool, test = load_olympicarena(cfg.path), load_olympicarena(cfg.test_path)
     elif cfg.dataset in DEFAULT_FILES:
-        if data_source(cfg) == "local": files = data_files(cfg)
-        else: files = [Path(cfg.path) if cfg.path else None, Path(cfg.test_path) if cfg.test_path else None]
-        pool, test = _load_part(cfg, "pool", files[0]), _load_part(cfg, "test", files[1])
+        pool, test = _load_part(cfg, "pool"), _load_part(cfg, "test")
     else: raise DataError(f"dataset {cfg.dataset!r}: expected one of world, gsm8k, math, jsonl, olympicarena")
     return _drop_overlap(pool, test), test
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 
 from .config import ConfigError, RunConfig, load_config, save_config, to_dict
-from .rundir import (STAGES, RunDir, git_commit, run_lock, sha256_path, stage_key, utc_now, versions)
+from .rundir import (STAGES, RunDir, git_commit, project_root, run_lock, sha256_path, stage_key, utc_now, versions)
 
 # %% auto #0
 __all__ = ['STAGE_NOTEBOOKS', 'STAGE_PARAMS', 'stage_params', 'select_stages', 'input_fingerprints', 'StageFailed',
-           'notebooks_dir', 'stage_functions', 'execute_stage', 'StageKernel', 'project_root', 'absolute_paths',
-           'prepare_run', 'run_pipeline']
+           'notebooks_dir', 'stage_functions', 'execute_stage', 'StageKernel', 'absolute_paths', 'prepare_run',
+           'run_pipeline']
 
 # %% ../nbs/13_pipeline.ipynb #41a80664
 STAGE_NOTEBOOKS = {s: f"{i:02d}_{s}.ipynb" for i, s in enumerate(STAGES)}  # in nbs/stages/: the thin run notebooks
@@ -125,11 +125,6 @@ class StageKernel:
     def __exit__(self, *exc): self.close()
 
 # %% ../nbs/13_pipeline.ipynb #ff13391d
-def project_root() -> Path:
-    "The project folder (holds `configs/`, `environments/`, `nbs/`)."
-    import w2s_nb
-    return Path(w2s_nb.__file__).resolve().parent.parent
-
 def _absolute(p: str | None, bases: list[Path]) -> str | None:
     "An existing relative path made absolute against the first base that holds it; anything else unchanged."
     if not p or Path(p).is_absolute() or str(p).startswith("world:"): return p

@@ -23,8 +23,8 @@ from typing import Any, Iterable, Iterator
 __all__ = ['PACKAGES', 'LOCK_ENV', 'STAGES', 'DONE', 'STARTED', 'STAGE_PRODUCTS', 'STAGE_NEEDS', 'atomic_file',
            'atomic_write_text', 'atomic_write_json', 'atomic_write_jsonl', 'read_json', 'read_jsonl', 'replace_dir',
            'atomic_dir', 'sha256_bytes', 'sha256_file', 'sha256_path', 'hash_files', 'stable_hash', 'versions',
-           'git_commit', 'RunLockedError', 'run_lock', 'utc_now', 'RunDir', 'default_config_path', 'StageMissing',
-           'require_stages', 'open_run', 'stage_key']
+           'git_commit', 'RunLockedError', 'run_lock', 'utc_now', 'RunDir', 'project_root', 'default_config_path',
+           'StageMissing', 'require_stages', 'open_run', 'stage_key']
 
 # %% ../nbs/01_rundir.ipynb #2d401523
 def _umask() -> int:
@@ -244,9 +244,14 @@ class RunDir:
         return info
 
 # %% ../nbs/01_rundir.ipynb #9b7e8847
+def project_root() -> Path:
+    "The project folder (holds `configs/`, `environments/`, `nbs/`)."
+    import w2s_nb
+    return Path(w2s_nb.__file__).resolve().parent.parent
+
 def default_config_path() -> Path:
     "The embedded default config (`configs/default.yaml` of the project)."
-    return Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+    return project_root() / "configs" / "default.yaml"
 
 STAGE_PRODUCTS = {"data": "data/splits.json", "weak": "weak/models.json", "stage1": "stage1/models.json",
                   "stage2": "stage2/models.json", "eval": "eval/metrics.json"}  # what the next stages read
@@ -257,12 +262,13 @@ STAGE_NEEDS = {"data": (), "weak": ("data",), "stage1": ("data", "weak"), "stage
 class StageMissing(FileNotFoundError):
     "A stage needs an earlier stage's products that are not in the run directory."
 
-def require_stages(rd: RunDir, stage: str, config_hint: str = "CONFIG"):
+def require_stages(rd: RunDir, stage: str, config_hint=None):
     "Raise `StageMissing`, naming the first earlier stage without its product and the command that runs it."
     for before in STAGE_NEEDS[stage]:
         if not rd.path(STAGE_PRODUCTS[before]).exists():
+            hint = rd.manifest().get("config_file") or config_hint or "CONFIG"
             raise StageMissing(f"stage '{stage}' needs the '{before}' stage, which has not run in {rd.root.resolve()} "
-                               f"(no {STAGE_PRODUCTS[before]}). Run it first: w2s run {config_hint} --until {before}")
+                               f"(no {STAGE_PRODUCTS[before]}). Run it first: w2s run {hint} --until {before}")
 
 def open_run(run_dir, config_file=None, overrides=None, knobs: dict | None = None, stage: str | None = None):
     """Validate a stage notebook's parameters; return `(RunConfig, RunDir)`.
@@ -282,7 +288,7 @@ def open_run(run_dir, config_file=None, overrides=None, knobs: dict | None = Non
     cfg = load_config(config_file, merged)
     if stage is not None:
         if stage not in STAGES: raise ConfigError(f"stage={stage!r}: expected one of {', '.join(STAGES)}")
-        require_stages(rd, stage, rd.manifest().get("config_file") or str(config_file))
+        require_stages(rd, stage, config_file)
     return cfg, rd
 
 # %% ../nbs/01_rundir.ipynb #c7c92cb8
