@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -140,11 +139,18 @@ def test_two_ranks_sample_their_slices_into_own_shards(mt, tiny_model_dir, tmp_p
 
 
 CHILD = """
-import sys, json
+import os, signal, sys
 from w2s_nb.config import ModelConfig, SamplingConfig
 from w2s_nb.models import ModelRef
 from w2s_nb.sample import generate_texts
 d, out = sys.argv[1], sys.argv[2]
+replace, shards = os.replace, []
+def replace_then_die(src, dst):  # the third shard is killed half-written: its temp file exists, the shard does not
+    if ".shard-" in str(src):
+        shards.append(dst)
+        if len(shards) == 3: os.kill(os.getpid(), signal.SIGKILL)
+    return replace(src, dst)
+os.replace = replace_then_die
 prompts = [{"id": i, "prompt": f"Question: What is {i} plus {i % 7}?\\nAnswer:"} for i in range(400)]
 generate_texts(ModelRef(d), ModelConfig(path=d, finetune="lora"), prompts,
                SamplingConfig(batch_size=2, max_new_tokens=16, stop=[], shard_size=2), out_dir=out)
@@ -152,15 +158,14 @@ generate_texts(ModelRef(d), ModelConfig(path=d, finetune="lora"), prompts,
 
 
 def test_kill_then_resume_no_duplicates_no_losses(tiny_model_dir, tmp_path):
+    "A run SIGKILLed while writing its third shard resumes: nothing lost, nothing twice, the half-written file gone."
     out = tmp_path / "samples"
-    p = subprocess.Popen([sys.executable, "-c", CHILD, tiny_model_dir, str(out)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(out.glob("shard-*.jsonl"))) < 3 and p.poll() is None:
-        time.sleep(0.05)
-    os.kill(p.pid, signal.SIGKILL); p.wait()
+    r = subprocess.run([sys.executable, "-c", CHILD, tiny_model_dir, str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
+    assert sorted(p.name for p in out.glob("shard-*.jsonl")) == ["shard-00000.jsonl", "shard-00001.jsonl"]
+    assert len([p for p in out.iterdir() if p.name.endswith(".tmp")]) == 1  # the third shard, half-written
     before = read_shards(out)
-    assert 0 < len(before) < 400                             # killed mid-run
+    assert len(before) == 4                                  # 2 shards of 2 survived the kill
     prompts = [{"id": i, "prompt": f"Question: What is {i} plus {i % 7}?\nAnswer:"} for i in range(400)]
     cfg = ModelConfig(path=tiny_model_dir, finetune="lora")
     recs = generate_texts(ModelRef(tiny_model_dir), cfg, prompts,
@@ -217,3 +222,13 @@ def test_vllm_gets_whole_shards_and_is_shut_down(tiny_model_dir, tmp_path, monke
     assert calls == [4, 4, 2] and events == ["load", ("shutdown", "engine")]
     assert [len(read_jsonl(p)) for p in sorted(tmp_path.glob("shard-*.jsonl"))] == [4, 4, 2]
     assert [r["samples"] for r in recs] == [[p["prompt"][-3:]] * 3 for p in prompts]
+
+
+def test_remove_stale_tmp_only_touches_this_ranks_shards(tmp_path):
+    from w2s_nb.sample import remove_stale_tmp
+    names = [".shard-00003.jsonl.ab_1.tmp", ".shard-00002-r0.jsonl.x.tmp", ".shard-00002-r1.jsonl.y.tmp",
+             ".sampling.json.z.tmp", "shard-00001.jsonl"]
+    for n in names: (tmp_path / n).write_text("")
+    assert remove_stale_tmp(tmp_path, rank=1, world=2) == [".shard-00002-r1.jsonl.y.tmp"]  # rank 0 may be writing its own
+    assert remove_stale_tmp(tmp_path) == [".shard-00003.jsonl.ab_1.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".sampling.json.z.tmp", ".shard-00002-r0.jsonl.x.tmp", "shard-00001.jsonl"]

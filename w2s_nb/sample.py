@@ -23,8 +23,8 @@ from .rundir import atomic_write_text
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'hf_generate', 'read_shards', 'rank_and_world', 'shard_name', 'batch_bounds', 'sample', 'vllm_problem',
-           'choose_backend', 'shutdown_vllm', 'vllm_generate_fn', 'generate_texts']
+__all__ = ['log', 'hf_generate', 'read_shards', 'rank_and_world', 'shard_name', 'batch_bounds', 'remove_stale_tmp', 'sample',
+           'vllm_problem', 'choose_backend', 'shutdown_vllm', 'vllm_generate_fn', 'generate_texts']
 
 # %% ../nbs/06_sample.ipynb #ac873821
 def hf_generate(model, tokenizer, prompts: list, n: int, temperature: float, top_p: float, max_new_tokens: int,
@@ -116,6 +116,13 @@ def _barrier(world: int) -> bool:
     torch.distributed.barrier()
     return True
 
+def remove_stale_tmp(out_dir, rank: int = 0, world: int = 1) -> list:
+    "Delete this rank's half-written shard files (`.shard-….jsonl.….tmp`) that a killed run left; their names."
+    stem = "shard-[0-9]*" + (f"-r{rank}" if world > 1 else "")
+    stale = [p for p in Path(out_dir).glob(f".{stem}.jsonl.*.tmp") if world > 1 or "-r" not in p.name]
+    for p in stale: p.unlink(missing_ok=True)
+    return [p.name for p in stale]
+
 def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
            max_new_tokens: int = 256, stop=None, batch_size: int = 32, seed: int = 0, out_dir=None,
            shard_size: int = 256, generate_fn: Optional[Callable] = None, max_batch_tokens: Optional[int] = None) -> list:
@@ -136,6 +143,7 @@ def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_
             if r["id"] in done and done[r["id"]]["prompt"] != r["prompt"]:
                 raise ValueError(f"{out_dir}: id {r['id']!r} was written for another prompt")
     rank, world = rank_and_world() if out_dir is not None else (0, 1)
+    if out_dir is not None: remove_stale_tmp(out_dir, rank, world)  # a killed run's unfinished write
     _barrier(world)  # every rank has read the same shards before any rank writes one
     todo = [r for r in recs if r["id"] not in done]
     todo = todo[rank::world]  # data parallel: each rank its slice, into its own shards
