@@ -6,8 +6,8 @@ import pytest
 
 import w2s_nb.sample
 from w2s_nb.config import EvalConfig, ModelConfig, RunConfig, SamplingConfig
-from w2s_nb.eval import (add_pgr, majority_answer, pass_at_k, pgr, run_eval, run_models, score_predictions, summarize,
-                         wilson_interval)
+from w2s_nb.eval import (accuracy_by_difficulty, add_pgr, difficulty, majority_answer, mcnemar, paired_counts, pass_at_k, pgr,
+                         run_eval, run_models, score_predictions, solution_lines, summarize, wilson_interval)
 from w2s_nb.rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
 
 
@@ -172,7 +172,8 @@ def _cfg(path, **eval_kw):
     return RunConfig(device="cpu", weak=m, strong=m, eval=EvalConfig(**eval_kw), sampling=SamplingConfig(batch_size=8))
 
 
-FORMAT_KEYS = {"label", "group", "round", "variant", "method", "accuracy", "correct", "n", "ci95", "pgr", "pass_at_n", "majority_n"}
+FORMAT_KEYS = {"label", "group", "round", "variant", "method", "accuracy", "correct", "n", "ci95", "pgr", "pass_at_n", "majority_n",
+               "by_difficulty"}
 
 
 def test_run_eval_with_a_real_tiny_model(tmp_path, tiny_model_dir):
@@ -180,8 +181,9 @@ def test_run_eval_with_a_real_tiny_model(tmp_path, tiny_model_dir):
     rd = _run_dir(tmp_path, tiny_model_dir, adapters=False)
     m = run_eval(_cfg(tiny_model_dir, max_new_tokens=4), rd)
     assert m == read_json(rd.path("eval", "metrics.json"))
-    assert set(m) == {"answer_format", "n_test", "models", "weak_floor", "ceiling"}
+    assert set(m) == {"answer_format", "n_test", "models", "weak_floor", "ceiling", "difficulty"}
     assert (m["answer_format"], m["n_test"], m["weak_floor"], m["ceiling"]) == ("gsm8k", 3, "weak", "ceiling")
+    assert m["difficulty"] == "gold solution lines"  # every TEST solution is one line
     assert list(m["models"]) == ["weak", "weak_icl", "s1_r1_hybrid", "ceiling"]
     for name, e in m["models"].items():
         assert set(e) == FORMAT_KEYS, name
@@ -190,6 +192,7 @@ def test_run_eval_with_a_real_tiny_model(tmp_path, tiny_model_dir):
         assert [r["id"] for r in rows] == ["t0", "t1", "t2"]
         assert set(rows[0]) == {"id", "prediction", "extracted", "gold", "correct"}
         assert e["correct"] == sum(r["correct"] for r in rows)
+        assert e["by_difficulty"] == [dict(difficulty=1, accuracy=e["accuracy"], correct=e["correct"], n=3, ci95=e["ci95"])]
     assert m["models"]["weak_icl"]["group"] == "weak_icl"
     # an untrained random model: every model scores the same, so the ceiling does not beat the floor
     assert all(e["pgr"] is None for e in m["models"].values())
@@ -229,6 +232,66 @@ def test_run_eval_pgr_resume_and_settings_change(tmp_path, monkeypatch):
     assert len(calls) == 10 and {(c["n"], c["temperature"]) for c in calls[5:]} == {(3, 0.5)}
     assert all(e["majority_n"] == 3 and e["pass_at_n"] == e["accuracy"] for e in m3["models"].values())
     assert len(read_jsonl(rd.path("eval", "ceiling.jsonl"))[0]["answers"]) == 3
+
+
+def test_run_eval_accuracy_by_difficulty(tmp_path, monkeypatch):
+    """Test questions of 1, 2 and 2 solution lines: by_difficulty splits each model's rows by them (fake sampler: weak gets
+    t0 right, the hybrid t0 and t1, the ceiling all three)."""
+    monkeypatch.setattr(w2s_nb.sample, "generate_texts", _fake_generate([]))
+    rd = _run_dir(tmp_path, str(tmp_path / "strong_base"))
+    test = [dict(r, solution=r["solution"] + "\nSo it is that." * (i > 0)) for i, r in enumerate(TEST)]
+    atomic_write_jsonl(rd.path("data", "test.jsonl"), test)
+    m = run_eval(_cfg(str(tmp_path / "strong_base")), rd)
+    by = {k: [(d["difficulty"], d["correct"], d["n"]) for d in v["by_difficulty"]] for k, v in m["models"].items()}
+    assert by == dict(weak=[(1, 1, 1), (2, 0, 2)], weak_icl=[(1, 0, 1), (2, 0, 2)], s1_r1_hybrid=[(1, 1, 1), (2, 1, 2)],
+                      ceiling=[(1, 1, 1), (2, 2, 2)])
+    assert m["models"]["s1_r1_hybrid"]["by_difficulty"][1]["ci95"] == pytest.approx(list(wilson_interval(1, 2)))
+    assert read_json(rd.path("eval", "metrics.json"))["difficulty"] == "gold solution lines"
+
+
+# ---------------------------------------------------------------- difficulty
+def test_difficulty_is_math_level_or_gold_solution_lines():
+    assert solution_lines("A has 3.\nShe buys 2, so 3 + 2 = 5.\n\n  \n#### 5\nstray") == 2  # blank lines and #### tail ignored
+    assert solution_lines("one\ntwo\nthree") == 3 and solution_lines("") == 0
+    world = "Max has 4 packs of 4 beads, so he has 4 * 4 = 16 beads.\nFirst, he gives away 6 beads, so he has 16 - 6 = 10 beads."
+    assert difficulty(dict(solution=world), "gsm8k") == 2          # the world: opening line + one step
+    assert difficulty(dict(solution=""), "gsm8k") is None
+    assert difficulty(dict(level=5, solution="a\nb"), "math") == 5  # MATH: the level, not the lines
+    assert difficulty(dict(level=None, solution="a"), "math") is None
+    assert difficulty(dict(solution="a"), "olympic") is None
+
+
+def test_accuracy_by_difficulty_groups_and_skips_unknown():
+    rows = [dict(id=i, correct=c) for i, c in enumerate([True, False, True, True, False, True])]
+    by = accuracy_by_difficulty(rows, {0: 3, 1: 1, 2: 3, 3: None, 4: 3, 5: 1})
+    assert [(d["difficulty"], d["correct"], d["n"], d["accuracy"]) for d in by] == [(1, 1, 2, 0.5), (3, 2, 3, 2 / 3)]
+    assert by[1]["ci95"] == pytest.approx(list(wilson_interval(2, 3)))
+    with pytest.raises(ValueError, match="no difficulty for it"):
+        accuracy_by_difficulty([dict(id="x", correct=True)], {})
+
+
+# ---------------------------------------------------------------- paired test
+def test_mcnemar_exact_known_values():
+    assert mcnemar(0, 6) == 0.03125                            # 2 * 0.5**6
+    assert mcnemar(6, 0) == 0.03125
+    assert mcnemar(1, 1) == 1.0 and mcnemar(0, 0) == 1.0
+    assert mcnemar(2, 10) == pytest.approx(0.0385742188, abs=1e-10)  # 2 * (1 + 12 + 66) / 4096
+    assert mcnemar(3, 5) == 0.7265625                          # 2 * (1 + 8 + 28 + 56) / 256
+    assert mcnemar(0, 1) == 1.0
+    assert mcnemar(100, 140) == pytest.approx(0.0116641, abs=1e-7)  # large counts: exact (chi-squared with continuity: 0.0118)
+    with pytest.raises(ValueError):
+        mcnemar(-1, 2)
+
+
+def test_paired_counts_and_mismatched_questions():
+    a = [dict(id="q1", correct=True), dict(id="q2", correct=True), dict(id="q3", correct=False), dict(id="q4", correct=False)]
+    b = [dict(id="q4", correct=True), dict(id="q3", correct=False), dict(id="q2", correct=True), dict(id="q1", correct=False)]
+    assert paired_counts(a, b) == (1, 1)  # q1 only in a, q4 only in b; order does not matter
+    assert paired_counts(b, a) == (1, 1) and paired_counts(a, a) == (0, 0)
+    with pytest.raises(ValueError, match=r"same questions: 1 id\(s\) only in the first model's rows \(e.g. 'q4'\), 0 only"):
+        paired_counts(a, a[:3])
+    with pytest.raises(ValueError, match="'q1' appears twice in the second"):
+        paired_counts(a, a + a[:1])
 
 
 def test_run_models_skips_aliases_and_run_eval_needs_inputs(tmp_path):

@@ -6,12 +6,12 @@ import matplotlib.image
 import pytest
 
 from w2s_nb.cli import main
-from w2s_nb.eval import wilson_interval
-from w2s_nb.report import compare_runs, load_run, make_report, ordered_models, plot_accuracy, save_figure, short_label
+from w2s_nb.eval import accuracy_by_difficulty, wilson_interval
+from w2s_nb.report import compare_runs, load_run, make_report, ordered_models, paired_tests, plot_accuracy, save_figure, short_label
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-ALL_FILES = {f"{s}.{e}" for s in ("accuracy", "selection", "confidence", "losses") for e in ("png", "svg")} | {"results.md"}
+ALL_FILES = {f"{s}.{e}" for s in ("accuracy", "selection", "confidence", "losses", "difficulty") for e in ("png", "svg")} | {"results.md"}
 
 
 def _write(path: Path, obj):
@@ -20,9 +20,12 @@ def _write(path: Path, obj):
     else: path.write_text(json.dumps(obj))
 
 
-def make_fixture_run(root: Path, floor=0.25, ceiling=0.70, stages=True, n_test=200) -> Path:
+def make_fixture_run(root: Path, floor=0.25, ceiling=0.70, stages=True, n_test=200, rows=True, difficulty=True, seed=None) -> Path:
     """A run directory written straight from the run-directory layout (nbs/01_rundir.ipynb): models.json files with train logs,
-    stage1/stage2 metrics and eval/metrics.json. Accuracies are made up; no model exists."""
+    stage1/stage2 metrics, eval/metrics.json and (`rows`) the per-question rows eval/<name>.jsonl. Accuracies are made up; no
+    model exists. A model with c correct answers gets questions offset..offset+c-1 right (offset 10 for s1_r1_hybrid, else 0),
+    so paired counts are easy to work out by hand; question i has difficulty 1 + i % 4. `difficulty=False`: metrics as eval
+    wrote them before by_difficulty existed. `seed`: config.yaml holds it (and the name cfg-seed<seed>), as a sweep's runs do."""
     models = [  # name, stage, group, round, variant, method, accuracy
         ("weak", "weak", "weak_floor", None, None, None, floor),
         ("weak_icl", None, "weak_icl", None, None, None, floor + 0.05),
@@ -40,6 +43,10 @@ def make_fixture_run(root: Path, floor=0.25, ceiling=0.70, stages=True, n_test=2
         meta = dict(label=f"model {name}", group=group, round=t, variant=variant, method=method)
         ms[name] = dict(**meta, accuracy=c / n_test, correct=c, n=n_test, ci95=list(wilson_interval(c, n_test)),
                         pgr=p, pass_at_n=None, majority_n=1)
+        offset = 10 if name == "s1_r1_hybrid" else 0
+        result_rows = [dict(id=f"t{i:03d}", correct=offset <= i < offset + c) for i in range(n_test)]
+        if rows: _write(root / "eval" / f"{name}.jsonl", result_rows)
+        if difficulty: ms[name]["by_difficulty"] = accuracy_by_difficulty(result_rows, {f"t{i:03d}": 1 + i % 4 for i in range(n_test)})
         if stage is None or (not stages and stage != "weak"): continue
         mj[stage][name] = dict(ref=dict(base="/models/strong", adapters=[f"{stage}/{name}/adapter"], gguf_file=None),
                                role="weak" if name == "weak" else "strong", **meta)
@@ -57,8 +64,10 @@ def make_fixture_run(root: Path, floor=0.25, ceiling=0.70, stages=True, n_test=2
     for stage, d in mj.items():
         if d: _write(root / stage / "models.json", d)
     _write(root / "eval" / "metrics.json", dict(answer_format="gsm8k", n_test=n_test, models=ms, weak_floor="weak",
-                                                ceiling="ceiling" if "ceiling" in ms else None))
-    (root / "config.yaml").write_text("weak:\n  path: /models/weak-1b\nstrong:\n  path: /models/strong\n")
+                                                ceiling="ceiling" if "ceiling" in ms else None,
+                                                **(dict(difficulty="gold solution lines") if difficulty else {})))
+    seed_lines = f"name: cfg-seed{seed}\nseed: {seed}\n" if seed is not None else ""
+    (root / "config.yaml").write_text(seed_lines + "weak:\n  path: /models/weak-1b\nstrong:\n  path: /models/strong\n")
     return root
 
 
@@ -104,11 +113,61 @@ def test_report_order_and_labels():
 def test_report_of_a_partial_run_and_undefined_pgr(tmp_path):
     run = make_fixture_run(tmp_path / "early", floor=0.4, ceiling=0.3, stages=False)
     written = make_report(run, tmp_path / "elsewhere")
-    assert set(written) == {"accuracy.png", "accuracy.svg", "losses.png", "losses.svg", "results.md"}
+    assert set(written) == {"accuracy.png", "accuracy.svg", "losses.png", "losses.svg", "difficulty.png", "difficulty.svg", "results.md"}
     assert_valid_png(written["accuracy.png"])
     md = written["results.md"].read_text()
     assert "Undefined here:** no strong-ceiling accuracy" in md
     assert "## Stage I" not in md and "## Stage II" not in md
+    assert "## Paired tests" not in md  # weak floor and weak-ICL only: no step of the method to test
+
+
+def test_report_paired_tests_between_consecutive_stages(tmp_path):
+    """Hand-worked counts: weak-ICL is right on questions 0-59, M_plus (s1_r1_hybrid) on 10-99, DPO on 0-103, SimPO on
+    0-99, the ceiling on 0-139."""
+    run = make_fixture_run(tmp_path / "run")
+    steps = [(t["first_name"], t["second_name"], t["b"], t["c"]) for t in paired_tests(load_run(run))]
+    assert steps == [("weak_icl", "s1_r1_hybrid", 10, 40), ("s1_r1_hybrid", "m_pro_dpo", 0, 14), ("s1_r1_hybrid", "m_pro_simpo", 0, 10),
+                     ("m_pro_dpo", "ceiling", 0, 36), ("m_pro_simpo", "ceiling", 0, 40)]
+    md = make_report(run)["results.md"].read_text()
+    assert "| weak-ICL (`weak_icl`) | Stage I (M_plus) (`s1_r1_hybrid`) | 30.0 → 45.0 | 10 | 40 | 2.4e-05 |" in md
+    assert "| Stage I (M_plus) (`s1_r1_hybrid`) | Stage II SIMPO (`m_pro_simpo`) | 45.0 → 50.0 | 0 | 10 | 0.002 |" in md
+    assert md.index("## Paired tests") < md.index("## Accuracy by difficulty") < md.index("## Stage I selection")
+
+
+def test_paired_tests_refuse_rows_of_different_questions(tmp_path):
+    run = make_fixture_run(tmp_path / "run")
+    _write(run / "eval" / "m_pro_dpo.jsonl", [dict(id=f"t{i:03d}", correct=True) for i in range(199)])
+    with pytest.raises(ValueError, match=r"eval/s1_r1_hybrid.jsonl vs eval/m_pro_dpo.jsonl: a paired test needs the same questions: "
+                                         r"1 id\(s\) only in the first model's rows \(e.g. 't199'\)"):
+        make_report(run)
+
+
+def test_report_accuracy_by_difficulty_table_and_figure(tmp_path):
+    run = make_fixture_run(tmp_path / "run")
+    written = make_report(run)
+    assert_valid_png(written["difficulty.png"]); assert_valid_svg(written["difficulty.svg"])
+    md = written["results.md"].read_text()
+    assert "| model \\ gold solution lines | 1 (n = 50) | 2 (n = 50) | 3 (n = 50) | 4 (n = 50) |" in md
+    # M_plus is right on questions 10-99: 22, 22, 23, 23 of the 50 at each difficulty
+    assert "| S-I r1 hybrid | 44.0 (31.2–57.7) | 44.0 (31.2–57.7) | 46.0 (33.0–59.6) | 46.0 (33.0–59.6) |" in md
+    assert "| weak-ICL | 30.0 (19.1–43.8) | 30.0 (19.1–43.8) | 30.0 (19.1–43.8) | 30.0 (19.1–43.8) |" in md
+    from w2s_nb.report import plot_by_difficulty
+    fig = plot_by_difficulty(load_run(run))
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "weak floor", "weak-ICL", "full weak FT", "Stage I (M_plus)", "Stage II DPO", "Stage II SIMPO", "strong ceiling"]
+
+
+def test_report_of_a_run_evaluated_before_difficulty_and_without_rows(tmp_path):
+    """eval/metrics.json without by_difficulty (runs written before it existed): no difficulty table or figure, no error;
+    without eval/<name>.jsonl rows there are no paired tests either."""
+    old = make_fixture_run(tmp_path / "old", difficulty=False)
+    written = make_report(old)
+    assert set(written) == ALL_FILES - {"difficulty.png", "difficulty.svg"}
+    md = written["results.md"].read_text()
+    assert "## Accuracy by difficulty" not in md and "## Paired tests between consecutive stages" in md
+    bare = make_fixture_run(tmp_path / "bare", difficulty=False, rows=False)
+    md = make_report(bare)["results.md"].read_text()
+    assert "## Accuracy by difficulty" not in md and "## Paired tests" not in md and "| model s1_r1_hybrid |" in md
 
 
 def test_report_errors(tmp_path):
@@ -177,3 +236,4 @@ def test_comparison_labels_stay_inside_the_axes_near_100_percent(tmp_path):
     assert labels and all(t.get_position()[1] < ax.get_ylim()[1] for t in labels)
     title = ax.title.get_window_extent()
     assert not any(t.get_window_extent().overlaps(title) for t in labels)
+

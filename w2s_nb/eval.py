@@ -20,7 +20,8 @@ from .models import read_models
 from .rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl, stable_hash
 
 # %% auto #0
-__all__ = ['META_KEYS', 'wilson_interval', 'pass_at_k', 'score_predictions', 'summarize', 'PGR', 'pgr', 'eval_sampling',
+__all__ = ['DIFFICULTY_NAMES', 'META_KEYS', 'wilson_interval', 'pass_at_k', 'score_predictions', 'summarize', 'solution_lines',
+           'difficulty', 'accuracy_by_difficulty', 'PGR', 'pgr', 'paired_counts', 'mcnemar', 'eval_sampling',
            'evaluate', 'run_models', 'add_pgr', 'run_eval']
 
 # %% ../nbs/11_eval.ipynb #31dc44c9
@@ -84,6 +85,28 @@ def summarize(rows: list[dict], level: float = 0.95) -> dict:
     return dict(accuracy=correct / n, correct=correct, n=n, ci95=list(wilson_interval(correct, n, level)),
                 majority_n=m, pass_at_n=at_k.get(m) if m > 1 else None, pass_at_k=at_k)
 
+# %% ../nbs/11_eval.ipynb #61951bab
+DIFFICULTY_NAMES = {"math": "MATH level", "gsm8k": "gold solution lines"}  # answer format: what the difficulty counts
+
+def solution_lines(solution: str) -> int:
+    "Non-empty lines of a worked solution before its `#### N` line (all of them if it has none)."
+    return sum(1 for line in (solution or "").partition("####")[0].splitlines() if line.strip())
+
+def difficulty(record: dict, fmt: str) -> Optional[int]:
+    "A test record's difficulty: MATH `level` for `fmt='math'`, gold `solution_lines` for GSM8K format; None if unknown."
+    if fmt == "math": return record.get("level")
+    if fmt == "gsm8k": return solution_lines(record.get("solution") or "") or None
+    return None
+
+def accuracy_by_difficulty(rows: list[dict], difficulty_by_id: dict) -> list[dict]:
+    "`{difficulty, accuracy, correct, n, ci95}` of result `rows` per difficulty (ascending); unknown (None) left out."
+    groups: dict[int, list[dict]] = {}
+    for r in rows:
+        if r["id"] not in difficulty_by_id: raise ValueError(f"result row {r['id']!r}: no difficulty for it (not a test question?)")
+        if (d := difficulty_by_id[r["id"]]) is not None: groups.setdefault(d, []).append(r)
+    return [dict(difficulty=d, **{k: summarize(g)[k] for k in ("accuracy", "correct", "n", "ci95")})
+            for d, g in sorted(groups.items())]
+
 # %% ../nbs/11_eval.ipynb #980d6f82
 class PGR(NamedTuple):
     "A PGR value, or `value=None` and the `reason` it is undefined."
@@ -97,6 +120,31 @@ def pgr(w2s: float, floor: Optional[float], ceiling: Optional[float]) -> PGR:
     if ceiling <= floor:
         return PGR(None, f"the strong ceiling ({ceiling:.3f}) does not beat the weak floor ({floor:.3f}): no gap to recover")
     return PGR((w2s - floor) / (ceiling - floor))
+
+# %% ../nbs/11_eval.ipynb #0ef6058e
+def _correct_by_id(rows: list[dict], which: str) -> dict:
+    out = {}
+    for r in rows:
+        if r["id"] in out: raise ValueError(f"question {r['id']!r} appears twice in the {which} model's result rows")
+        out[r["id"]] = bool(r["correct"])
+    return out
+
+def paired_counts(rows_a: list[dict], rows_b: list[dict]) -> tuple[int, int]:
+    "`(b, c)` for two models' result rows on the same questions: b = right in `rows_a` only, c = right in `rows_b` only."
+    a, b = _correct_by_id(rows_a, "first"), _correct_by_id(rows_b, "second")
+    if a.keys() != b.keys():
+        only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
+        raise ValueError(f"a paired test needs the same questions: {len(only_a)} id(s) only in the first model's rows"
+                         f"{f' (e.g. {only_a[0]!r})' if only_a else ''}, {len(only_b)} only in the second's"
+                         f"{f' (e.g. {only_b[0]!r})' if only_b else ''}")
+    return sum(a[q] and not b[q] for q in a), sum(b[q] and not a[q] for q in a)
+
+def mcnemar(b: int, c: int) -> float:
+    "Exact two-sided McNemar p-value of `b` vs `c` discordant questions (binomial test at ½)."
+    if b < 0 or c < 0: raise ValueError(f"b={b}, c={c}: expected counts >= 0")
+    n = b + c
+    if n == 0: return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n)
 
 # %% ../nbs/11_eval.ipynb #73a5fd22
 def eval_sampling(cfg: EvalConfig, sampling: SamplingConfig) -> SamplingConfig:
@@ -134,8 +182,8 @@ def add_pgr(models: dict[str, dict], floor: str = "weak", ceiling: str = "ceilin
     return models
 
 def _eval_one(rd: RunDir, name: str, ref, model_cfg: ModelConfig, test: list[dict], prompts: list[dict],
-              cfg: RunConfig, fmt: str, device: str) -> dict:
-    "Evaluate one model unless results for the same inputs exist; return its summary."
+              cfg: RunConfig, fmt: str, device: str) -> list[dict]:
+    "Evaluate one model unless results for the same inputs exist; return its result rows."
     samp = eval_sampling(cfg.eval, cfg.sampling)
     key = stable_hash(dict(ref=ref.to_dict(), model=dataclasses.asdict(model_cfg), prompts=prompts, fmt=fmt,
                            rule=cfg.data.answer_extraction,
@@ -143,12 +191,13 @@ def _eval_one(rd: RunDir, name: str, ref, model_cfg: ModelConfig, test: list[dic
                            max_new_tokens=samp.max_new_tokens, stop=samp.stop, seed=cfg.seed))
     out, key_file, samples = rd.path("eval", f"{name}.jsonl"), rd.path("eval", "samples", f"{name}.key.json"), rd.path("eval", "samples", name)
     same = key_file.exists() and read_json(key_file)["key"] == key
-    if same and out.exists(): return summarize(read_jsonl(out))
-    if not same:
-        shutil.rmtree(samples, ignore_errors=True)
-        atomic_write_json(key_file, dict(key=key, ref=ref.to_dict()))
-    return evaluate(ref, model_cfg, test, prompts, cfg.eval, cfg.sampling, fmt, out_path=out, seed=cfg.seed,
-                    device=device, samples_dir=samples, rule=cfg.data.answer_extraction)
+    if not (same and out.exists()):
+        if not same:
+            shutil.rmtree(samples, ignore_errors=True)
+            atomic_write_json(key_file, dict(key=key, ref=ref.to_dict()))
+        evaluate(ref, model_cfg, test, prompts, cfg.eval, cfg.sampling, fmt, out_path=out, seed=cfg.seed,
+                 device=device, samples_dir=samples, rule=cfg.data.answer_extraction)
+    return read_jsonl(out)
 
 def run_eval(cfg: RunConfig, rd: RunDir) -> dict:
     "Evaluate every model of the run plus weak-ICL on `data/test.jsonl`; write `eval/<name>.jsonl` and `eval/metrics.json`."
@@ -168,15 +217,19 @@ def run_eval(cfg: RunConfig, rd: RunDir) -> dict:
     jobs = [(name, model_ref(rd, e), e, zero_shot) for name, e in entries.items()]
     icl = dict(role="strong", group="weak_icl", label=f"weak-ICL ({len(demos)}-shot, untrained strong)", round=None, variant=None, method=None)
     jobs.insert(1, ("weak_icl", base_ref(cfg.strong), icl, few_shot))
+    diff = {r["id"]: difficulty(r, fmt) for r in test}
     models = {}
     for name, ref, e, prompts in jobs:
         t0 = time.time()
         model_cfg = cfg.weak if e.get("role") == "weak" else cfg.strong
-        s = _eval_one(rd, name, ref, model_cfg, test, prompts, cfg, fmt, device)
+        rows = _eval_one(rd, name, ref, model_cfg, test, prompts, cfg, fmt, device)
+        s = summarize(rows)
         models[name] = {**{k: e.get(k) for k in META_KEYS}, **{k: s[k] for k in ("accuracy", "correct", "n", "ci95")},
-                        "pgr": None, "pass_at_n": s["pass_at_n"], "majority_n": s["majority_n"]}
+                        "pgr": None, "pass_at_n": s["pass_at_n"], "majority_n": s["majority_n"],
+                        "by_difficulty": accuracy_by_difficulty(rows, diff)}
         print(f"{name}: accuracy {s['accuracy']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] ({time.time() - t0:.0f}s)")
+    known = any(d is not None for d in diff.values())
     metrics = dict(answer_format=fmt, n_test=len(test), models=add_pgr(models), weak_floor="weak",
-                   ceiling="ceiling" if "ceiling" in models else None)
+                   ceiling="ceiling" if "ceiling" in models else None, difficulty=DIFFICULTY_NAMES.get(fmt) if known else None)
     atomic_write_json(rd.path("eval", "metrics.json"), metrics)
     return metrics

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -21,10 +22,11 @@ from .models import read_models
 from .rundir import RunDir, atomic_file, atomic_write_text, read_json, read_jsonl
 
 # %% auto #0
-__all__ = ['GROUPS', 'VARIANT_ORDER', 'METHOD_ORDER', 'load_run', 'train_log_path', 'ordered_models', 'short_label', 'is_w2s',
-           'save_figure', 'pgr_note', 'plot_accuracy', 'plot_selection', 'plot_confidence', 'plot_losses',
-           'results_markdown', 'make_report', 'compare_columns', 'run_title', 'compare_markdown', 'plot_comparison',
-           'compare_runs']
+__all__ = ['GROUPS', 'VARIANT_ORDER', 'METHOD_ORDER', 'STAGE2_COLOURS', 'load_run', 'train_log_path', 'ordered_models',
+           'short_label', 'is_w2s', 'save_figure', 'pgr_note', 'plot_accuracy', 'plot_selection', 'plot_confidence',
+           'plot_losses', 'compare_columns', 'cell_name', 'column_colour', 'difficulty_levels', 'difficulty_markdown',
+           'plot_by_difficulty', 'stage_steps', 'eval_rows', 'paired_tests', 'paired_markdown', 'results_markdown',
+           'make_report', 'run_title', 'compare_markdown', 'plot_comparison', 'compare_runs']
 
 # %% ../nbs/12_report.ipynb #7062f22c
 def _read_optional(path) -> Optional[dict]:
@@ -247,9 +249,139 @@ def plot_losses(run: dict) -> Optional[Figure]:
     fig.suptitle("Training loss")
     return fig
 
+# %% ../nbs/12_report.ipynb #2d8cae92
+def _final_stage1(run: dict) -> Optional[str]:
+    "Name of the final Stage I model: the `m_plus` alias target, else the last round's hybrid (or any variant)."
+    ms = run["metrics"]["models"]
+    target = (run["models"].get("m_plus") or {}).get("alias_of")
+    if target in ms: return target
+    s1 = [(m.get("round") or 0, m.get("variant") == "hybrid", n) for n, m in ms.items() if m.get("group") == "stage1"]
+    return max(s1)[2] if s1 else None
+
+def compare_columns(runs: list[dict]) -> list[tuple[str, str]]:
+    "`(column key, header)` for a comparison: fixed columns plus every Stage II method seen."
+    methods = sorted({m.get("method") for r in runs for m in r["metrics"]["models"].values() if m.get("group") == "stage2"},
+                     key=lambda x: _rank(x, METHOD_ORDER))
+    return ([("weak_floor", "weak floor"), ("weak_icl", "weak-ICL"), ("full_weak", "full weak FT"), ("stage1", "Stage I (M_plus)")]
+            + [(f"stage2:{k}", f"Stage II {str(k).upper()}") for k in methods] + [("ceiling", "strong ceiling")])
+
+def cell_name(run: dict, col: str) -> Optional[str]:
+    "The evaluated model of `run` behind column `col` of `compare_columns` (None if the run has none)."
+    ms = run["metrics"]["models"]
+    if col == "stage1": name = _final_stage1(run)
+    elif col.startswith("stage2:"): name = next((n for n, m in ms.items() if m.get("group") == "stage2" and m.get("method") == col[7:]), None)
+    elif col == "weak_floor": name = run["metrics"].get("weak_floor")
+    elif col == "ceiling": name = run["metrics"].get("ceiling")
+    else: name = next((n for n, m in ms.items() if m.get("group") == col), None)
+    return name if name in ms else None
+
+def _cell(run: dict, col: str) -> Optional[dict]:
+    return run["metrics"]["models"].get(cell_name(run, col))
+
+STAGE2_COLOURS = ("#41ab5d", "#a1d99b", "#006d2c")
+
+def column_colour(col: str, cols: list[tuple[str, str]]) -> str:
+    "The colour of a model kind of `compare_columns`: its group's, the Stage II methods' in turn from `STAGE2_COLOURS`."
+    if not col.startswith("stage2:"): return GROUPS[col][1]
+    methods = [c for c, _ in cols if c.startswith("stage2:")]
+    return STAGE2_COLOURS[methods.index(col) % len(STAGE2_COLOURS)]
+
+
+# %% ../nbs/12_report.ipynb #f0881fdb
+def difficulty_levels(metrics: dict) -> dict:
+    "`{difficulty: questions}` over the models' `by_difficulty`, ascending (empty when the run has none)."
+    return dict(sorted({d["difficulty"]: d["n"] for m in metrics["models"].values() for d in m.get("by_difficulty") or []}.items()))
+
+def _at(m: dict, level) -> Optional[dict]:
+    "A model's `by_difficulty` entry at `level` (None if it has none)."
+    return next((d for d in m.get("by_difficulty") or [] if d["difficulty"] == level), None)
+
+def _acc_ci(x: Optional[dict]) -> str:
+    return "–" if x is None else f"{_pct(x['accuracy'])} ({_pct(x['ci95'][0])}–{_pct(x['ci95'][1])})"
+
+def difficulty_markdown(metrics: dict) -> list[str]:
+    "The by-difficulty lines of `results.md`: a row per model, a column per difficulty (accuracy % and 95% CI); [] without data."
+    levels = difficulty_levels(metrics)
+    if not levels: return []
+    what = metrics.get("difficulty") or "difficulty"
+    out = ["## Accuracy by difficulty", "",
+           f"Test accuracy (%) and 95% Wilson CI by difficulty ({what}); n = test questions of each difficulty.", "",
+           f"| model \\ {what} | " + " | ".join(f"{d} (n = {n})" for d, n in levels.items()) + " |",
+           "|---|" + "---:|" * len(levels)]
+    out += [f"| {short_label(name, m)} | " + " | ".join(_acc_ci(_at(m, d)) for d in levels) + " |" for name, m in ordered_models(metrics)]
+    return out
+
+def plot_by_difficulty(run: dict) -> Optional[Figure]:
+    "Accuracy vs difficulty, one line per model kind (`compare_columns`) with 95% CI bars; None without by-difficulty data."
+    metrics = run["metrics"]
+    levels = difficulty_levels(metrics)
+    if not levels: return None
+    cols = compare_columns([run])
+    series = [(c, head, m) for c, head in cols if (m := _cell(run, c)) is not None and m.get("by_difficulty")]
+    fig = Figure(figsize=(max(6.5, 1.1 * len(levels) + 4.5), 4.6), layout="constrained")
+    ax = fig.add_subplot()
+    step = 0.4 / max(len(series), 1)  # spread the CI bars of one difficulty a little, so that they do not hide each other
+    for j, (c, head, m) in enumerate(series):
+        pts = [(i, x) for i, d in enumerate(levels) if (x := _at(m, d)) is not None]
+        xs = np.array([i for i, _ in pts]) + (j - (len(series) - 1) / 2) * step
+        acc = np.array([100 * x["accuracy"] for _, x in pts])
+        lo, hi = np.array([100 * x["ci95"][0] for _, x in pts]), np.array([100 * x["ci95"][1] for _, x in pts])
+        ax.errorbar(xs, acc, yerr=[acc - lo, hi - acc], color=column_colour(c, cols), linestyle={"weak_floor": ":", "ceiling": "--"}.get(c, "-"),
+                    marker="o", markersize=5, markeredgecolor="black", markeredgewidth=0.5, capsize=2, linewidth=1.5, elinewidth=0.8, label=head)
+    ax.set_xticks(np.arange(len(levels)), [f"{d}\n(n = {n})" for d, n in levels.items()])
+    ax.set_xlabel(metrics.get("difficulty") or "difficulty"); ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 105); ax.set_yticks(range(0, 101, 20))
+    ax.set_title(f"Accuracy by difficulty{' — ' + run['name'] if run.get('name') else ''} (95% Wilson CI)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ax.grid(axis="y", alpha=0.3); ax.set_axisbelow(True)
+    return fig
+
+# %% ../nbs/12_report.ipynb #08c49f68
+def stage_steps(run: dict) -> list[tuple[str, str]]:
+    "Consecutive steps of the method as pairs of `compare_columns` keys, for the kinds of model the run has."
+    have = [c for c, _ in compare_columns([run]) if cell_name(run, c) is not None]
+    layers = [[c for c in have if c == "weak_icl"], [c for c in have if c == "stage1"],
+              [c for c in have if c.startswith("stage2:")], [c for c in have if c == "ceiling"]]
+    layers = [l for l in layers if l]
+    return [(a, b) for first, second in zip(layers, layers[1:]) for a in first for b in second]
+
+def eval_rows(run: dict, name: str) -> Optional[list[dict]]:
+    "A model's per-question result rows (`eval/<name>.jsonl`), or None if the run has none."
+    p = Path(run["root"]) / "eval" / f"{name}.jsonl"
+    return read_jsonl(p) if p.exists() else None
+
+def paired_tests(run: dict) -> list[dict]:
+    "McNemar's exact test for every `stage_steps` step whose rows exist: `{first, second, first_name, second_name, b, c, p}`."
+    from w2s_nb.eval import mcnemar, paired_counts
+    out = []
+    for a, b in stage_steps(run):
+        na, nb = cell_name(run, a), cell_name(run, b)
+        ra, rb = eval_rows(run, na), eval_rows(run, nb)
+        if ra is None or rb is None: continue
+        try: nb_, nc_ = paired_counts(ra, rb)
+        except ValueError as e: raise ValueError(f"{run['root']}: eval/{na}.jsonl vs eval/{nb}.jsonl: {e}") from None
+        out.append(dict(first=a, second=b, first_name=na, second_name=nb, b=nb_, c=nc_, p=mcnemar(nb_, nc_)))
+    return out
+
+def _p(p: float) -> str: return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+def paired_markdown(run: dict) -> list[str]:
+    "The paired-test lines of `results.md` ([] when no step has rows)."
+    tests = paired_tests(run)
+    if not tests: return []
+    heads, ms = dict(compare_columns([run])), run["metrics"]["models"]
+    out = ["## Paired tests between consecutive stages", "",
+           "Exact McNemar test on the same test questions: b = right before the step and wrong after it, c = wrong before "
+           "and right after; p is two-sided (both models equally good).", "",
+           "| from | to | accuracy (%) | b | c | p |", "|---|---|---:|---:|---:|---:|"]
+    out += [f"| {heads[t['first']]} (`{t['first_name']}`) | {heads[t['second']]} (`{t['second_name']}`) | "
+            f"{_pct(ms[t['first_name']]['accuracy'])} → {_pct(ms[t['second_name']]['accuracy'])} | {t['b']} | {t['c']} | {_p(t['p'])} |"
+            for t in tests]
+    return out
+
 # %% ../nbs/12_report.ipynb #f1e0971c
 def results_markdown(run: dict, figures: list[str] = ()) -> str:
-    "The `results.md` of a run: accuracy/CI/PGR per model, Stage I rounds, Stage II summary, figures."
+    "The `results.md` of a run: accuracy/CI/PGR per model, paired tests, accuracy by difficulty, Stage I rounds, Stage II summary, figures."
     m = run["metrics"]; ms = m["models"]
     maj = next(iter(ms.values())).get("majority_n", 1)
     out = [f"# Results: {run['name']}", "",
@@ -263,6 +395,8 @@ def results_markdown(run: dict, figures: list[str] = ()) -> str:
                f"{_pct(e['ci95'][0])}–{_pct(e['ci95'][1])} | {e['correct']} / {e['n']} | "
                f"{'–' if e.get('pgr') is None else format(e['pgr'], '.3f')} |")
         out.append(row + (f" {_pct(e.get('pass_at_n'))} |" if maj > 1 else ""))
+    for section in (paired_markdown(run), difficulty_markdown(m)):
+        if section: out += [""] + section
     if run.get("stage1"):
         s1 = run["stage1"]
         out += ["", "## Stage I selection", "", "| round | labellers | questions | selected | selected label acc (%) | weak label acc (%) | ICL label acc (%) |",
@@ -290,36 +424,13 @@ def make_report(run_dir, out_dir=None) -> dict[str, Path]:
     if run["stage1"] and run["stage1"].get("rounds"): figs.append(("selection", plot_selection(run["stage1"])))
     if run["stage2"] and run["stage2"].get("confidences"): figs.append(("confidence", plot_confidence(run["stage2"])))
     if (f := plot_losses(run)) is not None: figs.append(("losses", f))
+    if (f := plot_by_difficulty(run)) is not None: figs.append(("difficulty", f))
     for stem, fig in figs: written.update(save_figure(fig, out_dir, stem))
     md = atomic_write_text(out_dir / "results.md", results_markdown(run, [f"{s}.png" for s, _ in figs]))
     written[md.name] = md
     return written
 
 # %% ../nbs/12_report.ipynb #8c04e6e6
-def _final_stage1(run: dict) -> Optional[str]:
-    "Name of the final Stage I model: the `m_plus` alias target, else the last round's hybrid (or any variant)."
-    ms = run["metrics"]["models"]
-    target = (run["models"].get("m_plus") or {}).get("alias_of")
-    if target in ms: return target
-    s1 = [(m.get("round") or 0, m.get("variant") == "hybrid", n) for n, m in ms.items() if m.get("group") == "stage1"]
-    return max(s1)[2] if s1 else None
-
-def compare_columns(runs: list[dict]) -> list[tuple[str, str]]:
-    "`(column key, header)` for a comparison: fixed columns plus every Stage II method seen."
-    methods = sorted({m.get("method") for r in runs for m in r["metrics"]["models"].values() if m.get("group") == "stage2"},
-                     key=lambda x: _rank(x, METHOD_ORDER))
-    return ([("weak_floor", "weak floor"), ("weak_icl", "weak-ICL"), ("full_weak", "full weak FT"), ("stage1", "Stage I (M_plus)")]
-            + [(f"stage2:{k}", f"Stage II {str(k).upper()}") for k in methods] + [("ceiling", "strong ceiling")])
-
-def _cell(run: dict, col: str) -> Optional[dict]:
-    ms = run["metrics"]["models"]
-    if col == "stage1": name = _final_stage1(run)
-    elif col.startswith("stage2:"): name = next((n for n, m in ms.items() if m.get("group") == "stage2" and m.get("method") == col[7:]), None)
-    elif col == "weak_floor": name = run["metrics"].get("weak_floor")
-    elif col == "ceiling": name = run["metrics"].get("ceiling")
-    else: name = next((n for n, m in ms.items() if m.get("group") == col), None)
-    return ms.get(name)
-
 def run_title(run: dict) -> str:
     "A run's name in a comparison: folder name and weak model."
     weak = ((run.get("config") or {}).get("weak") or {}).get("path")
@@ -342,15 +453,12 @@ def compare_markdown(runs: list[dict]) -> str:
 def plot_comparison(runs: list[dict]) -> Figure:
     "Grouped bars: one group per run, one bar per column of `compare_columns`, CI error bars, PGR above w2s bars."
     cols = compare_columns(runs)
-    colours = {"weak_floor": GROUPS["weak_floor"][1], "weak_icl": GROUPS["weak_icl"][1], "full_weak": GROUPS["full_weak"][1],
-               "stage1": GROUPS["stage1"][1], "ceiling": GROUPS["ceiling"][1]}
-    greens = ["#41ab5d", "#a1d99b", "#006d2c"]
     w = 0.85 / len(cols)
     fig = Figure(figsize=(max(7.0, len(runs) * (0.45 * len(cols) + 0.6) + 3.0), 4.8), layout="constrained")
     ax = fig.add_subplot()
     top = 1.0
     for j, (c, head) in enumerate(cols):
-        col = colours.get(c) or greens[(j - 4) % len(greens)]
+        col = column_colour(c, cols)
         for i, r in enumerate(runs):
             m = _cell(r, c)
             if m is None: continue
