@@ -11,7 +11,7 @@ import pytest
 
 from w2s_nb.config import load_config
 from w2s_nb.pipeline import StageFailed, run_pipeline
-from w2s_nb.rundir import LOCK_ENV, STAGES, read_json, read_jsonl
+from w2s_nb.rundir import LOCK_ENV, STAGES, RunDir, read_json, read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 W2S = [sys.executable, "-m", "w2s_nb.cli"]  # the `w2s` command
@@ -151,6 +151,50 @@ def test_kill_mid_stage_then_rerun_loses_and_duplicates_nothing(tmp_path):
     assert len(ids) == len(set(ids)) == 48
     shard_ids = [x["id"] for p in sorted(shards.glob("shard-*.jsonl")) for x in read_jsonl(p)]
     assert sorted(shard_ids) == sorted(ids)
+
+
+def test_sweep_runs_each_seed_into_a_sibling_run_dir_then_the_across_seeds_report(tmp_path, monkeypatch, capsys):
+    """`w2s sweep` with the pipeline replaced by a writer of finished fixture runs (a real run per seed is what
+    test_end_to_end_papermill_resume_and_redo covers): the seeds' configs, run directories, options and the report."""
+    import w2s_nb.pipeline
+    from w2s_nb.cli import main
+    from test_report import make_fixture_run
+    calls = []
+    def fake_pipeline(cfg, overrides=None, log=print, **kw):
+        calls.append(dict(name=cfg.name, seed=cfg.seed, out_dir=cfg.out_dir, overrides=overrides, **kw))
+        root = Path(cfg.out_dir) / cfg.name
+        if not root.exists(): make_fixture_run(root, floor=0.20 + 0.05 * cfg.seed, seed=cfg.seed)
+        return RunDir(root)
+    monkeypatch.setattr(w2s_nb.pipeline, "run_pipeline", fake_pipeline)
+    sets = ["--set", f"out_dir={tmp_path}", "--set", "name=w", "--set", "stage2.tau=0.7"]
+    assert main(["sweep", str(ROOT / "configs/default.yaml"), "--seeds", "0", "1", "2", *sets, "--inline"]) == 0
+    assert [(c["name"], c["seed"], c["out_dir"]) for c in calls] == [(f"w-seed{s}", s, str(tmp_path)) for s in (0, 1, 2)]
+    assert calls[0]["overrides"] == [f"out_dir={tmp_path}", "name=w", "stage2.tau=0.7"]
+    assert (calls[0]["inline"], calls[0]["force"], calls[0]["fresh_kernels"]) == (True, False, False)
+    out = tmp_path / "w-seeds"
+    assert {p.name for p in out.iterdir()} == {"compare.md", "compare.png", "compare.svg", "seeds.md", "seeds.png", "seeds.svg"}
+    assert "| weak floor | 3 | 25.0 ± 5.0 | 20.0 to 30.0 |" in (out / "seeds.md").read_text()
+    printed = capsys.readouterr().out
+    assert str(tmp_path / "w-seed2") in printed and str(out / "seeds.md") in printed
+    # the same seeds again: each run is handed to run_pipeline again (whose stage keys skip finished work), --out moves the report
+    assert main(["sweep", str(ROOT / "configs/default.yaml"), "--seeds", "0", "1", "2", *sets, "--out", str(tmp_path / "elsewhere")]) == 0
+    assert len(calls) == 6 and (tmp_path / "elsewhere" / "seeds.md").read_text() == (out / "seeds.md").read_text()
+    assert main(["sweep", str(ROOT / "configs/default.yaml"), "--seeds", "0", "0", *sets]) == 2
+    assert "give each seed once" in capsys.readouterr().err and len(calls) == 6
+
+
+@pytest.mark.slow
+def test_sweep_of_two_seeds_end_to_end_and_resumed(tmp_path):
+    """A real tiny sweep (inline): two sibling runs with their own seeds; run again, every stage of both is up to date."""
+    from w2s_nb.pipeline import run_sweep
+    logs = []
+    rds, written = run_sweep(_cfg(tmp_path, name="s"), [0, 1], inline=True, log=logs.append)
+    assert [rd.root for rd in rds] == [tmp_path / "s-seed0", tmp_path / "s-seed1"]
+    assert [read_json(rd.path("data", "data_summary.json"))["seed"] for rd in rds] == [0, 1]
+    assert "seeds.md" in written and (tmp_path / "s-seeds" / "seeds.png").exists()
+    logs.clear()
+    run_sweep(_cfg(tmp_path, name="s"), [0, 1], inline=True, log=logs.append)
+    assert [l for l in logs if not l.startswith("──")] == [f"✓ {s:7s} up to date" for s in STAGES] * 2
 
 
 def _nb(path, *sources):

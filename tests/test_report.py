@@ -7,7 +7,8 @@ import pytest
 
 from w2s_nb.cli import main
 from w2s_nb.eval import accuracy_by_difficulty, wilson_interval
-from w2s_nb.report import compare_runs, load_run, make_report, ordered_models, paired_tests, plot_accuracy, save_figure, short_label
+from w2s_nb.report import (compare_runs, is_seed_sweep, load_run, make_report, ordered_models, paired_tests, plot_accuracy, save_figure,
+                           seed_summary, short_label)
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -237,3 +238,35 @@ def test_comparison_labels_stay_inside_the_axes_near_100_percent(tmp_path):
     title = ax.title.get_window_extent()
     assert not any(t.get_window_extent().overlaps(title) for t in labels)
 
+
+def test_runs_of_one_config_with_different_seeds_get_the_across_seeds_report(tmp_path, capsys):
+    runs = [make_fixture_run(tmp_path / f"cfg-seed{s}", floor=f, seed=s) for s, f in ((0, 0.25), (1, 0.30), (2, 0.20))]
+    assert main(["report", *map(str, runs)]) == 0
+    out = tmp_path / "compare"
+    assert {p.name for p in out.iterdir()} == {"compare.md", "compare.png", "compare.svg", "seeds.md", "seeds.png", "seeds.svg"}
+    assert_valid_png(out / "seeds.png"); assert_valid_svg(out / "seeds.svg")
+    md = (out / "seeds.md").read_text()
+    assert md.startswith("# Across seeds: cfg\n")
+    assert "| weak floor | 3 | 25.0 ± 5.0 | 20.0 to 30.0 | – | – | 0: 25.0, 1: 30.0, 2: 20.0 |" in md
+    # PGR of weak-ICL: 0.05/0.45, 0.05/0.40, 0.05/0.50 -> mean 0.112, sd 0.0125
+    assert "| weak-ICL | 3 | 30.0 ± 5.0 | 25.0 to 35.0 | 0.112 ± 0.013 | 0.100 to 0.125 | 0: 30.0, 1: 35.0, 2: 25.0 |" in md
+    assert "| Stage I (M_plus) | 3 | 45.0 ± 0.0 | 45.0 to 45.0 | 0.440 ± 0.063 | 0.375 to 0.500 |" in md
+    # weak-ICL right on 0..59 / 0..69 / 0..49, M_plus on 10..99: b = 10 each, c = 40 + 30 + 50, exact test on (30, 120)
+    assert "| weak-ICL | Stage I (M_plus) | 30 | 120 | 6.0e-14 | 0: 10 / 40, 1: 10 / 30, 2: 10 / 50 |" in md
+    assert "| Stage I (M_plus) | Stage II DPO | 0 | 42 |" in md
+    assert "[seeds.md](seeds.md)" in (out / "compare.md").read_text()
+    assert str(out / "seeds.md") in capsys.readouterr().out
+    s = {r["column"]: r for r in seed_summary([load_run(r) for r in runs])}
+    assert s["ceiling"]["accuracy"] == [0.7, 0.7, 0.7] and s["ceiling"]["accuracy_spread"]["sd"] == 0.0
+
+
+def test_seed_sweep_detection(tmp_path):
+    a, b = load_run(make_fixture_run(tmp_path / "a", seed=0)), load_run(make_fixture_run(tmp_path / "b", seed=1))
+    assert is_seed_sweep([a, b]) and not is_seed_sweep([a])
+    assert not is_seed_sweep([a, load_run(make_fixture_run(tmp_path / "a2", seed=0))])      # the same seed twice
+    assert not is_seed_sweep([a, load_run(make_fixture_run(tmp_path / "n", floor=0.3))])    # no seed in the config
+    other = make_fixture_run(tmp_path / "other", seed=2)
+    (other / "config.yaml").write_text((other / "config.yaml").read_text().replace("weak-1b", "weak-7b"))
+    assert not is_seed_sweep([a, b, load_run(other)])                                       # another weak model
+    written = compare_runs([tmp_path / "a", other], tmp_path / "cmp")
+    assert "seeds.md" not in written

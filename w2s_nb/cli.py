@@ -39,6 +39,20 @@ def _run(args) -> int:
     print(f"run directory: {rd.root}" + (f"\nreport: {report}" if report.exists() else ""))
     return 0
 
+def _sweep(args) -> int:
+    from w2s_nb.pipeline import StageFailed, run_sweep
+    from w2s_nb.rundir import RunLockedError
+    cfg = load_config(args.config, args.set)
+    try:
+        rds, written = run_sweep(cfg, args.seeds, overrides=args.set, out_dir=args.out, force=args.force, inline=args.inline,
+                                 config_file=args.config, fresh_kernels=args.fresh_kernels)
+    except (StageFailed, RunLockedError) as e:
+        print(f"w2s sweep: {e}", file=sys.stderr)
+        return 1
+    print("run directories:\n" + "\n".join(str(rd.root) for rd in rds))
+    print("report:\n" + "\n".join(str(p) for p in written.values()))
+    return 0
+
 def _report(args) -> int:
     from pathlib import Path
     from w2s_nb.report import compare_runs, make_report
@@ -51,6 +65,15 @@ def _report(args) -> int:
     print("\n".join(str(p) for p in written.values()))
     return 0
 
+def _pipeline_options(p: argparse.ArgumentParser):
+    "The config and run options that `w2s run` and `w2s sweep` share."
+    p.add_argument("config", help="YAML config, e.g. configs/default.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override, repeatable")
+    p.add_argument("--force", action="store_true", help="redo the selected stages even if they are up to date")
+    p.add_argument("--inline", action="store_true", help="call the stage functions in this process instead of papermill")
+    p.add_argument("--fresh-kernels", action="store_true",
+                   help="a new kernel for every stage notebook (default: one kernel, namespace reset between stages)")
+
 def build_parser() -> argparse.ArgumentParser:
     "The `w2s` argument parser (sub-commands register their handler as `func`)."
     p = argparse.ArgumentParser(prog="w2s", description="Weak-to-strong reasoning pipeline (w2s_nb)")
@@ -62,17 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override, repeatable")
     chk.set_defaults(func=_config_check)
     run = sub.add_parser("run", help="run the pipeline's stage notebooks with papermill into runs/<name>/ (resumable)")
-    run.add_argument("config", help="YAML config, e.g. configs/default.yaml")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override, repeatable")
+    _pipeline_options(run)
     run.add_argument("--only", action="append", default=None, metavar="STAGE", help="run only this stage (repeatable)")
     run.add_argument("--from", dest="start", default=None, metavar="STAGE", help="first stage to run")
     run.add_argument("--until", default=None, metavar="STAGE", help="last stage to run")
-    run.add_argument("--force", action="store_true", help="redo the selected stages even if they are up to date")
-    run.add_argument("--inline", action="store_true", help="call the stage functions in this process instead of papermill")
-    run.add_argument("--fresh-kernels", action="store_true",
-                     help="a new kernel for every stage notebook (default: one kernel, namespace reset between stages)")
     run.set_defaults(func=_run)
-    rep = sub.add_parser("report", help="draw a run's figures and results.md; several runs: one comparison table and figure")
+    sw = sub.add_parser("sweep", help="run the pipeline once per seed into runs/<name>-seed<S>/ (resumable), then the across-seeds report")
+    _pipeline_options(sw)
+    sw.add_argument("--seeds", nargs="+", type=int, required=True, metavar="SEED", help="the seeds, e.g. --seeds 0 1 2")
+    sw.add_argument("--out", default=None, metavar="DIR", help="folder of the across-seeds report (default: OUT_DIR/<name>-seeds)")
+    sw.set_defaults(func=_sweep)
+    rep = sub.add_parser("report", help="draw a run's figures and results.md; several runs: one comparison table and figure "
+                                         "(and the across-seeds table when they differ only in the seed)")
     rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     rep.add_argument("--out", default=None, metavar="DIR",
                      help="output folder (default: RUN_DIR/report; several runs: the folder compare/ beside FIRST_RUN_DIR)")

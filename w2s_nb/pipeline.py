@@ -6,18 +6,18 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from pathlib import Path
 
-
-from .config import ConfigError, RunConfig, load_config, save_config, to_dict
+from .config import ConfigError, RunConfig, load_config, save_config, to_dict, validate
 from .rundir import (STAGES, RunDir, git_commit, project_root, run_lock, sha256_path, stage_key, utc_now, versions)
 
 # %% auto #0
 __all__ = ['STAGE_NOTEBOOKS', 'STAGE_PARAMS', 'stage_params', 'select_stages', 'input_fingerprints', 'StageFailed',
            'notebooks_dir', 'stage_functions', 'execute_stage', 'StageKernel', 'absolute_paths', 'prepare_run',
-           'run_pipeline']
+           'run_pipeline', 'seed_config', 'sweep_report_dir', 'run_sweep']
 
 # %% ../nbs/13_pipeline.ipynb #41a80664
 STAGE_NOTEBOOKS = {s: f"{i:02d}_{s}.ipynb" for i, s in enumerate(STAGES)}  # in nbs/stages/: the thin run notebooks
@@ -185,3 +185,25 @@ def run_pipeline(cfg: RunConfig, overrides=None, only=None, start=None, until=No
             rd.record_stage(stage, notebook=str(nb.relative_to(rd.root)) if nb else None)
             log(f"✓ {stage:7s} done in {info['wall_s']:.1f} s")
     return rd
+
+# %% ../nbs/13_pipeline.ipynb #25850979
+def seed_config(cfg: RunConfig, seed: int) -> RunConfig:
+    "`cfg` for one seed of a sweep: `seed` set, run directory `<name>-seed<seed>`."
+    return validate(dataclasses.replace(cfg, seed=seed, name=f"{cfg.name}-seed{seed}"))
+
+def sweep_report_dir(cfg: RunConfig) -> Path:
+    "Where a sweep's comparison goes: `<out_dir>/<name>-seeds/`."
+    return Path(cfg.out_dir) / f"{cfg.name}-seeds"
+
+def run_sweep(cfg: RunConfig, seeds: list[int], overrides=None, out_dir=None, log=print, **kw) -> tuple[list[RunDir], dict]:
+    """Run the pipeline once per seed into sibling run directories (`seed_config`; each resumes like any run), then
+    `compare_runs` them into `out_dir` (default `sweep_report_dir`); `kw` goes to `run_pipeline`. `(run dirs, written files)`."""
+    from w2s_nb.report import compare_runs
+    if not seeds: raise ConfigError("a sweep needs at least one seed")
+    if len(set(seeds)) != len(seeds): raise ConfigError(f"seeds {list(seeds)}: give each seed once")
+    cfgs = [seed_config(cfg, s) for s in seeds]  # every seed's config is checked before anything runs
+    rds = []
+    for c in cfgs:
+        log(f"── seed {c.seed}: {Path(c.out_dir) / c.name}")
+        rds.append(run_pipeline(c, overrides=overrides, log=log, **kw))
+    return rds, compare_runs([rd.root for rd in rds], out_dir or sweep_report_dir(cfg))

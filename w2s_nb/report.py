@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -26,7 +27,9 @@ __all__ = ['GROUPS', 'VARIANT_ORDER', 'METHOD_ORDER', 'STAGE2_COLOURS', 'load_ru
            'short_label', 'is_w2s', 'save_figure', 'pgr_note', 'plot_accuracy', 'plot_selection', 'plot_confidence',
            'plot_losses', 'compare_columns', 'cell_name', 'column_colour', 'difficulty_levels', 'difficulty_markdown',
            'plot_by_difficulty', 'stage_steps', 'eval_rows', 'paired_tests', 'paired_markdown', 'results_markdown',
-           'make_report', 'run_title', 'compare_markdown', 'plot_comparison', 'compare_runs']
+           'make_report', 'run_title', 'compare_markdown', 'plot_comparison', 'compare_runs', 'run_seed',
+           'is_seed_sweep', 'spread', 'seed_summary', 'pooled_paired_tests', 'sweep_title', 'seeds_markdown',
+           'plot_seeds']
 
 # %% ../nbs/12_report.ipynb #7062f22c
 def _read_optional(path) -> Optional[dict]:
@@ -480,11 +483,122 @@ def plot_comparison(runs: list[dict]) -> Figure:
     return fig
 
 def compare_runs(run_dirs: list, out_dir) -> dict[str, Path]:
-    "One table (`compare.md`) and figure (`compare.png/.svg`) of several runs in `out_dir`; `{file name: path}`."
+    """One table (`compare.md`) and figure (`compare.png/.svg`) of several runs in `out_dir`, plus `seeds.md` and
+    `seeds.png/.svg` when the runs differ only in the seed; `{file name: path}`."""
     if not run_dirs: raise ValueError("compare_runs: expected at least one run directory")
     runs = [load_run(d) for d in run_dirs]
     out_dir = Path(out_dir)
     written = save_figure(plot_comparison(runs), out_dir, "compare")
-    md = atomic_write_text(out_dir / "compare.md", compare_markdown(runs) + "\n![compare](compare.png)\n")
+    text = compare_markdown(runs) + "\n![compare](compare.png)\n"
+    if is_seed_sweep(runs):
+        written.update(save_figure(plot_seeds(runs), out_dir, "seeds"))
+        seeds = atomic_write_text(out_dir / "seeds.md", seeds_markdown(runs) + "\n![seeds](seeds.png)\n")
+        written[seeds.name] = seeds
+        text += "\nThese runs differ only in the seed: mean ± sd across seeds and pooled paired tests in [seeds.md](seeds.md).\n"
+    md = atomic_write_text(out_dir / "compare.md", text)
     written[md.name] = md
     return written
+
+# %% ../nbs/12_report.ipynb #3e7a485f
+def run_seed(run: dict) -> Optional[int]:
+    "The `seed` in a run's config (None if it has none)."
+    return (run.get("config") or {}).get("seed")
+
+def _without_seed(run: dict) -> dict:
+    return {k: v for k, v in (run.get("config") or {}).items() if k not in ("seed", "name")}
+
+def is_seed_sweep(runs: list[dict]) -> bool:
+    "Are these runs of one config with different seeds (configs equal but for `seed` and `name`, each seed once)?"
+    seeds = [run_seed(r) for r in runs]
+    return (len(runs) > 1 and all(isinstance(s, int) for s in seeds) and len(set(seeds)) == len(seeds)
+            and all(_without_seed(r) == _without_seed(runs[0]) for r in runs[1:]))
+
+def spread(xs: list[float]) -> dict:
+    "`{n, mean, sd, min, max}` of numbers; `sd` is the sample standard deviation (n − 1), None for a single value."
+    if not xs: raise ValueError("spread of no values")
+    return dict(n=len(xs), mean=statistics.fmean(xs), sd=statistics.stdev(xs) if len(xs) > 1 else None, min=min(xs), max=max(xs))
+
+def seed_summary(runs: list[dict]) -> list[dict]:
+    "Per kind of model (`compare_columns`): every seed's accuracy and PGR, and their `spread` (PGR over seeds where defined)."
+    out = []
+    for c, head in compare_columns(runs):
+        cells = [(run_seed(r), m) for r in runs if (m := _cell(r, c)) is not None]
+        if not cells: continue
+        acc, pgrs = [m["accuracy"] for _, m in cells], [m.get("pgr") for _, m in cells]
+        defined = [p for p in pgrs if p is not None]
+        out.append(dict(column=c, header=head, seeds=[s for s, _ in cells], accuracy=acc, pgr=pgrs,
+                        accuracy_spread=spread(acc), pgr_spread=spread(defined) if defined else None))
+    return out
+
+def pooled_paired_tests(runs: list[dict]) -> list[dict]:
+    "Every step's McNemar counts summed over the runs, the exact test on the sums, and each run's `(seed, b, c)`."
+    from w2s_nb.eval import mcnemar
+    pooled: dict[tuple, dict] = {}
+    for r in runs:
+        for t in paired_tests(r):
+            d = pooled.setdefault((t["first"], t["second"]), dict(first=t["first"], second=t["second"], b=0, c=0, per_run=[]))
+            d["b"] += t["b"]; d["c"] += t["c"]; d["per_run"].append((run_seed(r), t["b"], t["c"]))
+    return [dict(d, p=mcnemar(d["b"], d["c"])) for d in pooled.values()]
+
+def _mean_sd(s: dict, scale: float = 100, digits: int = 1) -> str:
+    mean = f"{scale * s['mean']:.{digits}f}"
+    return mean if s["sd"] is None else f"{mean} ± {scale * s['sd']:.{digits}f}"
+
+def _range(s: dict, scale: float = 100, digits: int = 1) -> str:
+    return f"{scale * s['min']:.{digits}f} to {scale * s['max']:.{digits}f}"
+
+def sweep_title(runs: list[dict]) -> str:
+    "The name of a seed sweep: the first run's folder name without its `-seed<s>` ending."
+    return re.sub(r"-seed\d+$", "", runs[0]["name"])
+
+def seeds_markdown(runs: list[dict]) -> str:
+    "`seeds.md`: mean ± sd, range and per-seed values of accuracy and PGR per kind of model; paired tests pooled over seeds."
+    seeds = [run_seed(r) for r in runs]
+    out = [f"# Across seeds: {sweep_title(runs)}", "",
+           f"{len(runs)} runs of one config that differ only in the seed ({', '.join(map(str, seeds))}). Test accuracy (%) and "
+           "PGR: mean ± sample standard deviation over the seeds, their range, and every seed's value.", "",
+           "| model | seeds | accuracy (%) | range (%) | PGR | PGR range | accuracy per seed (%) |",
+           "|---|---:|---:|---:|---:|---:|---|"]
+    for r in seed_summary(runs):
+        a, p = r["accuracy_spread"], r["pgr_spread"]
+        per = ", ".join(f"{s}: {_pct(x)}" for s, x in zip(r["seeds"], r["accuracy"]))
+        pgr_cells = "– | –" if p is None or r["column"] in ("weak_floor", "ceiling") else f"{_mean_sd(p, 1, 3)} | {_range(p, 1, 3)}"
+        out.append(f"| {r['header']} | {a['n']} | {_mean_sd(a)} | {_range(a)} | {pgr_cells} | {per} |")
+    if tests := pooled_paired_tests(runs):
+        heads = dict(compare_columns(runs))
+        out += ["", "## Paired tests between consecutive stages, pooled over seeds", "",
+                "b (right before the step, wrong after) and c (the reverse) summed over the seeds; p: exact two-sided McNemar "
+                "test on the sums.", "",
+                "| from | to | b | c | p | b / c per seed |", "|---|---|---:|---:|---:|---|"]
+        out += [f"| {heads[t['first']]} | {heads[t['second']]} | {t['b']} | {t['c']} | {_p(t['p'])} | "
+                + ", ".join(f"{s}: {b} / {c}" for s, b, c in t["per_run"]) + " |" for t in tests]
+    return "\n".join(out) + "\n"
+
+def plot_seeds(runs: list[dict]) -> Figure:
+    "Bars at the mean accuracy across seeds per kind of model (± 1 sd), a dot per seed, mean PGR above weak-to-strong bars."
+    rows, cols = seed_summary(runs), compare_columns(runs)
+    fig = Figure(figsize=(max(6.5, 0.9 * len(rows) + 3.5), 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(len(rows))
+    mean = np.array([100 * r["accuracy_spread"]["mean"] for r in rows])
+    sd = np.array([100 * (r["accuracy_spread"]["sd"] or 0.0) for r in rows])
+    ax.bar(x, mean, 0.65, color=[column_colour(r["column"], cols) for r in rows], edgecolor="black", linewidth=0.6)
+    ax.errorbar(x, mean, yerr=sd, fmt="none", ecolor="black", capsize=3, linewidth=1)
+    top = 1.0
+    for xi, r in zip(x, rows):
+        acc = 100 * np.array(r["accuracy"])
+        offs = (np.arange(len(acc)) - (len(acc) - 1) / 2) * min(0.1, 0.5 / len(acc))
+        ax.scatter(xi + offs, acc, s=16, color="white", edgecolor="black", linewidth=0.8, zorder=3)
+        h = max(acc.max(), mean[xi] + sd[xi])
+        txt = _mean_sd(r["accuracy_spread"])
+        if r["column"] not in ("weak_floor", "ceiling") and r["pgr_spread"]: txt += f"\nPGR {r['pgr_spread']['mean']:.2f}"
+        ax.text(xi, h + 1, txt, ha="center", va="bottom", fontsize=7.5, linespacing=1.1, zorder=4,
+                bbox=dict(facecolor="white", edgecolor="none", pad=0.6))
+        top = max(top, h)
+    ax.set_xticks(x, [r["header"] for r in rows], rotation=30, ha="right")
+    ax.set_ylim(0, max(min(100, top * 1.25), top + 12))  # room for the labels, also near 100%
+    ax.set_yticks([t for t in ax.get_yticks() if 0 <= t <= 100])
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{sweep_title(runs)}: mean ± sd over {len(runs)} seeds ({', '.join(str(run_seed(r)) for r in runs)}); dots: one seed each")
+    ax.grid(axis="y", alpha=0.3); ax.set_axisbelow(True)
+    return fig
