@@ -54,10 +54,20 @@ def test_shipped_models_match_the_spec_and_load():
     for role in ("weak", "strong"):
         d = world_model_path(role)
         info = json.loads((d / "world.json").read_text())
-        assert info["spec_key"] == WorldSpec().key() and info["role"] == role
+        assert info["spec_key"] == WorldSpec().key(role) and info["role"] == role
         assert str(d) == resolve_model_path(f"world:{role}")
     cfg = ModelConfig(path="world:strong", finetune="lora", dtype="float32")
     ref = ModelRef(resolve_model_path("world:strong"))
     m, tok = load_model(ref, cfg, "cpu"), load_tokenizer(ref, cfg)
     assert sum(p.numel() for p in m.parameters()) == json.loads((world_model_path("strong") / "world.json").read_text())["params"]
     assert tok.decode(tok("Question: 12 + 7 = 19")["input_ids"], skip_special_tokens=True) == "Question: 12 + 7 = 19"
+
+
+def test_each_model_is_tagged_with_its_own_part_of_the_spec():
+    import dataclasses
+    from w2s_nb.world import ModelSpec
+    a = WorldSpec()
+    b = dataclasses.replace(a, weak=ModelSpec(hidden=32, layers=1, heads=2, intermediate=64, docs=10))
+    assert a.key("strong") == b.key("strong") and a.key("weak") != b.key("weak") and a.key() != b.key()
+    c = dataclasses.replace(a, p_target=0.5)  # a corpus setting: both models change
+    assert a.key("strong") != c.key("strong") and a.key("weak") != c.key("weak")

@@ -62,7 +62,11 @@ class WorldSpec:
     weak: ModelSpec = ModelSpec(hidden=64, layers=2, heads=4, intermediate=192, docs=12000)
     strong: ModelSpec = ModelSpec(hidden=128, layers=4, heads=4, intermediate=384, docs=24000)
 
-    def key(self) -> str: return stable_hash(dataclasses.asdict(self))
+    def key(self, role: str | None = None) -> str:
+        "Hash of the spec; of one `role`'s part (shared settings + its own model) when a role is given."
+        d = dataclasses.asdict(self)
+        if role is not None: d.pop({"weak": "strong", "strong": "weak"}[role])
+        return stable_hash(d)
 
 # %% ../nbs/07_world.ipynb #b2068cf3
 NAMES = [("Mia", "she"), ("Tom", "he"), ("Ava", "she"), ("Leo", "he"), ("Zoe", "she"), ("Ben", "he"),
@@ -215,25 +219,26 @@ def build_model(role: str, out_dir, spec: WorldSpec = WorldSpec(), tokenizer_dir
         model = new_llama(tok, ms.hidden, ms.layers, ms.heads, ms.intermediate, max_pos=spec.seq, seed=spec.seed)
         loss = pretrain(model, ids, labels, spec, desc=f"pretraining world:{role}")
         model.save_pretrained(tmp, safe_serialization=True); tok.save_pretrained(tmp)
-        atomic_write_json(Path(tmp) / "world.json", dict(role=role, spec_key=spec.key(), spec=dataclasses.asdict(spec),
+        atomic_write_json(Path(tmp) / "world.json", dict(role=role, spec_key=spec.key(role), spec=dataclasses.asdict(spec),
                           params=sum(p.numel() for p in model.parameters()), loss=loss, seconds=round(time.time() - t0, 1)))
     return Path(out_dir)
 
-def _is_built(d: Path, spec: WorldSpec) -> bool:
-    return (d / "world.json").exists() and read_json(d / "world.json")["spec_key"] == spec.key()
+def _is_built(d: Path, spec: WorldSpec, role: str) -> bool:
+    "Whether `d` holds world model `role` built from this spec's part for it (so changing one model keeps the other)."
+    return (d / "world.json").exists() and read_json(d / "world.json")["spec_key"] == spec.key(role)
 
 def _build_role(d: Path, role: str, spec: WorldSpec) -> Path:
     "Build `role` into `d / role`; the strong model reuses the weak model's tokenizer when it is built."
-    tok_dir = d / "weak" if role == "strong" and _is_built(d / "weak", spec) else None
+    tok_dir = d / "weak" if role == "strong" and _is_built(d / "weak", spec, "weak") else None
     return build_model(role, d / role, spec, tokenizer_dir=tok_dir)
 
 def world_model_path(role: str, spec: WorldSpec = WorldSpec()) -> Path:
     "The folder of world model `role` (`weak` / `strong`): shipped, cached, or built now (minutes)."
     if role not in ("weak", "strong"): raise ValueError(f"world:{role}: expected world:weak or world:strong")
-    if ASSETS is not None and _is_built(ASSETS / role, spec): return ASSETS / role
+    if ASSETS is not None and _is_built(ASSETS / role, spec, role): return ASSETS / role
     d = world_cache_dir(spec)
     with run_lock(d):  # two processes never build the same world at once
-        if not _is_built(d / role, spec):
+        if not _is_built(d / role, spec, role):
             log.warning(f"building world:{role} in {d / role} (about 12 minutes for both, once)")
             _build_role(d, role, spec)
     return d / role
@@ -252,5 +257,5 @@ def build_world(out_dir=None, spec: WorldSpec = WorldSpec(), force: bool = False
     "Build both models (weak first: the strong one reuses its tokenizer) into `out_dir` (default: the cache)."
     d = Path(out_dir or world_cache_dir(spec))
     for role in ("weak", "strong"):
-        if force or not _is_built(d / role, spec): _build_role(d, role, spec)
+        if force or not _is_built(d / role, spec, role): _build_role(d, role, spec)
     return {role: read_json(d / role / "world.json") | {"path": str(d / role)} for role in ("weak", "strong")}
