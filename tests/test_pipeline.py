@@ -115,6 +115,36 @@ def test_two_processes_from_project_root_with_relative_accelerate_config(tmp_pat
     assert {"s1_r1_hybrid", "m_pro_dpo"} <= set(read_json(two / "eval" / "metrics.json")["models"])
 
 
+class Sampled(Exception):
+    "Raised by the stand-in sampler: the stage reached its first sampling call."
+
+
+def test_every_stage_samples_on_the_configured_processes(tmp_path, monkeypatch):
+    "weak, stage1, stage2 and eval pass the run's num_processes and accelerate_config to generate_texts."
+    import w2s_nb.sample, w2s_nb.stage1, w2s_nb.stage2, w2s_nb.weak
+    from w2s_nb.eval import run_eval
+    from w2s_nb.models import base_ref, model_entry
+    from w2s_nb.rundir import atomic_write_json, atomic_write_jsonl
+    calls = []
+    def fake(*args, **kw): calls.append(kw); raise Sampled
+    for mod in (w2s_nb.weak, w2s_nb.stage1, w2s_nb.stage2, w2s_nb.sample): monkeypatch.setattr(mod, "generate_texts", fake)
+    cfg = load_config(ROOT / "configs" / "default.yaml", {
+        "device": "cpu", "num_processes": 2, "accelerate_config": "/acc/cpu_2proc.yaml", "data.n_gold1": 0,
+        "weak.finetune": "none", "strong.sft.grad_accum": 2, "stage2.pref.grad_accum": 2})
+    rd = RunDir(tmp_path / "run")
+    q = dict(id="q0", question="What is 1 plus 1?")
+    atomic_write_jsonl(rd.path("data", "gold2_questions.jsonl"), [q])
+    atomic_write_jsonl(rd.path("data", "gold2_gold.jsonl"), [dict(id="q0", solution="1 + 1 = 2", answer="2")])
+    atomic_write_jsonl(rd.path("data", "test.jsonl"), [dict(q, solution="1 + 1 = 2", answer="2")])
+    atomic_write_jsonl(rd.path("weak", "d_weak.jsonl"), [dict(q, text=" 1 + 1 = 2", pred="2")])
+    atomic_write_jsonl(rd.path("weak", "demos.jsonl"), [dict(q, solution="1 + 1 = 2", correct=True)])
+    atomic_write_json(rd.path("weak", "models.json"), {"weak": model_entry(base_ref(cfg.weak), rd, "weak", "weak_floor", "weak")})
+    atomic_write_json(rd.path("stage1", "models.json"), {"m_plus": model_entry(base_ref(cfg.strong), rd, "strong", "stage1", "M_plus")})
+    for run in (w2s_nb.weak.run_weak, w2s_nb.stage1.run_stage1, w2s_nb.stage2.run_stage2, run_eval):
+        with pytest.raises(Sampled): run(cfg, rd)
+    assert [(c["num_processes"], c["accelerate_config"]) for c in calls] == [(2, "/acc/cpu_2proc.yaml")] * 4
+
+
 def test_failing_stage_names_stage_exception_and_notebook(tmp_path):
     cfg = _cfg(tmp_path, **{"data.n_gold1": 10 ** 6})
     with pytest.raises(StageFailed) as e:
