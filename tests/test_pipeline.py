@@ -94,9 +94,10 @@ def test_end_to_end_papermill_resume_and_redo(tmp_path):
 @pytest.mark.slow
 def test_two_processes_from_project_root_with_relative_accelerate_config(tmp_path):
     """`w2s run configs/default.yaml` from the project root with num_processes=2 and the relative cpu_2proc.yaml: every
-    training step runs on 2 ranks and the whole pipeline finishes. With the same global batches as a 1-process run, the
-    weak model's training losses are equal (measured: identical on this CPU), and so are D_weak and Stage I's selection
-    (the agree flags); the data splits do not depend on training at all."""
+    training and sampling step runs on 2 ranks and the whole pipeline finishes. With the same global batches as a 1-process
+    run, the weak model's training losses are equal (measured: identical on this CPU), and so are D_weak and Stage I's
+    selection (the agree flags; greedy labels do not depend on how the prompts are split); the data splits do not depend
+    on training at all. Stage II's samples may differ: a sampled batch's seed comes from its first id."""
     def run(name, **extra):
         sets = [f"--set={k}={json.dumps(v)}" for k, v in tiny(tmp_path, name=name, **extra).items()]
         r = subprocess.run([*W2S, "run", "configs/default.yaml", *sets], cwd=ROOT, env=_env(), capture_output=True, text=True)
@@ -106,6 +107,9 @@ def test_two_processes_from_project_root_with_relative_accelerate_config(tmp_pat
     two = run("two", num_processes=2, accelerate_config="environments/accelerate/cpu_2proc.yaml")
     results = [json.loads(p.read_text()) for p in two.rglob("result.json")]
     assert len(results) == 5 and {r["num_processes"] for r in results} == {2}  # weak, ceiling, full_weak, hybrid, dpo
+    sampled = [p.parent for p in two.rglob("sampling.json")]  # weak, Stage I ICL, Stage II, 6 evaluations
+    assert len(sampled) == 9 and all({"shard-00000-r0.jsonl", "shard-00000-r1.jsonl"} <= {p.name for p in d.iterdir()}
+                                     for d in sampled)
     same = lambda rel: read_jsonl(one / rel) == read_jsonl(two / rel)
     assert all(same(f"data/{f}.jsonl") for f in ("gold1", "gold2_questions", "gold2_gold", "test"))
     loss = lambda d: [r["loss"] for r in read_jsonl(d / "weak" / "model" / "train_log.jsonl") if "loss" in r]
