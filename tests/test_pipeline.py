@@ -94,9 +94,10 @@ def test_end_to_end_papermill_resume_and_redo(tmp_path):
 @pytest.mark.slow
 def test_two_processes_from_project_root_with_relative_accelerate_config(tmp_path):
     """`w2s run configs/default.yaml` from the project root with num_processes=2 and the relative cpu_2proc.yaml: every
-    training step runs on 2 ranks and the whole pipeline finishes. With the same global batches as a 1-process run, the
-    weak model's training losses are equal (measured: identical on this CPU), and so are D_weak and Stage I's selection
-    (the agree flags); the data splits do not depend on training at all."""
+    training and sampling step runs on 2 ranks and the whole pipeline finishes. With the same global batches as a 1-process
+    run, the weak model's training losses are equal (measured: identical on this CPU), and so are D_weak and Stage I's
+    selection (the agree flags; greedy labels do not depend on how the prompts are split); the data splits do not depend
+    on training at all. Stage II's samples may differ: a sampled batch's seed comes from its first id."""
     def run(name, **extra):
         sets = [f"--set={k}={json.dumps(v)}" for k, v in tiny(tmp_path, name=name, **extra).items()]
         r = subprocess.run([*W2S, "run", "configs/default.yaml", *sets], cwd=ROOT, env=_env(), capture_output=True, text=True)
@@ -106,6 +107,9 @@ def test_two_processes_from_project_root_with_relative_accelerate_config(tmp_pat
     two = run("two", num_processes=2, accelerate_config="environments/accelerate/cpu_2proc.yaml")
     results = [json.loads(p.read_text()) for p in two.rglob("result.json")]
     assert len(results) == 5 and {r["num_processes"] for r in results} == {2}  # weak, ceiling, full_weak, hybrid, dpo
+    sampled = [p.parent for p in two.rglob("sampling.json")]  # weak, Stage I ICL, Stage II, 6 evaluations
+    assert len(sampled) == 9 and all({"shard-00000-r0.jsonl", "shard-00000-r1.jsonl"} <= {p.name for p in d.iterdir()}
+                                     for d in sampled)
     same = lambda rel: read_jsonl(one / rel) == read_jsonl(two / rel)
     assert all(same(f"data/{f}.jsonl") for f in ("gold1", "gold2_questions", "gold2_gold", "test"))
     loss = lambda d: [r["loss"] for r in read_jsonl(d / "weak" / "model" / "train_log.jsonl") if "loss" in r]
@@ -113,6 +117,36 @@ def test_two_processes_from_project_root_with_relative_accelerate_config(tmp_pat
     assert same("weak/d_weak.jsonl") and same("stage1/round1/selection.jsonl")
     assert any(r["agree"] for r in read_jsonl(two / "stage1" / "round1" / "selection.jsonl"))
     assert {"s1_r1_hybrid", "m_pro_dpo"} <= set(read_json(two / "eval" / "metrics.json")["models"])
+
+
+class Sampled(Exception):
+    "Raised by the stand-in sampler: the stage reached its first sampling call."
+
+
+def test_every_stage_samples_on_the_configured_processes(tmp_path, monkeypatch):
+    "weak, stage1, stage2 and eval pass the run's num_processes and accelerate_config to generate_texts."
+    import w2s_nb.sample, w2s_nb.stage1, w2s_nb.stage2, w2s_nb.weak
+    from w2s_nb.eval import run_eval
+    from w2s_nb.models import base_ref, model_entry
+    from w2s_nb.rundir import atomic_write_json, atomic_write_jsonl
+    calls = []
+    def fake(*args, **kw): calls.append(kw); raise Sampled
+    for mod in (w2s_nb.weak, w2s_nb.stage1, w2s_nb.stage2, w2s_nb.sample): monkeypatch.setattr(mod, "generate_texts", fake)
+    cfg = load_config(ROOT / "configs" / "default.yaml", {
+        "device": "cpu", "num_processes": 2, "accelerate_config": "/acc/cpu_2proc.yaml", "data.n_gold1": 0,
+        "weak.finetune": "none", "strong.sft.grad_accum": 2, "stage2.pref.grad_accum": 2})
+    rd = RunDir(tmp_path / "run")
+    q = dict(id="q0", question="What is 1 plus 1?")
+    atomic_write_jsonl(rd.path("data", "gold2_questions.jsonl"), [q])
+    atomic_write_jsonl(rd.path("data", "gold2_gold.jsonl"), [dict(id="q0", solution="1 + 1 = 2", answer="2")])
+    atomic_write_jsonl(rd.path("data", "test.jsonl"), [dict(q, solution="1 + 1 = 2", answer="2")])
+    atomic_write_jsonl(rd.path("weak", "d_weak.jsonl"), [dict(q, text=" 1 + 1 = 2", pred="2")])
+    atomic_write_jsonl(rd.path("weak", "demos.jsonl"), [dict(q, solution="1 + 1 = 2", correct=True)])
+    atomic_write_json(rd.path("weak", "models.json"), {"weak": model_entry(base_ref(cfg.weak), rd, "weak", "weak_floor", "weak")})
+    atomic_write_json(rd.path("stage1", "models.json"), {"m_plus": model_entry(base_ref(cfg.strong), rd, "strong", "stage1", "M_plus")})
+    for run in (w2s_nb.weak.run_weak, w2s_nb.stage1.run_stage1, w2s_nb.stage2.run_stage2, run_eval):
+        with pytest.raises(Sampled): run(cfg, rd)
+    assert [(c["num_processes"], c["accelerate_config"]) for c in calls] == [(2, "/acc/cpu_2proc.yaml")] * 4
 
 
 def test_failing_stage_names_stage_exception_and_notebook(tmp_path):

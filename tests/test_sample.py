@@ -138,6 +138,70 @@ def test_two_ranks_sample_their_slices_into_own_shards(mt, tiny_model_dir, tmp_p
     assert [two[r["id"]] for r in PROMPTS] == one
 
 
+ROOT = Path(__file__).resolve().parent.parent
+CPU_2PROC = str(ROOT / "environments/accelerate/cpu_2proc.yaml")
+
+
+@pytest.mark.slow
+def test_generate_texts_on_two_processes_writes_the_records_of_one(tiny_model_dir, tmp_path):
+    """num_processes=2: generate_texts launches 2 ranks that sample into their own shards; the records (greedy) equal
+    1 process's, every id once, returned in input order; a lost shard is resampled by a second launch."""
+    ref, cfg = ModelRef(tiny_model_dir), ModelConfig(path=tiny_model_dir, finetune="lora")
+    sc = SamplingConfig(batch_size=2, max_new_tokens=6, stop=[], shard_size=2)
+    one = generate_texts(ref, cfg, PROMPTS, sc, out_dir=tmp_path / "one")
+    two = generate_texts(ref, cfg, PROMPTS, sc, out_dir=tmp_path / "two", num_processes=2, accelerate_config=CPU_2PROC)
+    assert two == one and [r["id"] for r in two] == [p["id"] for p in PROMPTS]
+    assert sorted(p.name for p in (tmp_path / "two").glob("shard-*.jsonl")) == [
+        f"shard-0000{i}-r{r}.jsonl" for i in range(3) for r in (0, 1)]  # 5 records per rank, 2 per shard
+    lines = [json.loads(l) for p in (tmp_path / "two").glob("shard-*.jsonl") for l in p.read_text().splitlines()]
+    assert sorted(r["id"] for r in lines) == sorted(p["id"] for p in PROMPTS)  # every id exactly once
+    job = json.loads((tmp_path / "two" / "job.json").read_text())
+    assert (job["kind"], job["num_processes"], len(job["prompts"])) == ("sample", 2, len(PROMPTS))
+    assert (tmp_path / "two" / "launch.log").stat().st_size > 0  # the ranks' output
+    (tmp_path / "two" / "shard-00001-r1.jsonl").unlink()  # lose a shard: a second launch redoes only its 2 ids
+    assert generate_texts(ref, cfg, PROMPTS, sc, out_dir=tmp_path / "two", num_processes=2,
+                          accelerate_config=CPU_2PROC) == one
+    assert len(read_shards(tmp_path / "two")) == len(PROMPTS)
+
+
+@pytest.mark.slow
+def test_failed_sampling_launch_names_its_log(tiny_model_dir, tmp_path):
+    "A launch that does not start 2 ranks (a MULTI_CPU accelerate config starts 1) fails with the log's path and tail."
+    acc = tmp_path / "multi_cpu.yaml"
+    acc.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_CPU\nnum_machines: 1\nnum_processes: 2\n"
+                   "mixed_precision: 'no'\nuse_cpu: true\n")
+    with pytest.raises(RuntimeError) as e:
+        generate_texts(ModelRef(tiny_model_dir), ModelConfig(path=tiny_model_dir, finetune="lora"), PROMPTS,
+                       SamplingConfig(max_new_tokens=4), out_dir=tmp_path / "s", num_processes=2, accelerate_config=str(acc))
+    assert f"full output in {tmp_path / 's' / 'launch.log'}" in str(e.value)
+    assert "the job asks for num_processes=2 but this launch runs 1 process" in str(e.value)  # the log's tail
+
+
+def test_finished_out_dir_returns_without_launching(tiny_model_dir, tmp_path, monkeypatch):
+    "A finished out_dir is read back, whatever num_processes; other settings fail before anything is launched."
+    import w2s_nb.sample as S
+    ref, cfg, sc = ModelRef(tiny_model_dir), ModelConfig(path=tiny_model_dir, finetune="lora"), SamplingConfig(max_new_tokens=4)
+    first = generate_texts(ref, cfg, PROMPTS[:4], sc, out_dir=tmp_path)
+    monkeypatch.setattr(S, "launch_job", lambda *a, **k: pytest.fail("launched although every id is done"))
+    assert generate_texts(ref, cfg, PROMPTS[:4], sc, out_dir=tmp_path, num_processes=2, accelerate_config=CPU_2PROC) == first
+    with pytest.raises(ValueError, match="other settings"):
+        generate_texts(ref, cfg, PROMPTS[:5], SamplingConfig(max_new_tokens=5), out_dir=tmp_path, num_processes=2,
+                       accelerate_config=CPU_2PROC)
+
+
+def test_vllm_keeps_one_process(tiny_model_dir, tmp_path, monkeypatch):
+    "backend vllm with num_processes=2 samples in this process (vLLM parallelises itself); nothing is launched."
+    import w2s_nb.sample as S
+    monkeypatch.setattr(S, "choose_backend", lambda backend, device: "vllm")
+    monkeypatch.setattr(S, "_load_vllm", lambda *a: "engine")
+    monkeypatch.setattr(S, "shutdown_vllm", lambda llm: None)
+    monkeypatch.setattr(S, "vllm_generate_fn", lambda llm, n, *a: lambda ps, seed: [[p[-3:]] * n for p in ps])
+    monkeypatch.setattr(S, "launch_job", lambda *a, **k: pytest.fail("vLLM sampling was launched"))
+    recs = generate_texts(ModelRef(tiny_model_dir), ModelConfig(path=tiny_model_dir), PROMPTS, SamplingConfig(backend="vllm"),
+                          out_dir=tmp_path, num_processes=2, accelerate_config=CPU_2PROC)
+    assert [r["samples"] for r in recs] == [[p["prompt"][-3:]] for p in PROMPTS]
+
+
 CHILD = """
 import os, signal, sys
 from w2s_nb.config import ModelConfig, SamplingConfig

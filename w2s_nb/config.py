@@ -169,7 +169,7 @@ class RunConfig:
     out_dir: str = opt("runs")
     seed: int = opt(0, ge=0)
     device: str = opt("auto", choices=DEVICES)
-    num_processes: int = opt(1, ge=1, help=">1: training runs under `accelerate launch`")
+    num_processes: int = opt(1, ge=1, help=">1: training and transformers sampling run under `accelerate launch`")
     accelerate_config: Optional[str] = opt(None, help="accelerate config file (see environments/)")
     data: DataConfig = opt(default_factory=DataConfig)
     weak: ModelConfig = opt(default_factory=lambda: ModelConfig(path="world:weak"))

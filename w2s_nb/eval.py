@@ -153,7 +153,7 @@ def eval_sampling(cfg: EvalConfig, sampling: SamplingConfig) -> SamplingConfig:
 
 def evaluate(ref, model_cfg: ModelConfig, test_records: list[dict], prompts: list[dict], cfg: EvalConfig,
              sampling: SamplingConfig, fmt: str, out_path=None, seed: int = 0, device: str = "cpu",
-             samples_dir=None, rule: str = "strict") -> dict:
+             samples_dir=None, rule: str = "strict", num_processes: int = 1, accelerate_config: Optional[str] = None) -> dict:
     "Answer `prompts` (`{id, prompt}`) with model `ref`, score against `test_records` (`id`, `answer`), write rows to `out_path`."
     from w2s_nb.sample import generate_texts
     gold = {r["id"]: r["answer"] for r in test_records}
@@ -162,7 +162,8 @@ def evaluate(ref, model_cfg: ModelConfig, test_records: list[dict], prompts: lis
     greedy = cfg.n == 1
     out = generate_texts(ref, model_cfg, prompts, eval_sampling(cfg, sampling), n=cfg.n,
                          temperature=0.0 if greedy else cfg.temperature, top_p=1.0, seed=seed, device=device,
-                         out_dir=None if samples_dir is None else str(samples_dir))
+                         out_dir=None if samples_dir is None else str(samples_dir), num_processes=num_processes,
+                         accelerate_config=accelerate_config)
     rows = score_predictions(out, gold, fmt, sampling.stop, rule)
     if out_path is not None: atomic_write_jsonl(out_path, rows)
     return summarize(rows)
@@ -196,7 +197,8 @@ def _eval_one(rd: RunDir, name: str, ref, model_cfg: ModelConfig, test: list[dic
             shutil.rmtree(samples, ignore_errors=True)
             atomic_write_json(key_file, dict(key=key, ref=ref.to_dict()))
         evaluate(ref, model_cfg, test, prompts, cfg.eval, cfg.sampling, fmt, out_path=out, seed=cfg.seed,
-                 device=device, samples_dir=samples, rule=cfg.data.answer_extraction)
+                 device=device, samples_dir=samples, rule=cfg.data.answer_extraction, num_processes=cfg.num_processes,
+                 accelerate_config=cfg.accelerate_config)
     return read_jsonl(out)
 
 def run_eval(cfg: RunConfig, rd: RunDir) -> dict:

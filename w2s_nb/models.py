@@ -240,8 +240,10 @@ def attach_adapter(model, adapters: list, trainable: bool = False):
     return PeftModel.from_pretrained(model, _adapter_dir(adapters[0]), is_trainable=trainable) if adapters else model
 
 # %% ../nbs/04_models.ipynb #5b0e8d21
-def load_model(ref: ModelRef, cfg: ModelConfig, device: str, train: Optional[TrainSettings] = None):
-    "Load `ref` on `device`, for inference or (`train`) for training; 4-bit with its adapter unmerged under QLoRA."
+def load_model(ref: ModelRef, cfg: ModelConfig, device: str, train: Optional[TrainSettings] = None,
+               mode: Optional[str] = None):
+    """Load `ref` on `device`, for inference or (`train`) for training; 4-bit with its adapter unmerged under QLoRA.
+    `mode`: the launch mode whose placement to use (default: this process's, `launch_mode()`)."""
     from transformers import AutoModelForCausalLM
     device = _local_device(resolve_device(device))
     path, gguf = _source(ref, cfg)
@@ -251,7 +253,7 @@ def load_model(ref: ModelRef, cfg: ModelConfig, device: str, train: Optional[Tra
     else: kw["use_safetensors"] = True
     quantized = effective_finetune(cfg, device) == "qlora"
     if quantized and gguf: raise ValueError("QLoRA on a GGUF file: convert it first (`convert_gguf`) and use the directory")
-    place, prepare_kbit = placement_kwargs(launch_mode(), device, dtype, quantized)
+    place, prepare_kbit = placement_kwargs(mode or launch_mode(), device, dtype, quantized)
     kw.update(place)
     model = AutoModelForCausalLM.from_pretrained(path, **kw)
     if not quantized: model = merge_adapters(model, ref.adapters)

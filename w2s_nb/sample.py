@@ -9,22 +9,27 @@ import hashlib
 import json
 import logging
 import os
+import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+from fastcore.imports import IN_NOTEBOOK
 from tqdm.auto import tqdm
 
 from .answers import cut_at_stop
-from .config import ModelConfig, SamplingConfig
-from .models import ModelRef, load_model, load_tokenizer, resolve_device, save_merged
+from .config import ModelConfig, SamplingConfig, from_dict, to_dict, validate
+from .models import ModelRef, _local_device, load_model, load_tokenizer, resolve_device, save_merged
 from .rundir import atomic_write_text
+from .train import check_job_world, launch_job, read_job  # the launcher training uses
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'hf_generate', 'read_shards', 'rank_and_world', 'shard_name', 'batch_bounds', 'remove_stale_tmp', 'sample',
-           'vllm_problem', 'choose_backend', 'shutdown_vllm', 'vllm_generate_fn', 'generate_texts']
+__all__ = ['log', 'hf_generate', 'read_shards', 'rank_and_world', 'shard_name', 'finished_records', 'batch_bounds',
+           'remove_stale_tmp', 'sample', 'vllm_problem', 'choose_backend', 'shutdown_vllm', 'vllm_generate_fn',
+           'launch_sampling', 'generate_texts', 'run_sample_job', 'main']
 
 # %% ../nbs/06_sample.ipynb #ac873821
 def hf_generate(model, tokenizer, prompts: list, n: int, temperature: float, top_p: float, max_new_tokens: int,
@@ -81,6 +86,26 @@ def _check_settings(out_dir, settings: dict):
                              "Use another out_dir or delete it.")
     else: atomic_write_text(p, json.dumps(settings) + "\n")
 
+def _open_out_dir(out_dir, recs: list, n: int, temperature: float, top_p: float, max_new_tokens: int, stop, seed: int,
+                  **batching) -> dict:
+    """Create or reopen `out_dir` for sampling `recs` with these settings (the batching ones do not change the samples):
+    `{id: record}` already written; an error for other settings or an id written for another prompt."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    _check_settings(out_dir, dict(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                  stop=list(stop or []), seed=seed))
+    done = read_shards(out_dir)
+    for r in recs:
+        if r["id"] in done and done[r["id"]]["prompt"] != r["prompt"]:
+            raise ValueError(f"{out_dir}: id {r['id']!r} was written for another prompt")
+    return done
+
+def finished_records(out_dir, recs: list) -> Optional[list]:
+    "The records of `recs` (`{id, prompt}`) in input order when `out_dir` holds every one for the same prompt, else None."
+    if out_dir is None or not (Path(out_dir) / "sampling.json").exists(): return None
+    done = read_shards(out_dir)
+    if all(r["id"] in done and done[r["id"]]["prompt"] == r["prompt"] for r in recs): return [done[r["id"]] for r in recs]
+    return None
+
 def _as_records(prompts) -> list:
     "Normalise prompts (strings, or dicts with id and prompt) to `[{id, prompt}]`; ids must be unique."
     recs = [{"id": i, "prompt": p} if isinstance(p, str) else {"id": p["id"], "prompt": p["prompt"]}
@@ -133,15 +158,7 @@ def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_
     if temperature < 0: raise ValueError(f"temperature={temperature}: expected >= 0")
     if not 0 < top_p <= 1: raise ValueError(f"top_p={top_p}: expected 0 < top_p <= 1")
     recs = _as_records(prompts)
-    done = {}
-    if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        _check_settings(out_dir, dict(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                                      stop=list(stop or []), seed=seed))
-        done = read_shards(out_dir)
-        for r in recs:
-            if r["id"] in done and done[r["id"]]["prompt"] != r["prompt"]:
-                raise ValueError(f"{out_dir}: id {r['id']!r} was written for another prompt")
+    done = {} if out_dir is None else _open_out_dir(out_dir, recs, n, temperature, top_p, max_new_tokens, stop, seed)
     rank, world = rank_and_world() if out_dir is not None else (0, 1)
     if out_dir is not None: remove_stale_tmp(out_dir, rank, world)  # a killed run's unfinished write
     _barrier(world)  # every rank has read the same shards before any rank writes one
@@ -228,25 +245,68 @@ def _load_vllm(ref: ModelRef, cfg: ModelConfig, seed: int, work_dir):
     return LLM(model=path, dtype=cfg.dtype, seed=seed, trust_remote_code=cfg.trust_remote_code, **quant)
 
 # %% ../nbs/06_sample.ipynb #da01c6d9
+def _hf_sample(ref: ModelRef, cfg: ModelConfig, recs: list, kw: dict, device: str, mode: Optional[str] = None) -> list:
+    "Sample `recs` with transformers in this process (`kw`: `sample`'s settings; `mode`: the launch mode to load for)."
+    model, tok = load_model(ref, cfg, device, mode=mode), load_tokenizer(ref, cfg, padding_side="left")
+    return sample(model, tok, recs, **kw)
+
+def launch_sampling(ref: ModelRef, cfg: ModelConfig, recs: list, kw: dict, device: str, num_processes: int,
+                    accelerate_config: Optional[str] = None) -> list:
+    """Sample `recs` on `num_processes` ranks under `accelerate launch` (`python -m w2s_nb.sample JOB.json`), each into
+    its own shards in `kw['out_dir']` (a temporary folder when None); the records in input order."""
+    if kw["out_dir"] is None:  # the ranks hand their records back in shards
+        with tempfile.TemporaryDirectory() as d:
+            return launch_sampling(ref, cfg, recs, {**kw, "out_dir": d}, device, num_processes, accelerate_config)
+    out_dir = Path(kw["out_dir"])
+    _open_out_dir(recs=recs, **kw)  # other settings or prompts: the error here, not in every rank
+    job = dict(kind="sample", ref=ref.to_dict(), cfg=to_dict(cfg), prompts=recs, sample={**kw, "out_dir": str(out_dir)},
+               device=device, num_processes=num_processes)
+    launch_job(job, out_dir, num_processes, accelerate_config, module="w2s_nb.sample",
+               done=lambda: finished_records(out_dir, recs) is not None)
+    return finished_records(out_dir, recs)
+
 def generate_texts(ref: ModelRef, cfg: ModelConfig, prompts: list, sampling: SamplingConfig, n: int = 1,
                    temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, device: str = "cpu",
-                   out_dir=None) -> list:
-    "Load `ref` and sample `n` completions per `{id, prompt}` → `[{id, prompt, samples}]` in input order."
+                   out_dir=None, num_processes: int = 1, accelerate_config: Optional[str] = None) -> list:
+    """Load `ref` and sample `n` completions per `{id, prompt}` → `[{id, prompt, samples}]` in input order.
+    With transformers and `num_processes > 1`, sampling runs under `accelerate launch` on that many ranks
+    (`launch_sampling`). vLLM keeps one process: it spreads a model over GPUs itself (tensor parallelism)."""
     recs = _as_records(prompts)
-    if out_dir is not None and (Path(out_dir) / "sampling.json").exists():
-        done = read_shards(out_dir)
-        if all(r["id"] in done and done[r["id"]]["prompt"] == r["prompt"] for r in recs):
-            return [done[r["id"]] for r in recs]
+    if (done := finished_records(out_dir, recs)) is not None: return done
     device = resolve_device(device)
     kw = dict(n=n, temperature=temperature, top_p=top_p, max_new_tokens=sampling.max_new_tokens, stop=sampling.stop,
               batch_size=sampling.batch_size, max_batch_tokens=sampling.max_batch_tokens, seed=seed, out_dir=out_dir,
               shard_size=sampling.shard_size)
     if choose_backend(sampling.backend, device) == "vllm":
-        import tempfile
         llm = _load_vllm(ref, cfg, seed, out_dir or tempfile.mkdtemp())
         whole_shards = dict(batch_size=sampling.shard_size * (1 if temperature == 0 else n), max_batch_tokens=None)
         try: return sample(None, None, recs, **{**kw, **whole_shards}, generate_fn=vllm_generate_fn(
                 llm, n, temperature, top_p, sampling.max_new_tokens, sampling.stop))
         finally: shutdown_vllm(llm)
-    model, tok = load_model(ref, cfg, device), load_tokenizer(ref, cfg, padding_side="left")
-    return sample(model, tok, recs, **kw)
+    if num_processes > 1 and "WORLD_SIZE" not in os.environ:
+        return launch_sampling(ref, cfg, recs, kw, device, num_processes, accelerate_config)
+    return _hf_sample(ref, cfg, recs, kw, device)
+
+# %% ../nbs/06_sample.ipynb #5a3e0c72
+def _start_process_group(device: str):
+    "Join this launch's process group (NCCL on CUDA, gloo on CPU), so that `sample`'s ranks can wait for each other."
+    import torch.distributed as dist
+    if dist.is_initialized(): return
+    if device.startswith("cuda"): torch.cuda.set_device(_local_device(device))
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+
+def run_sample_job(job: dict) -> list:
+    "One rank of a launched sampling job (as `launch_sampling` writes it): the whole model on this rank's device, its slice of the prompts."
+    check_job_world(job)
+    _start_process_group(job["device"])
+    try: return _hf_sample(ModelRef.from_dict(job["ref"]), validate(from_dict(ModelConfig, job["cfg"])), job["prompts"],
+                           job["sample"], job["device"], mode="ddp")  # data parallel under any accelerate config
+    finally:
+        if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
+
+def main(argv=None):
+    "`python -m w2s_nb.sample JOB.json` (under `accelerate launch`, which `generate_texts` runs)."
+    run_sample_job(read_job(sys.argv[1:] if argv is None else argv, "w2s_nb.sample"))
+
+# A notebook (Jupyter, or nbdev_test's kernel) also runs as `__main__`; only a real module run has `__file__`.
+if __name__ == "__main__" and not IN_NOTEBOOK and "__file__" in globals(): main()

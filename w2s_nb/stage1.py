@@ -101,8 +101,7 @@ def run_stage1(cfg: RunConfig, rd: RunDir) -> dict:
     base, run = base_ref(cfg.strong), dict(seed=cfg.seed, device=dev, num_processes=cfg.num_processes, accelerate_config=cfg.accelerate_config)
     def label(ref: ModelRef, prompts: list[dict], out) -> list[dict]:
         "Greedy labels of D_gold,2 by the strong model `ref`."
-        texts = generate_texts(ref, cfg.strong, prompts, cfg.sampling, n=1, temperature=0.0, seed=cfg.seed, device=dev,
-                               out_dir=out)
+        texts = generate_texts(ref, cfg.strong, prompts, cfg.sampling, n=1, temperature=0.0, out_dir=out, **run)
         return label_records(q2, texts, fmt, cfg.data.answer_extraction)
     models, refs, rounds = {}, {}, []
     for t in range(1, cfg.stage1.rounds + 1):

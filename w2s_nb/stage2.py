@@ -89,7 +89,8 @@ def run_stage2(cfg: RunConfig, rd: RunDir) -> dict:
     m_plus = model_ref(rd, read_models(rd, ["stage1"])["m_plus"])
     d_weak = read_jsonl(rd.path("weak", "d_weak.jsonl"))
     sampled = generate_texts(m_plus, cfg.strong, question_prompts(d_weak, cfg), cfg.sampling, n=s2.n, temperature=s2.temperature,
-                             top_p=s2.top_p, seed=cfg.seed, device=dev, out_dir=rd.path("stage2", "samples"))
+                             top_p=s2.top_p, seed=cfg.seed, device=dev, out_dir=rd.path("stage2", "samples"),
+                             num_processes=cfg.num_processes, accelerate_config=cfg.accelerate_config)
     conf, pairs, skipped = build_pairs(d_weak, sampled, s2, fmt, cfg.data.prompt_template, cfg.seed,
                                        cfg.data.answer_extraction)
     atomic_write_jsonl(rd.path("stage2", "confidence.jsonl"), conf)

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from fastcore.imports import IN_NOTEBOOK
@@ -22,7 +22,8 @@ from .rundir import atomic_write_text, replace_dir
 
 # %% auto #0
 __all__ = ['RESULT', 'finished', 'world_size', 'saved_model_problem', 'read_train_log', 'release_memory', 'train_sft',
-           'preference_trainer', 'train_preference', 'run_job', 'launch_command', 'main', 'completion_logprobs']
+           'preference_trainer', 'train_preference', 'check_job_world', 'run_job', 'launch_command', 'launch_job',
+           'read_job', 'main', 'completion_logprobs']
 
 # %% ../nbs/05_train.ipynb #1b11a2f7
 RESULT = "result.json"
@@ -209,11 +210,15 @@ def train_preference(ref: ModelRef, cfg: ModelConfig, pref: PrefSettings, method
     finally: release_memory()
 
 # %% ../nbs/05_train.ipynb #1a176dcd
-def run_job(job: dict) -> ModelRef:
-    "Run a training job spec (a dict as written by `train_sft`/`train_preference`) in this process."
+def check_job_world(job: dict):
+    "Refuse to run a job under a launch with another number of processes than it asks for."
     if job.get("num_processes", world_size()) != world_size():  # e.g. a MULTI_CPU accelerate config: 1 process
         raise RuntimeError(f"the job asks for num_processes={job['num_processes']} but this launch runs {world_size()} "
                            "process(es); check the accelerate config (on CPU: distributed_type MULTI_GPU with use_cpu: true)")
+
+def run_job(job: dict) -> ModelRef:
+    "Run a training job spec (a dict as written by `train_sft`/`train_preference`) in this process."
+    check_job_world(job)
     ref, cfg = ModelRef.from_dict(job["ref"]), validate(from_dict(ModelConfig, job["cfg"]))
     if job["kind"] == "sft":
         return _run_sft(ref, cfg, job["examples"], job["out_dir"], job["seed"], job["device"])
@@ -222,34 +227,46 @@ def run_job(job: dict) -> ModelRef:
                                job["pairs"], job["out_dir"], job["seed"], job["device"])
     raise ValueError(f"unknown job kind {job['kind']!r}: expected sft or preference")
 
-def launch_command(job_path, num_processes: int, accelerate_config: Optional[str] = None) -> list[str]:
-    "The `accelerate launch` command line that runs a job file on `num_processes` processes."
+def launch_command(job_path, num_processes: int, accelerate_config: Optional[str] = None,
+                   module: str = "w2s_nb.train") -> list[str]:
+    "The `accelerate launch` command line that runs `python -m module JOB.json` on `num_processes` processes."
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     if accelerate_config: cmd += ["--config_file", str(accelerate_config)]
     else: cmd += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    return cmd + ["--num_processes", str(num_processes), "-m", "w2s_nb.train", str(job_path)]
+    return cmd + ["--num_processes", str(num_processes), "-m", module, str(job_path)]
 
-def _launch(job: dict, out_dir, num_processes: int, accelerate_config: Optional[str]) -> ModelRef:
-    "Write the job to `out_dir/job.json`, run it under `accelerate launch`, return its result."
+def launch_job(job: dict, out_dir, num_processes: int, accelerate_config: Optional[str], module: str = "w2s_nb.train",
+               done: Callable[[], bool] = lambda: True) -> Path:
+    """Write `job` to `out_dir/job.json` and run it with `python -m module` under `accelerate launch` on `num_processes`
+    processes, their output streamed live and kept in `out_dir/launch.log` (returned). Unless the launch exits 0 and
+    `done()` (the job left its results) holds, raise with the log's path and its last lines."""
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     job_path = atomic_write_text(out_dir / "job.json", json.dumps(job))
     log_path = out_dir / "launch.log"
     with open(log_path, "wb") as log:  # stream the ranks' output (progress bars) live and keep a copy
-        p = subprocess.Popen(launch_command(job_path, num_processes, accelerate_config),
+        p = subprocess.Popen(launch_command(job_path, num_processes, accelerate_config, module),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         while chunk := os.read(p.stdout.fileno(), 4096):
             log.write(chunk); sys.stderr.write(chunk.decode(errors="replace")); sys.stderr.flush()
         rc = p.wait()
-    if rc != 0 or finished(out_dir) is None:
+    if rc != 0 or not done():
         tail = log_path.read_bytes()[-3000:].decode(errors="replace")
-        raise RuntimeError(f"accelerate launch failed (exit {rc}; full output in {log_path}); last output:\n{tail}")
+        raise RuntimeError(f"accelerate launch of {module} failed (exit {rc}; full output in {log_path}); last output:\n{tail}")
+    return log_path
+
+def _launch(job: dict, out_dir, num_processes: int, accelerate_config: Optional[str]) -> ModelRef:
+    "Run a training job under `accelerate launch`; return its result."
+    launch_job(job, out_dir, num_processes, accelerate_config, done=lambda: finished(out_dir) is not None)
     return finished(out_dir)
+
+def read_job(argv, module: str) -> dict:
+    "The job of `python -m module JOB.json` (`argv`: the arguments after the module)."
+    if len(argv) != 1: raise SystemExit(f"usage: python -m {module} JOB.json")
+    return json.loads(Path(argv[0]).read_text())
 
 def main(argv=None):
     "`python -m w2s_nb.train JOB.json` (normally under `accelerate launch`)."
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1: raise SystemExit("usage: python -m w2s_nb.train JOB.json")
-    print(run_job(json.loads(Path(argv[0]).read_text())).to_json())
+    print(run_job(read_job(sys.argv[1:] if argv is None else argv, "w2s_nb.train")).to_json())
 
 # A notebook (Jupyter, or nbdev_test's kernel) also runs as `__main__`; only a real module run has `__file__`.
 if __name__ == "__main__" and not IN_NOTEBOOK and "__file__" in globals(): main()

@@ -80,7 +80,8 @@ def run_weak(cfg: RunConfig, rd: RunDir) -> dict:
     def answer(recs: list[dict], sub: str) -> list[dict]:
         "The weak model's greedy zero-shot label records for `recs`."
         out = generate_texts(weak, cfg.weak, question_prompts(recs, cfg), cfg.sampling, n=1, temperature=0.0,
-                             seed=cfg.seed, device=dev, out_dir=rd.path("weak", sub))
+                             seed=cfg.seed, device=dev, out_dir=rd.path("weak", sub), num_processes=cfg.num_processes,
+                             accelerate_config=cfg.accelerate_config)
         return label_records(recs, out, fmt, cfg.data.answer_extraction)
     d_weak = answer(read_jsonl(rd.path("data", "gold2_questions.jsonl")), "d_weak_shards")
     atomic_write_jsonl(rd.path("weak", "d_weak.jsonl"), d_weak)
