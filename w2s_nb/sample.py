@@ -22,7 +22,7 @@ from .answers import cut_at_stop
 from .config import ModelConfig, SamplingConfig, from_dict, to_dict, validate
 from .models import ModelRef, _local_device, load_model, load_tokenizer, resolve_device, save_merged
 from .rundir import atomic_write_text
-from .train import check_job_world, launch_job, read_job  # the launcher training uses
+from .train import check_job_world, in_launch, launch_job, read_job, world_size  # the launcher training uses
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def read_shards(out_dir) -> dict:
 
 def rank_and_world() -> tuple[int, int]:
     "(this process's rank, number of processes) of a launch; (0, 1) in a plain process."
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    return int(os.environ.get("RANK", 0)), world_size()
 
 def shard_name(index: int, rank: int = 0, world: int = 1) -> str:
     "A shard's file name; under several processes it names the rank, so ranks never write the same file."
@@ -283,7 +283,7 @@ def generate_texts(ref: ModelRef, cfg: ModelConfig, prompts: list, sampling: Sam
         try: return sample(None, None, recs, **{**kw, **whole_shards}, generate_fn=vllm_generate_fn(
                 llm, n, temperature, top_p, sampling.max_new_tokens, sampling.stop))
         finally: shutdown_vllm(llm)
-    if num_processes > 1 and "WORLD_SIZE" not in os.environ:
+    if num_processes > 1 and not in_launch():
         return launch_sampling(ref, cfg, recs, kw, device, num_processes, accelerate_config)
     return _hf_sample(ref, cfg, recs, kw, device)
 

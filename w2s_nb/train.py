@@ -21,9 +21,9 @@ from .models import (ModelRef, effective_finetune, load_model, load_tokenizer, l
 from .rundir import atomic_write_text, replace_dir
 
 # %% auto #0
-__all__ = ['RESULT', 'finished', 'world_size', 'saved_model_problem', 'read_train_log', 'release_memory', 'train_sft',
-           'preference_trainer', 'train_preference', 'check_job_world', 'run_job', 'launch_command', 'launch_job',
-           'read_job', 'main', 'completion_logprobs']
+__all__ = ['RESULT', 'finished', 'world_size', 'in_launch', 'saved_model_problem', 'read_train_log', 'release_memory',
+           'train_sft', 'preference_trainer', 'train_preference', 'check_job_world', 'run_job', 'launch_command',
+           'launch_job', 'read_job', 'main', 'completion_logprobs']
 
 # %% ../nbs/05_train.ipynb #1b11a2f7
 RESULT = "result.json"
@@ -44,6 +44,10 @@ def _check_examples(rows: list, keys: tuple, what: str) -> list:
 def world_size() -> int:
     "The number of processes of this launch (1 outside `accelerate launch` / torchrun)."
     return int(os.environ.get("WORLD_SIZE", 1))
+
+def in_launch() -> bool:
+    "Whether this process is a rank of an `accelerate launch` / torchrun (so it must not launch one itself)."
+    return "WORLD_SIZE" in os.environ
 
 def _common_args(out_dir, s: TrainSettings, cfg: ModelConfig, seed: int, device: str, num_processes: int = 1) -> dict:
     """Keyword arguments shared by every TRL config: a trainer's settings `s`, mixed precision from `cfg.dtype`;
@@ -139,7 +143,7 @@ def train_sft(ref: ModelRef, cfg: ModelConfig, examples: list, out_dir, seed: in
     examples = _check_examples(examples, ("prompt", "completion"), "train_sft")
     device = resolve_device(device)
     per_device_grad_accum(cfg.sft.grad_accum, num_processes)  # a clear error here, not in every rank
-    if num_processes > 1 and "WORLD_SIZE" not in os.environ:
+    if num_processes > 1 and not in_launch():
         return _launch(dict(kind="sft", ref=ref.to_dict(), cfg=to_dict(cfg), examples=examples,
                             out_dir=str(out_dir), seed=seed, device=device, num_processes=num_processes), out_dir, num_processes, accelerate_config)
     try: return _run_sft(ref, validate(cfg), examples, out_dir, seed, device, callbacks)
@@ -202,7 +206,7 @@ def train_preference(ref: ModelRef, cfg: ModelConfig, pref: PrefSettings, method
     pairs = _check_examples(pairs, ("prompt", "chosen", "rejected"), "train_preference")
     device = resolve_device(device)
     per_device_grad_accum(pref.grad_accum, num_processes)
-    if num_processes > 1 and "WORLD_SIZE" not in os.environ:
+    if num_processes > 1 and not in_launch():
         return _launch(dict(kind="preference", ref=ref.to_dict(), cfg=to_dict(cfg), pref=to_dict(pref), method=method,
                             pairs=pairs, out_dir=str(out_dir), seed=seed, device=device, num_processes=num_processes),
                        out_dir, num_processes, accelerate_config)
