@@ -124,5 +124,6 @@ def test_gpu_configs_are_valid_and_split_batches():
     for p in [root / "gpu-smoke.yaml", *sorted(q for q in (root / "paper").glob("*.yaml") if not q.name.startswith("_"))]:
         cfg = load_config(p)
         assert cfg.sampling.max_batch_tokens, p.name
+        assert (cfg.sampling.backend, cfg.sampling.vllm_adapters, cfg.sampling.tensor_parallel_size) == ("vllm", "lora", 1), p.name
     smoke = load_config(root / "gpu-smoke.yaml", ["num_processes=2"])
     assert (smoke.sampling.backend, smoke.strong.finetune, smoke.strong.path) == ("vllm", "qlora", "Qwen/Qwen2.5-1.5B")

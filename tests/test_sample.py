@@ -193,7 +193,7 @@ def test_vllm_keeps_one_process(tiny_model_dir, tmp_path, monkeypatch):
     "backend vllm with num_processes=2 samples in this process (vLLM parallelises itself); nothing is launched."
     import w2s_nb.sample as S
     monkeypatch.setattr(S, "choose_backend", lambda backend, device: "vllm")
-    monkeypatch.setattr(S, "_load_vllm", lambda *a: "engine")
+    monkeypatch.setattr(S, "_load_vllm", lambda *a: ("engine", None))
     monkeypatch.setattr(S, "shutdown_vllm", lambda llm: None)
     monkeypatch.setattr(S, "vllm_generate_fn", lambda llm, n, *a: lambda ps, seed: [[p[-3:]] * n for p in ps])
     monkeypatch.setattr(S, "launch_job", lambda *a, **k: pytest.fail("vLLM sampling was launched"))
@@ -276,7 +276,7 @@ def test_vllm_gets_whole_shards_and_is_shut_down(tiny_model_dir, tmp_path, monke
     import w2s_nb.sample as S
     calls, events = [], []
     monkeypatch.setattr(S, "choose_backend", lambda backend, device: "vllm")
-    monkeypatch.setattr(S, "_load_vllm", lambda *a: events.append("load") or "engine")
+    monkeypatch.setattr(S, "_load_vllm", lambda *a: events.append("load") or ("engine", None))
     monkeypatch.setattr(S, "shutdown_vllm", lambda llm: events.append(("shutdown", llm)))
     monkeypatch.setattr(S, "vllm_generate_fn", lambda llm, n, *a: lambda ps, seed: calls.append(len(ps)) or [[p[-3:]] * n for p in ps])
     prompts = [{"id": i, "prompt": f"Question {i}"} for i in range(10)]
@@ -286,6 +286,74 @@ def test_vllm_gets_whole_shards_and_is_shut_down(tiny_model_dir, tmp_path, monke
     assert calls == [4, 4, 2] and events == ["load", ("shutdown", "engine")]
     assert [len(read_jsonl(p)) for p in sorted(tmp_path.glob("shard-*.jsonl"))] == [4, 4, 2]
     assert [r["samples"] for r in recs] == [[p["prompt"][-3:]] * 3 for p in prompts]
+
+
+def fake_vllm(monkeypatch, calls: list):
+    "A stand-in `vllm` module (no GPU here) that records what the engine is built with and asked for."
+    import types
+    vllm, lora, req = (types.ModuleType(n) for n in ("vllm", "vllm.lora", "vllm.lora.request"))
+    class LLM:
+        def __init__(self, **kw): calls.append(("LLM", kw))
+        def generate(self, prompts, sp, use_tqdm=True, lora_request=None):
+            calls.append(("generate", len(prompts), lora_request))
+            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=p[-3:] + "Question 9")] * sp.n) for p in prompts]
+    class SamplingParams:
+        def __init__(self, **kw): self.__dict__.update(kw)
+    vllm.LLM, vllm.SamplingParams, req.LoRARequest = LLM, SamplingParams, lambda *a: ("LoRARequest", *a)
+    for m in (vllm, lora, req): monkeypatch.setitem(sys.modules, m.__name__, m)
+
+
+def adapter_dir(path, r: int):
+    path.mkdir(parents=True)
+    (path / "adapter_config.json").write_text(json.dumps({"r": r}))
+    return str(path)
+
+
+def test_vllm_serves_a_qlora_adapter_over_the_base(tiny_model_dir, tmp_path, monkeypatch):
+    "One adapter: vLLM loads the 4-bit base once with LoRA slots and applies the adapter per call; no merged copy."
+    import w2s_nb.sample as S
+    calls = []
+    fake_vllm(monkeypatch, calls)
+    monkeypatch.setattr(S, "choose_backend", lambda backend, device: "vllm")
+    monkeypatch.setattr(S, "save_merged", lambda *a: pytest.fail("a merged copy was written"))
+    a = adapter_dir(tmp_path / "m_plus" / "adapter", r=12)
+    sc = SamplingConfig(backend="vllm", shard_size=2, tensor_parallel_size=2, stop=["Question"])
+    recs = generate_texts(ModelRef(tiny_model_dir, [a]), ModelConfig(path=tiny_model_dir, finetune="qlora"), PROMPTS[:5], sc,
+                          out_dir=tmp_path / "out")
+    assert calls[0] == ("LLM", dict(model=tiny_model_dir, dtype="auto", seed=0, trust_remote_code=False, tensor_parallel_size=2,
+                                    quantization="bitsandbytes", enable_lora=True, max_loras=1, max_lora_rank=16))
+    assert calls[1:] == [("generate", k, ("LoRARequest", "adapter", 1, a)) for k in (2, 2, 1)]
+    assert [r["samples"] for r in recs] == [[p["prompt"][-3:]] for p in PROMPTS[:5]]  # cut at the stop string
+
+
+def test_vllm_merges_a_stack_of_adapters_once(tiny_model_dir, tmp_path, monkeypatch, caplog):
+    "Two adapters (plain LoRA stacks them): one merged copy, reused on resume; no LoRA slots."
+    import w2s_nb.sample as S
+    calls, merged = [], []
+    fake_vllm(monkeypatch, calls)
+    monkeypatch.setattr(S, "choose_backend", lambda backend, device: "vllm")
+    def save_merged(ref, cfg, target):
+        merged.append(target); Path(target).mkdir(parents=True); (Path(target) / "config.json").write_text("{}")
+    monkeypatch.setattr(S, "save_merged", save_merged)
+    ref = ModelRef(tiny_model_dir, [adapter_dir(tmp_path / "r1", 8), adapter_dir(tmp_path / "r2", 8)])
+    cfg, out = ModelConfig(path=tiny_model_dir, finetune="lora"), tmp_path / "out"
+    for prompts in (PROMPTS[:2], PROMPTS[:3]):  # the second call adds a prompt: the engine starts again, no new merge
+        generate_texts(ref, cfg, prompts, SamplingConfig(backend="vllm"), out_dir=out)
+    assert merged == [str(out / "merged-model")]
+    engines = [c[1] for c in calls if c[0] == "LLM"]
+    assert [e["model"] for e in engines] == [str(out / "merged-model")] * 2
+    assert not any("enable_lora" in e or "quantization" in e for e in engines)
+    assert [c[2] for c in calls if c[0] == "generate"] == [None, None]
+    assert "vLLM serves one LoRA adapter per model; 2 adapters" in caplog.text
+
+
+def test_vllm_lora_rank(tmp_path):
+    from w2s_nb.sample import vllm_lora_rank
+    assert [vllm_lora_rank(adapter_dir(tmp_path / str(r), r)) for r in (1, 8, 9, 64, 65, 512)] == [1, 8, 16, 64, 128, 512]
+    with pytest.raises(ValueError, match="r=600; vLLM serves ranks up to 512"):
+        vllm_lora_rank(adapter_dir(tmp_path / "big", 600))
+    with pytest.raises(FileNotFoundError, match="no PEFT adapter config"):
+        vllm_lora_rank(tmp_path)
 
 
 def test_remove_stale_tmp_only_touches_this_ranks_shards(tmp_path):

@@ -110,6 +110,10 @@ class SamplingConfig:
     max_new_tokens: int = opt(512, ge=1)
     stop: list = opt(default_factory=lambda: ["Question", "Answer:"], help="strings that end a solution")
     shard_size: int = opt(256, ge=1, help="records per JSONL shard (resume granularity)")
+    tensor_parallel_size: int = opt(1, ge=1, help="vLLM: the GPUs one model is split over (tensor parallelism)")
+    vllm_adapters: str = opt("lora", choices=("lora", "merge"), help="vLLM and a fine-tuned model: lora serves its "
+                             "adapter over the base with vLLM's LoRA support (a model with several adapters is merged, "
+                             "logged); merge writes a merged full-precision copy once")
 
 DEMO_SOURCES = ("d_weak", "gold1")
 DEMO_CHOICES = ("random", "correct", "fixed")

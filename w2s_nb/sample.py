@@ -27,9 +27,10 @@ from .train import check_job_world, in_launch, launch_job, read_job, world_size 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'hf_generate', 'read_shards', 'rank_and_world', 'shard_name', 'finished_records', 'batch_bounds',
-           'remove_stale_tmp', 'sample', 'vllm_problem', 'choose_backend', 'shutdown_vllm', 'vllm_generate_fn',
-           'launch_sampling', 'generate_texts', 'run_sample_job', 'main']
+__all__ = ['log', 'VLLM_LORA_RANKS', 'hf_generate', 'read_shards', 'rank_and_world', 'shard_name', 'finished_records',
+           'batch_bounds', 'remove_stale_tmp', 'sample', 'vllm_problem', 'choose_backend', 'shutdown_vllm',
+           'vllm_lora_rank', 'vllm_engine_args', 'vllm_generate_fn', 'launch_sampling', 'generate_texts',
+           'run_sample_job', 'main']
 
 # %% ../nbs/06_sample.ipynb #ac873821
 def hf_generate(model, tokenizer, prompts: list, n: int, temperature: float, top_p: float, max_new_tokens: int,
@@ -221,28 +222,59 @@ def shutdown_vllm(llm):
     gc.collect()
     if torch.cuda.is_available(): torch.cuda.empty_cache()
 
-def vllm_generate_fn(llm, n: int, temperature: float, top_p: float, max_new_tokens: int, stop) -> Callable:
-    "A `generate_fn(prompts, seed)` for `sample` backed by a `vllm.LLM`."
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM's `max_lora_rank` accepts
+
+def vllm_lora_rank(adapter_dir) -> int:
+    "vLLM's `max_lora_rank` for a PEFT adapter: the smallest rank vLLM accepts that holds the adapter's `r`."
+    f = Path(adapter_dir) / "adapter_config.json"
+    if not f.is_file(): raise FileNotFoundError(f"{f}: no PEFT adapter config (expected a saved LoRA adapter)")
+    r = json.loads(f.read_text())["r"]
+    if r > VLLM_LORA_RANKS[-1]: raise ValueError(f"{f}: LoRA rank r={r}; vLLM serves ranks up to {VLLM_LORA_RANKS[-1]}")
+    return next(x for x in VLLM_LORA_RANKS if x >= r)
+
+def vllm_engine_args(ref: ModelRef, cfg: ModelConfig, sampling: SamplingConfig, seed: int, work_dir) -> dict:
+    """What `vllm.LLM` gets for `ref` (pure: no vLLM needed). Keys beyond vLLM's: `merge_to` (write a merged copy
+    there first: `ref` has several adapters, a GGUF base, or `vllm_adapters: merge`) and `lora` (the one adapter to
+    request per call, served over the base with vLLM's LoRA support: no merged copy of a 70B model per sampled model)."""
+    from w2s_nb.models import _adapter_dir, _source
+    path, gguf = _source(ref, cfg)
+    kw = dict(model=path, dtype=cfg.dtype, seed=seed, trust_remote_code=cfg.trust_remote_code,
+              tensor_parallel_size=sampling.tensor_parallel_size, merge_to=None, lora=None)
+    if cfg.finetune == "qlora": kw["quantization"] = "bitsandbytes"  # vLLM quantises the base to 4-bit as it loads
+    if len(ref.adapters) == 1 and not gguf and sampling.vllm_adapters == "lora":
+        adapter = _adapter_dir(ref.adapters[0])
+        kw.update(enable_lora=True, max_loras=1, max_lora_rank=vllm_lora_rank(adapter), lora=adapter)
+    elif ref.adapters:
+        if sampling.vllm_adapters == "lora":
+            log.warning("vLLM serves one LoRA adapter per model; %d adapters%s: writing a merged full-precision copy",
+                     len(ref.adapters), " over a GGUF base" if gguf else "")
+        kw.update(model=str(Path(work_dir) / "merged-model"), merge_to=str(Path(work_dir) / "merged-model"))
+    elif gguf: kw["model"] = str(Path(path) / gguf)
+    return kw
+
+def vllm_generate_fn(llm, n: int, temperature: float, top_p: float, max_new_tokens: int, stop,
+                     lora_request=None) -> Callable:
+    "A `generate_fn(prompts, seed)` for `sample` backed by a `vllm.LLM` (and the LoRA adapter to apply, if any)."
     from vllm import SamplingParams
     def fn(prompts, seed):
         greedy = temperature == 0
         sp = SamplingParams(n=1 if greedy else n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
                             stop=list(stop) if stop else None, seed=seed)
-        outs = llm.generate(prompts, sp, use_tqdm=False)
+        outs = llm.generate(prompts, sp, use_tqdm=False, lora_request=lora_request)
         return [[cut_at_stop(o.text, stop or ()) for o in out.outputs] * (n if greedy else 1) for out in outs]
     return fn
 
-def _load_vllm(ref: ModelRef, cfg: ModelConfig, seed: int, work_dir):
+def _load_vllm(ref: ModelRef, cfg: ModelConfig, sampling: SamplingConfig, seed: int, work_dir):
+    "Start a vLLM engine for `ref`: (engine, the `LoRARequest` to pass with each call or None)."
     from vllm import LLM
-    from w2s_nb.models import _source
-    path, gguf = _source(ref, cfg)
-    if ref.adapters:  # vLLM serves one model: merge the adapters into a saved full-precision copy once
-        target = Path(work_dir) / "merged-model"
-        if not (target / "config.json").exists(): save_merged(ref, cfg, target)
-        path = str(target)
-    elif gguf: path = str(Path(path) / gguf)
-    quant = dict(quantization="bitsandbytes") if cfg.finetune == "qlora" else {}
-    return LLM(model=path, dtype=cfg.dtype, seed=seed, trust_remote_code=cfg.trust_remote_code, **quant)
+    kw = vllm_engine_args(ref, cfg, sampling, seed, work_dir)
+    merge_to, adapter = kw.pop("merge_to"), kw.pop("lora")
+    if merge_to and not (Path(merge_to) / "config.json").exists(): save_merged(ref, cfg, merge_to)
+    llm = LLM(**kw)
+    if adapter is None: return llm, None
+    from vllm.lora.request import LoRARequest
+    return llm, LoRARequest("adapter", 1, adapter)
+
 
 # %% ../nbs/06_sample.ipynb #da01c6d9
 def _hf_sample(ref: ModelRef, cfg: ModelConfig, recs: list, kw: dict, device: str, mode: Optional[str] = None) -> list:
@@ -278,10 +310,10 @@ def generate_texts(ref: ModelRef, cfg: ModelConfig, prompts: list, sampling: Sam
               batch_size=sampling.batch_size, max_batch_tokens=sampling.max_batch_tokens, seed=seed, out_dir=out_dir,
               shard_size=sampling.shard_size)
     if choose_backend(sampling.backend, device) == "vllm":
-        llm = _load_vllm(ref, cfg, seed, out_dir or tempfile.mkdtemp())
+        llm, lora = _load_vllm(ref, cfg, sampling, seed, out_dir or tempfile.mkdtemp())
         whole_shards = dict(batch_size=sampling.shard_size * (1 if temperature == 0 else n), max_batch_tokens=None)
         try: return sample(None, None, recs, **{**kw, **whole_shards}, generate_fn=vllm_generate_fn(
-                llm, n, temperature, top_p, sampling.max_new_tokens, sampling.stop))
+                llm, n, temperature, top_p, sampling.max_new_tokens, sampling.stop, lora))
         finally: shutdown_vllm(llm)
     if num_processes > 1 and not in_launch():
         return launch_sampling(ref, cfg, recs, kw, device, num_processes, accelerate_config)
