@@ -59,8 +59,8 @@ class WorldSpec:
     batch_size: int = 8
     lr: float = 3e-3
     seed: int = 0
-    weak: ModelSpec = ModelSpec(hidden=64, layers=2, heads=4, intermediate=192, docs=12000)
-    strong: ModelSpec = ModelSpec(hidden=128, layers=4, heads=4, intermediate=384, docs=24000)
+    weak: ModelSpec = ModelSpec(hidden=64, layers=2, heads=4, intermediate=192, docs=24000)
+    strong: ModelSpec = ModelSpec(hidden=128, layers=4, heads=4, intermediate=384, docs=16000)
 
     def key(self, role: str | None = None) -> str:
         "Hash of the spec; of one `role`'s part (shared settings + its own model) when a role is given."
