@@ -50,22 +50,23 @@ def sft_figures(cfg, examples, out_dir) -> tuple[dict, object]:
                 sft_peak_gib=torch.cuda.max_memory_allocated() / GIB, freed_gib=freed), ref
 
 
-def mean_token_logprob(ref, cfg, prompts: list, completions: list) -> tuple[float, torch.Tensor]:
-    "Load `ref` from disk for inference on CUDA; mean per-token log-prob of the completions (and the raw sums)."
-    model, tok = load_model(ref, cfg.strong, "cuda"), load_tokenizer(ref, cfg.strong, padding_side="right")
-    lp = completion_logprobs(model, tok, prompts, completions)
-    n = sum(len(tok(c, add_special_tokens=False)["input_ids"]) for c in completions)
+def completion_sums(ref, cfg, prompts: list, completions: list) -> torch.Tensor:
+    "Load `ref` from disk for inference on CUDA; the summed log-prob of each completion (`completion_logprobs`)."
+    model = load_model(ref, cfg.strong, "cuda")
+    lp = completion_logprobs(model, load_tokenizer(ref, cfg.strong, padding_side="right"), prompts, completions)
     del model
     torch.cuda.empty_cache()
-    return float(lp.sum()) / n, lp
+    return lp
 
 
 def adapter_figures(cfg, trained, held_out: list) -> dict:
-    "The fine-tune's effect after save + reload: held-out log-prob, base vs trained; two reloads must agree."
+    "The fine-tune's effect after save + reload: held-out log-prob per token, base vs trained; two reloads must agree."
     prompts, completions = [e["prompt"] for e in held_out], [e["completion"] for e in held_out]
-    base, _ = mean_token_logprob(base_ref(cfg.strong), cfg, prompts, completions)
-    tr1, lp1 = mean_token_logprob(trained, cfg, prompts, completions)
-    _, lp2 = mean_token_logprob(trained, cfg, prompts, completions)
+    tok = load_tokenizer(base_ref(cfg.strong), cfg.strong)  # the adapters keep the base's tokenizer
+    n = sum(len(tok(c, add_special_tokens=False)["input_ids"]) for c in completions)
+    base = float(completion_sums(base_ref(cfg.strong), cfg, prompts, completions).sum()) / n
+    lp1, lp2 = (completion_sums(trained, cfg, prompts, completions) for _ in range(2))
+    tr1 = float(lp1.sum()) / n
     return dict(logprob_base=base, logprob_trained_reloaded=tr1, logprob_gain=tr1 - base,
                 reload_max_abs_diff=float((lp1 - lp2).abs().max()), held_out=len(held_out))
 

@@ -3,18 +3,19 @@
     python benchmarks/world_probe.py [MODEL_DIR] [--shots 4] [--n 100] [--steps 1 2 3 4]
 
 MODEL_DIR defaults to the shipped strong model (`world:strong`). Demonstrations and problems are drawn
-from the world's generator (seed 5), prompts are in the task's `Question:/Answer:` format, and an answer
-counts when its `#### N` line holds the right number. `nbs/07_world.ipynb` quotes these figures.
+from the world's generator (seed 5), prompts are the package's few-shot `Question:/Answer:` prompts
+(`data.few_shot_prompt`), and answers are read with its strict GSM8K extraction (`answers.extract_answer`). `nbs/07_world.ipynb` quotes these figures.
 """
 import argparse
 import json
 import random
-import re
 
+from w2s_nb.answers import extract_answer
 from w2s_nb.config import ModelConfig
+from w2s_nb.data import few_shot_prompt
 from w2s_nb.models import ModelRef, load_model, load_tokenizer, resolve_model_path
 from w2s_nb.sample import sample
-from w2s_nb.world import WorldSpec, make_problem, render_solution
+from w2s_nb.world import WorldSpec, gsm_record, make_problem
 
 
 def probe(model_dir: str, shots: int = 4, n: int = 100, steps=(1, 2, 3, 4), seed: int = 5) -> dict:
@@ -22,15 +23,13 @@ def probe(model_dir: str, shots: int = 4, n: int = 100, steps=(1, 2, 3, 4), seed
     spec, cfg = WorldSpec(), ModelConfig(path=model_dir, finetune="lora")
     model, tok = load_model(ModelRef(model_dir), cfg, "cpu"), load_tokenizer(ModelRef(model_dir), cfg)
     rng = random.Random(seed)
-    demos = [make_problem(rng, spec) for _ in range(shots)]
-    head = "".join(f"Question: {d['question']}\nAnswer: {render_solution(d)}\n#### {d['answer']}\n\n" for d in demos)
+    demos = [(r["question"], r["answer"]) for r in (gsm_record(make_problem(rng, spec)) for _ in range(shots))]
     out = {}
     for k in steps:
         probs = [make_problem(rng, spec, k) for _ in range(n)]
-        recs = sample(model, tok, [head + f"Question: {p['question']}\nAnswer:" for p in probs], max_new_tokens=120,
+        recs = sample(model, tok, [few_shot_prompt(demos, p["question"]) for p in probs], max_new_tokens=120,
                       batch_size=64, stop=["\n\n", "Question:"])
-        hits = [re.search(r"#### (\d+)", r["samples"][0]) for r in recs]
-        out[k] = sum(bool(h and int(h.group(1)) == p["answer"]) for h, p in zip(hits, probs)) / n
+        out[k] = sum(extract_answer(r["samples"][0], "gsm8k") == str(p["answer"]) for r, p in zip(recs, probs)) / n
     return out
 
 

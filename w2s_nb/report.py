@@ -356,10 +356,12 @@ def eval_rows(run: dict, name: str) -> Optional[list[dict]]:
 def paired_tests(run: dict) -> list[dict]:
     "McNemar's exact test for every `stage_steps` step whose rows exist: `{first, second, first_name, second_name, b, c, p}`."
     from w2s_nb.eval import mcnemar, paired_counts
-    out, rows = [], {}  # a model's rows are read once, though it takes part in several steps
-    for a, b in stage_steps(run):
+    steps = stage_steps(run)
+    rows = {n: eval_rows(run, n) for n in {cell_name(run, c) for step in steps for c in step}}  # each model's once
+    out = []
+    for a, b in steps:
         na, nb = cell_name(run, a), cell_name(run, b)
-        ra, rb = (rows[n] if n in rows else rows.setdefault(n, eval_rows(run, n)) for n in (na, nb))
+        ra, rb = rows[na], rows[nb]
         if ra is None or rb is None: continue
         try: nb_, nc_ = paired_counts(ra, rb)
         except ValueError as e: raise ValueError(f"{run['root']}: eval/{na}.jsonl vs eval/{nb}.jsonl: {e}") from None

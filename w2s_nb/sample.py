@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from .answers import cut_at_stop
 from .config import ModelConfig, SamplingConfig, from_dict, to_dict, validate
-from .models import ModelRef, _local_device, load_model, load_tokenizer, resolve_device, save_merged
+from .models import (ModelRef, _adapter_dir, _local_device, _source, load_model, load_tokenizer, resolve_device,
+                           save_merged)
 from .rundir import atomic_write_text
 from .train import check_job_world, in_launch, launch_job, read_job, world_size  # the launcher training uses
 
@@ -236,7 +237,6 @@ def vllm_engine_args(ref: ModelRef, cfg: ModelConfig, sampling: SamplingConfig, 
     """What `vllm.LLM` gets for `ref` (pure: no vLLM needed). Keys beyond vLLM's: `merge_to` (write a merged copy
     there first: `ref` has several adapters, a GGUF base, or `vllm_adapters: merge`) and `lora` (the one adapter to
     request per call, served over the base with vLLM's LoRA support: no merged copy of a 70B model per sampled model)."""
-    from w2s_nb.models import _adapter_dir, _source
     path, gguf = _source(ref, cfg)
     kw = dict(model=path, dtype=cfg.dtype, seed=seed, trust_remote_code=cfg.trust_remote_code,
               tensor_parallel_size=sampling.tensor_parallel_size, merge_to=None, lora=None)
