@@ -20,7 +20,7 @@ from .train import train_preference
 from .weak import question_prompts
 
 # %% auto #0
-__all__ = ['majority', 'question_pairs', 'distinct_samples', 'build_pairs', 'pair_quality', 'run_stage2']
+__all__ = ['majority', 'question_pairs', 'distinct_samples', 'build_pairs', 'pair_quality', 'majority_vs_greedy', 'run_stage2']
 
 # %% ../nbs/10_stage2.ipynb #21752d0c
 def majority(answers: list[str]) -> tuple[str, float]:
@@ -81,6 +81,25 @@ def pair_quality(pairs: list[dict], gold_by_id: dict[str, str], fmt: str, rule: 
     def ok(text: str, qid: str) -> bool: return is_equiv(extract_answer(text, fmt, rule=rule), gold_by_id[qid], fmt)
     return dict(chosen_correct=sum(ok(p["chosen"], p["id"]) for p in pairs) / len(pairs),
                 rejected_wrong=sum(not ok(p["rejected"], p["id"]) for p in pairs) / len(pairs))
+
+# %% ../nbs/10_stage2.ipynb #48abdad4
+def majority_vs_greedy(greedy: list[str], samples: list[list[str]], gold: list[str], fmt: str, tau: float) -> dict:
+    "Greedy answers vs the majority of each question's sampled answers (all extracted), scored against `gold`."
+    if not (len(greedy) == len(samples) == len(gold)): raise ValueError(f"{len(greedy)} greedy answers, {len(samples)} sample lists, {len(gold)} gold answers: expected one each per question")
+    if not gold or not all(samples): raise ValueError("expected at least one question and one sample per question")
+    every, confident, right = Counter(), Counter(), 0
+    for g_pred, preds, ans in zip(greedy, samples, gold):
+        g_pred, *preds = canonical_answers([g_pred, *preds], fmt)
+        a_plus, conf = majority(preds)
+        cell = (f"greedy_{'right' if is_equiv(g_pred, ans, fmt) else 'wrong'}/"
+                f"majority_{'right' if a_plus and is_equiv(a_plus, ans, fmt) else 'wrong'}")
+        every[cell] += 1; right += sum(is_equiv(p, ans, fmt) for p in preds)
+        if a_plus and conf >= tau: confident[cell] += 1
+    n = len(gold)
+    return dict(questions=n, greedy=sum(v for k, v in every.items() if k.startswith("greedy_right")) / n,
+                majority=sum(v for k, v in every.items() if k.endswith("majority_right")) / n,
+                per_sample=right / sum(map(len, samples)), table=dict(sorted(every.items())),
+                table_confident=dict(sorted(confident.items())))
 
 # %% ../nbs/10_stage2.ipynb #e8a27ee2
 def run_stage2(cfg: RunConfig, rd: RunDir) -> dict:

@@ -1,0 +1,54 @@
+"""Greedy decoding vs the majority of n samples for one model of a finished run, on its test split.
+
+    python benchmarks/majority_vs_greedy.py RUN_DIR [--model m_plus] [--n 10] [--temperature 0.7] [--top-p 1.0]
+
+Stage II can only teach M_plus what its own majority vote knows better than its greedy answer: DPO on confident
+majority answers moves greedy decoding towards them. This prints, for the test questions, greedy accuracy,
+majority-of-`n` accuracy, per-sample accuracy, and the 2x2 table (greedy right?, majority right?) for all
+questions and for those whose confidence (the majority's share) reaches the run's `tau`
+(`stage2.majority_vs_greedy`). Samples and greedy answers come from the package's `generate_texts` with the run's model and sampling settings;
+answers are read with the run's extraction rule. `nbs/10_stage2.ipynb` quotes these figures.
+"""
+import argparse
+import json
+from pathlib import Path
+
+from w2s_nb.answers import extract_answer
+from w2s_nb.config import load_config
+from w2s_nb.data import answer_format
+from w2s_nb.models import model_ref, read_models, resolve_device
+from w2s_nb.rundir import RunDir, read_jsonl
+from w2s_nb.sample import generate_texts
+from w2s_nb.stage2 import majority_vs_greedy
+from w2s_nb.weak import question_prompts
+
+
+def compare(run_dir, model: str = "m_plus", n: int = 10, temperature: float = 0.7, top_p: float = 1.0) -> dict:
+    "`stage2.majority_vs_greedy` for run model `model` on the run's test split (greedy and `n` samples at `temperature`)."
+    rd = RunDir(Path(run_dir)); cfg = load_config(rd.root / "config.yaml")
+    models = read_models(rd)
+    if model not in models: raise SystemExit(f"{model!r} is not a model of {run_dir}: expected one of {', '.join(models)}")
+    ref, fmt, rule, dev = model_ref(rd, models[model]), answer_format(cfg.data), cfg.data.answer_extraction, resolve_device(cfg.device)
+    test = read_jsonl(rd.path("data", "test.jsonl"))
+    prompts = question_prompts(test, cfg)
+    greedy = generate_texts(ref, cfg.strong, prompts, cfg.sampling, seed=cfg.seed, device=dev)
+    sampled = generate_texts(ref, cfg.strong, prompts, cfg.sampling, n=n, temperature=temperature, top_p=top_p, seed=cfg.seed, device=dev)
+    def answers(texts): return [extract_answer(t, fmt, rule=rule) for t in texts]
+    out = majority_vs_greedy([answers(g["samples"])[0] for g in greedy], [answers(s["samples"]) for s in sampled],
+                             [q["answer"] for q in test], fmt, cfg.stage2.tau)
+    return dict(run=str(run_dir), model=model, n=n, temperature=temperature, top_p=top_p, tau=cfg.stage2.tau, **out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir")
+    ap.add_argument("--model", default="m_plus", help="a key of the run's models.json files (default: Stage I's M_plus)")
+    ap.add_argument("--n", type=int, default=10)
+    ap.add_argument("--temperature", type=float, default=0.7)
+    ap.add_argument("--top-p", type=float, default=1.0)
+    a = ap.parse_args()
+    print(json.dumps(compare(a.run_dir, a.model, a.n, a.temperature, a.top_p), indent=1))
+
+
+if __name__ == "__main__":
+    main()
