@@ -6,7 +6,8 @@ Stage II can only teach M_plus what its own majority vote knows better than its 
 majority answers moves greedy decoding towards them. This prints, for the test questions, greedy accuracy,
 majority-of-`n` accuracy, per-sample accuracy, and the 2x2 table (greedy right?, majority right?) for all
 questions and for those whose confidence (the majority's share) reaches the run's `tau`
-(`stage2.majority_vs_greedy`). Samples and greedy answers come from the package's `generate_texts` with the run's model and sampling settings;
+(`stage2.majority_vs_greedy`). Greedy answers are the run's own evaluation rows (generated again only if the run evaluated by majority vote);
+samples come from the package's `generate_texts` with the run's model and sampling settings;
 answers are read with the run's extraction rule. `nbs/10_stage2.ipynb` quotes these figures.
 """
 import argparse
@@ -23,6 +24,15 @@ from w2s_nb.stage2 import majority_vs_greedy
 from w2s_nb.weak import question_prompts
 
 
+def greedy_answers(rd: RunDir, cfg, name: str, ref, prompts: list, fmt: str, rule: str, dev: str) -> list[str]:
+    "The model's greedy answers: from the run's own evaluation (`eval/<name>.jsonl`) when it was greedy, else generated."
+    rows = rd.path("eval", f"{name}.jsonl")
+    if cfg.eval.n == 1 and rows.exists():
+        by_id = {r["id"]: r["extracted"] for r in read_jsonl(rows)}
+        if all(p["id"] in by_id for p in prompts): return [by_id[p["id"]] for p in prompts]
+    return [extract_answer(g["samples"][0], fmt, rule=rule) for g in generate_texts(ref, cfg.strong, prompts, cfg.sampling, seed=cfg.seed, device=dev)]
+
+
 def compare(run_dir, model: str = "m_plus", n: int = 10, temperature: float = 0.7, top_p: float = 1.0) -> dict:
     "`stage2.majority_vs_greedy` for run model `model` on the run's test split (greedy and `n` samples at `temperature`)."
     rd = RunDir(Path(run_dir)); cfg = load_config(rd.root / "config.yaml")
@@ -31,10 +41,9 @@ def compare(run_dir, model: str = "m_plus", n: int = 10, temperature: float = 0.
     ref, fmt, rule, dev = model_ref(rd, models[model]), answer_format(cfg.data), cfg.data.answer_extraction, resolve_device(cfg.device)
     test = read_jsonl(rd.path("data", "test.jsonl"))
     prompts = question_prompts(test, cfg)
-    greedy = generate_texts(ref, cfg.strong, prompts, cfg.sampling, seed=cfg.seed, device=dev)
     sampled = generate_texts(ref, cfg.strong, prompts, cfg.sampling, n=n, temperature=temperature, top_p=top_p, seed=cfg.seed, device=dev)
-    def answers(texts): return [extract_answer(t, fmt, rule=rule) for t in texts]
-    out = majority_vs_greedy([answers(g["samples"])[0] for g in greedy], [answers(s["samples"]) for s in sampled],
+    out = majority_vs_greedy(greedy_answers(rd, cfg, models[model].get("alias_of", model), ref, prompts, fmt, rule, dev),
+                             [[extract_answer(t, fmt, rule=rule) for t in s["samples"]] for s in sampled],
                              [q["answer"] for q in test], fmt, cfg.stage2.tau)
     return dict(run=str(run_dir), model=model, n=n, temperature=temperature, top_p=top_p, tau=cfg.stage2.tau, **out)
 

@@ -87,19 +87,19 @@ def majority_vs_greedy(greedy: list[str], samples: list[list[str]], gold: list[s
     "Greedy answers vs the majority of each question's sampled answers (all extracted), scored against `gold`."
     if not (len(greedy) == len(samples) == len(gold)): raise ValueError(f"{len(greedy)} greedy answers, {len(samples)} sample lists, {len(gold)} gold answers: expected one each per question")
     if not gold or not all(samples): raise ValueError("expected at least one question and one sample per question")
-    every, confident, right = Counter(), Counter(), 0
+    every, confident, right = Counter(), Counter(), 0  # cells: (greedy right, majority right)
     for g_pred, preds, ans in zip(greedy, samples, gold):
         g_pred, *preds = canonical_answers([g_pred, *preds], fmt)
         a_plus, conf = majority(preds)
-        cell = (f"greedy_{'right' if is_equiv(g_pred, ans, fmt) else 'wrong'}/"
-                f"majority_{'right' if a_plus and is_equiv(a_plus, ans, fmt) else 'wrong'}")
-        every[cell] += 1; right += sum(is_equiv(p, ans, fmt) for p in preds)
+        ok = [is_equiv(p, ans, fmt) for p in preds]  # a+ is one of preds: its check is among these
+        cell = (is_equiv(g_pred, ans, fmt), bool(a_plus) and ok[preds.index(a_plus)])
+        every[cell] += 1; right += sum(ok)
         if a_plus and conf >= tau: confident[cell] += 1
+    def named(c): return {f"greedy_{'right' if g else 'wrong'}/majority_{'right' if m else 'wrong'}": v for (g, m), v in sorted(c.items(), reverse=True)}
     n = len(gold)
-    return dict(questions=n, greedy=sum(v for k, v in every.items() if k.startswith("greedy_right")) / n,
-                majority=sum(v for k, v in every.items() if k.endswith("majority_right")) / n,
-                per_sample=right / sum(map(len, samples)), table=dict(sorted(every.items())),
-                table_confident=dict(sorted(confident.items())))
+    return dict(questions=n, greedy=sum(v for (g, _), v in every.items() if g) / n,
+                majority=sum(v for (_, m), v in every.items() if m) / n,
+                per_sample=right / sum(map(len, samples)), table=named(every), table_confident=named(confident))
 
 # %% ../nbs/10_stage2.ipynb #e8a27ee2
 def run_stage2(cfg: RunConfig, rd: RunDir) -> dict:
