@@ -178,7 +178,7 @@ def test_failed_sampling_launch_names_its_log(tiny_model_dir, tmp_path):
 
 
 def test_finished_out_dir_returns_without_launching(tiny_model_dir, tmp_path, monkeypatch):
-    "A finished out_dir is read back, whatever num_processes; other settings fail before anything is launched."
+    "A finished out_dir is read back, whatever num_processes; other settings or prompts fail before anything is launched."
     import w2s_nb.sample as S
     ref, cfg, sc = ModelRef(tiny_model_dir), ModelConfig(path=tiny_model_dir, finetune="lora"), SamplingConfig(max_new_tokens=4)
     first = generate_texts(ref, cfg, PROMPTS[:4], sc, out_dir=tmp_path)
@@ -187,6 +187,11 @@ def test_finished_out_dir_returns_without_launching(tiny_model_dir, tmp_path, mo
     with pytest.raises(ValueError, match="other settings"):
         generate_texts(ref, cfg, PROMPTS[:5], SamplingConfig(max_new_tokens=5), out_dir=tmp_path, num_processes=2,
                        accelerate_config=CPU_2PROC)
+    # every id is done, but for other settings or another prompt: an error, never the old samples as if they were these
+    with pytest.raises(ValueError, match="other settings"):
+        generate_texts(ref, cfg, PROMPTS[:4], sc, n=3, temperature=0.7, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="written for another prompt"):
+        generate_texts(ref, cfg, [dict(PROMPTS[0], prompt="Question: something else")] + PROMPTS[1:4], sc, out_dir=tmp_path)
 
 
 def test_vllm_keeps_one_process(tiny_model_dir, tmp_path, monkeypatch):
@@ -271,6 +276,23 @@ def test_choose_backend(monkeypatch):
         choose_backend("tgi", "cuda")
 
 
+def test_vllm_gets_the_dtype_transformers_uses(tmp_path, monkeypatch):
+    """dtype auto: vLLM gets what `load_model` uses on CUDA (bf16, fp16 without bf16 support), not vLLM's own `auto`
+    (the checkpoint's dtype); an explicit dtype passes through; `vllm.LLM` gets only its own arguments."""
+    import torch
+    from w2s_nb.models import resolve_dtype
+    from w2s_nb.sample import vllm_engine_args
+    for bf16, want in ((True, "bfloat16"), (False, "float16")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
+        plan = vllm_engine_args(ModelRef("org/m"), ModelConfig(path="org/m"), SamplingConfig(), 0, tmp_path)
+        assert plan.engine["dtype"] == want and resolve_dtype("auto", "cuda") == getattr(torch, want)
+        assert (plan.engine["model"], plan.merge_to, plan.lora) == ("org/m", None, None)
+    plan = vllm_engine_args(ModelRef("org/m"), ModelConfig(path="org/m", finetune="lora", dtype="float32"), SamplingConfig(), 0,
+                            tmp_path)
+    assert plan.engine["dtype"] == "float32"
+    assert set(plan.engine) == {"model", "dtype", "seed", "trust_remote_code", "tensor_parallel_size"}
+
+
 def test_vllm_gets_whole_shards_and_is_shut_down(tiny_model_dir, tmp_path, monkeypatch):
     "With the vLLM backend (faked: no GPU here), each engine call is one whole shard, and the engine is shut down."
     import w2s_nb.sample as S
@@ -316,11 +338,12 @@ def test_vllm_serves_a_qlora_adapter_over_the_base(tiny_model_dir, tmp_path, mon
     fake_vllm(monkeypatch, calls)
     monkeypatch.setattr(S, "choose_backend", lambda backend, device: "vllm")
     monkeypatch.setattr(S, "save_merged", lambda *a: pytest.fail("a merged copy was written"))
+    monkeypatch.setattr(S.torch.cuda, "is_bf16_supported", lambda: True)  # dtype auto on an H100: bf16, as transformers
     a = adapter_dir(tmp_path / "m_plus" / "adapter", r=12)
     sc = SamplingConfig(backend="vllm", shard_size=2, tensor_parallel_size=2, stop=["Question"])
     recs = generate_texts(ModelRef(tiny_model_dir, [a]), ModelConfig(path=tiny_model_dir, finetune="qlora"), PROMPTS[:5], sc,
                           out_dir=tmp_path / "out")
-    assert calls[0] == ("LLM", dict(model=tiny_model_dir, dtype="auto", seed=0, trust_remote_code=False, tensor_parallel_size=2,
+    assert calls[0] == ("LLM", dict(model=tiny_model_dir, dtype="bfloat16", seed=0, trust_remote_code=False, tensor_parallel_size=2,
                                     quantization="bitsandbytes", enable_lora=True, max_loras=1, max_lora_rank=16))
     assert calls[1:] == [("generate", k, ("LoRARequest", "adapter", 1, a)) for k in (2, 2, 1)]
     assert [r["samples"] for r in recs] == [[p["prompt"][-3:]] for p in PROMPTS[:5]]  # cut at the stop string

@@ -153,8 +153,9 @@ def eval_sampling(cfg: EvalConfig, sampling: SamplingConfig) -> SamplingConfig:
 
 def evaluate(ref, model_cfg: ModelConfig, test_records: list[dict], prompts: list[dict], cfg: EvalConfig,
              sampling: SamplingConfig, fmt: str, out_path=None, seed: int = 0, device: str = "cpu",
-             samples_dir=None, rule: str = "strict", num_processes: int = 1, accelerate_config: Optional[str] = None) -> dict:
-    "Answer `prompts` (`{id, prompt}`) with model `ref`, score against `test_records` (`id`, `answer`), write rows to `out_path`."
+             samples_dir=None, rule: str = "strict", num_processes: int = 1, accelerate_config: Optional[str] = None) -> list[dict]:
+    """Answer `prompts` (`{id, prompt}`) with model `ref`, score against `test_records` (`id`, `answer`); write the result
+    rows to `out_path` (if given) and return them (`summarize` gives the accuracy and its interval)."""
     from w2s_nb.sample import generate_texts
     gold = {r["id"]: r["answer"] for r in test_records}
     if missing := [p["id"] for p in prompts if p["id"] not in gold]:
@@ -166,7 +167,7 @@ def evaluate(ref, model_cfg: ModelConfig, test_records: list[dict], prompts: lis
                          accelerate_config=accelerate_config)
     rows = score_predictions(out, gold, fmt, sampling.stop, rule)
     if out_path is not None: atomic_write_jsonl(out_path, rows)
-    return summarize(rows)
+    return rows
 
 # %% ../nbs/11_eval.ipynb #7668080e
 META_KEYS = ("label", "group", "round", "variant", "method")
@@ -192,14 +193,13 @@ def _eval_one(rd: RunDir, name: str, ref, model_cfg: ModelConfig, test: list[dic
                            max_new_tokens=samp.max_new_tokens, stop=samp.stop, seed=cfg.seed))
     out, key_file, samples = rd.path("eval", f"{name}.jsonl"), rd.path("eval", "samples", f"{name}.key.json"), rd.path("eval", "samples", name)
     same = key_file.exists() and read_json(key_file)["key"] == key
-    if not (same and out.exists()):
-        if not same:
-            shutil.rmtree(samples, ignore_errors=True)
-            atomic_write_json(key_file, dict(key=key, ref=ref.to_dict()))
-        evaluate(ref, model_cfg, test, prompts, cfg.eval, cfg.sampling, fmt, out_path=out, seed=cfg.seed,
-                 device=device, samples_dir=samples, rule=cfg.data.answer_extraction, num_processes=cfg.num_processes,
-                 accelerate_config=cfg.accelerate_config)
-    return read_jsonl(out)
+    if same and out.exists(): return read_jsonl(out)
+    if not same:
+        shutil.rmtree(samples, ignore_errors=True)
+        atomic_write_json(key_file, dict(key=key, ref=ref.to_dict()))
+    return evaluate(ref, model_cfg, test, prompts, cfg.eval, cfg.sampling, fmt, out_path=out, seed=cfg.seed,
+                    device=device, samples_dir=samples, rule=cfg.data.answer_extraction, num_processes=cfg.num_processes,
+                    accelerate_config=cfg.accelerate_config)
 
 def run_eval(cfg: RunConfig, rd: RunDir) -> dict:
     "Evaluate every model of the run plus weak-ICL on `data/test.jsonl`; write `eval/<name>.jsonl` and `eval/metrics.json`."

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 from .answers import cut_at_stop
 from .config import ModelConfig, SamplingConfig, from_dict, to_dict, validate
 from .models import (ModelRef, _adapter_dir, _local_device, _source, load_model, load_tokenizer, resolve_device,
-                           save_merged)
+                           resolve_dtype, save_merged)
 from .rundir import atomic_write_text
 from .train import check_job_world, in_launch, launch_job, read_job, world_size  # the launcher training uses
 
@@ -30,8 +31,8 @@ log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['log', 'VLLM_LORA_RANKS', 'hf_generate', 'read_shards', 'rank_and_world', 'shard_name', 'finished_records',
            'batch_bounds', 'remove_stale_tmp', 'sample', 'vllm_problem', 'choose_backend', 'shutdown_vllm',
-           'vllm_lora_rank', 'vllm_engine_args', 'vllm_generate_fn', 'launch_sampling', 'generate_texts',
-           'run_sample_job', 'main']
+           'vllm_lora_rank', 'VllmPlan', 'vllm_dtype', 'vllm_engine_args', 'vllm_generate_fn', 'launch_sampling',
+           'generate_texts', 'run_sample_job', 'main']
 
 # %% ../nbs/06_sample.ipynb #ac873821
 def hf_generate(model, tokenizer, prompts: list, n: int, temperature: float, top_p: float, max_new_tokens: int,
@@ -101,12 +102,13 @@ def _open_out_dir(out_dir, recs: list, n: int, temperature: float, top_p: float,
             raise ValueError(f"{out_dir}: id {r['id']!r} was written for another prompt")
     return done
 
-def finished_records(out_dir, recs: list) -> Optional[list]:
-    "The records of `recs` (`{id, prompt}`) in input order when `out_dir` holds every one for the same prompt, else None."
+def finished_records(out_dir, recs: list, **settings) -> Optional[list]:
+    """The records of `recs` (`{id, prompt}`) in input order when `out_dir` holds every one, else None; `settings` are
+    `sample`'s (`n`, `temperature`, ...): samples made with other settings or for another prompt are an error, never
+    returned as if they were these."""
     if out_dir is None or not (Path(out_dir) / "sampling.json").exists(): return None
-    done = read_shards(out_dir)
-    if all(r["id"] in done and done[r["id"]]["prompt"] == r["prompt"] for r in recs): return [done[r["id"]] for r in recs]
-    return None
+    done = _open_out_dir(out_dir, recs, **settings)
+    return [done[r["id"]] for r in recs] if all(r["id"] in done for r in recs) else None
 
 def _as_records(prompts) -> list:
     "Normalise prompts (strings, or dicts with id and prompt) to `[{id, prompt}]`; ids must be unique."
@@ -233,24 +235,35 @@ def vllm_lora_rank(adapter_dir) -> int:
     if r > VLLM_LORA_RANKS[-1]: raise ValueError(f"{f}: LoRA rank r={r}; vLLM serves ranks up to {VLLM_LORA_RANKS[-1]}")
     return next(x for x in VLLM_LORA_RANKS if x >= r)
 
-def vllm_engine_args(ref: ModelRef, cfg: ModelConfig, sampling: SamplingConfig, seed: int, work_dir) -> dict:
-    """What `vllm.LLM` gets for `ref` (pure: no vLLM needed). Keys beyond vLLM's: `merge_to` (write a merged copy
-    there first: `ref` has several adapters, a GGUF base, or `vllm_adapters: merge`) and `lora` (the one adapter to
+@dataclass(frozen=True)
+class VllmPlan:
+    """How `ref` is served by vLLM: `engine` (the keyword arguments of `vllm.LLM`, nothing else), `merge_to` (write a
+    merged copy there first: several adapters, a GGUF base, or `vllm_adapters: merge`) and `lora` (the one adapter to
     request per call, served over the base with vLLM's LoRA support: no merged copy of a 70B model per sampled model)."""
+    engine: dict
+    merge_to: Optional[str] = None
+    lora: Optional[str] = None
+
+def vllm_dtype(dtype: str) -> str:
+    "The dtype vLLM gets: the one `load_model` uses on CUDA (`auto`: bf16, fp16 without bf16), so both backends agree."
+    return str(resolve_dtype(dtype, "cuda")).removeprefix("torch.")
+
+def vllm_engine_args(ref: ModelRef, cfg: ModelConfig, sampling: SamplingConfig, seed: int, work_dir) -> VllmPlan:
+    "How vLLM serves `ref` (pure: no vLLM needed); see `VllmPlan`."
     path, gguf = _source(ref, cfg)
-    kw = dict(model=path, dtype=cfg.dtype, seed=seed, trust_remote_code=cfg.trust_remote_code,
-              tensor_parallel_size=sampling.tensor_parallel_size, merge_to=None, lora=None)
+    kw = dict(model=path, dtype=vllm_dtype(cfg.dtype), seed=seed, trust_remote_code=cfg.trust_remote_code,
+              tensor_parallel_size=sampling.tensor_parallel_size)
     if cfg.finetune == "qlora": kw["quantization"] = "bitsandbytes"  # vLLM quantises the base to 4-bit as it loads
     if len(ref.adapters) == 1 and not gguf and sampling.vllm_adapters == "lora":
         adapter = _adapter_dir(ref.adapters[0])
-        kw.update(enable_lora=True, max_loras=1, max_lora_rank=vllm_lora_rank(adapter), lora=adapter)
-    elif ref.adapters:
+        return VllmPlan({**kw, "enable_lora": True, "max_loras": 1, "max_lora_rank": vllm_lora_rank(adapter)}, lora=adapter)
+    if ref.adapters:
         if sampling.vllm_adapters == "lora":
             log.warning("vLLM serves one LoRA adapter per model; %d adapters%s: writing a merged full-precision copy",
                      len(ref.adapters), " over a GGUF base" if gguf else "")
-        kw.update(model=str(Path(work_dir) / "merged-model"), merge_to=str(Path(work_dir) / "merged-model"))
-    elif gguf: kw["model"] = str(Path(path) / gguf)
-    return kw
+        merged = str(Path(work_dir) / "merged-model")
+        return VllmPlan({**kw, "model": merged}, merge_to=merged)
+    return VllmPlan({**kw, "model": str(Path(path) / gguf)} if gguf else kw)
 
 def vllm_generate_fn(llm, n: int, temperature: float, top_p: float, max_new_tokens: int, stop,
                      lora_request=None) -> Callable:
@@ -267,13 +280,12 @@ def vllm_generate_fn(llm, n: int, temperature: float, top_p: float, max_new_toke
 def _load_vllm(ref: ModelRef, cfg: ModelConfig, sampling: SamplingConfig, seed: int, work_dir):
     "Start a vLLM engine for `ref`: (engine, the `LoRARequest` to pass with each call or None)."
     from vllm import LLM
-    kw = vllm_engine_args(ref, cfg, sampling, seed, work_dir)
-    merge_to, adapter = kw.pop("merge_to"), kw.pop("lora")
-    if merge_to and not (Path(merge_to) / "config.json").exists(): save_merged(ref, cfg, merge_to)
-    llm = LLM(**kw)
-    if adapter is None: return llm, None
+    plan = vllm_engine_args(ref, cfg, sampling, seed, work_dir)
+    if plan.merge_to and not (Path(plan.merge_to) / "config.json").exists(): save_merged(ref, cfg, plan.merge_to)
+    llm = LLM(**plan.engine)
+    if plan.lora is None: return llm, None
     from vllm.lora.request import LoRARequest
-    return llm, LoRARequest("adapter", 1, adapter)
+    return llm, LoRARequest("adapter", 1, plan.lora)
 
 
 # %% ../nbs/06_sample.ipynb #da01c6d9
@@ -294,8 +306,8 @@ def launch_sampling(ref: ModelRef, cfg: ModelConfig, recs: list, kw: dict, devic
     job = dict(kind="sample", ref=ref.to_dict(), cfg=to_dict(cfg), prompts=recs, sample={**kw, "out_dir": str(out_dir)},
                device=device, num_processes=num_processes)
     launch_job(job, out_dir, num_processes, accelerate_config, module="w2s_nb.sample",
-               done=lambda: finished_records(out_dir, recs) is not None)
-    return finished_records(out_dir, recs)
+               done=lambda: finished_records(recs=recs, **kw) is not None)
+    return finished_records(recs=recs, **kw)
 
 def generate_texts(ref: ModelRef, cfg: ModelConfig, prompts: list, sampling: SamplingConfig, n: int = 1,
                    temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, device: str = "cpu",
@@ -304,11 +316,11 @@ def generate_texts(ref: ModelRef, cfg: ModelConfig, prompts: list, sampling: Sam
     With transformers and `num_processes > 1`, sampling runs under `accelerate launch` on that many ranks
     (`launch_sampling`). vLLM keeps one process: it spreads a model over GPUs itself (tensor parallelism)."""
     recs = _as_records(prompts)
-    if (done := finished_records(out_dir, recs)) is not None: return done
-    device = resolve_device(device)
     kw = dict(n=n, temperature=temperature, top_p=top_p, max_new_tokens=sampling.max_new_tokens, stop=sampling.stop,
               batch_size=sampling.batch_size, max_batch_tokens=sampling.max_batch_tokens, seed=seed, out_dir=out_dir,
               shard_size=sampling.shard_size)
+    if (done := finished_records(recs=recs, **kw)) is not None: return done  # nothing to sample: no model loaded
+    device = resolve_device(device)
     if choose_backend(sampling.backend, device) == "vllm":
         llm, lora = _load_vllm(ref, cfg, sampling, seed, out_dir or tempfile.mkdtemp())
         whole_shards = dict(batch_size=sampling.shard_size * (1 if temperature == 0 else n), max_batch_tokens=None)
