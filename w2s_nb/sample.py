@@ -249,7 +249,7 @@ def vllm_dtype(dtype: str) -> str:
     return str(resolve_dtype(dtype, "cuda")).removeprefix("torch.")
 
 def vllm_engine_args(ref: ModelRef, cfg: ModelConfig, sampling: SamplingConfig, seed: int, work_dir) -> VllmPlan:
-    "How vLLM serves `ref` (pure: no vLLM needed); see `VllmPlan`."
+    "How vLLM serves `ref` (no vLLM needed: the plan can be checked anywhere); see `VllmPlan`."
     path, gguf = _source(ref, cfg)
     kw = dict(model=path, dtype=vllm_dtype(cfg.dtype), seed=seed, trust_remote_code=cfg.trust_remote_code,
               tensor_parallel_size=sampling.tensor_parallel_size)
