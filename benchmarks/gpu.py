@@ -9,7 +9,8 @@ For the strong model of the config, on `cuda`, prints one JSON object:
 - `logprob_*`: mean per-token log-prob of held-out gold solutions (the first test questions) under the base model and
   under the trained model *loaded back from its saved adapter* (4-bit base + unmerged LoRA, as sampling loads it),
   and the largest difference between two such loads; a fine-tune that survives the reload raises the log-prob;
-- `<backend>_*`: greedy sampling tokens/s and peak memory with each backend on the test questions.
+- `<backend>_*`: greedy sampling tokens/s and peak memory with each backend on the test questions, by the trained
+  model (the base answers zero-shot with a bare number in the embedded world, so its tokens/s would measure nothing).
 `--pipeline` first runs the whole config (`w2s run CONFIG`, `--inline`: in this process's Python, no papermill)
 and prints its exit code and wall time. `configs/gpu-smoke.yaml` needs the Hub and `pip install -e ".[cuda]"`;
 the embedded world runs offline: `--config configs/world-qlora.yaml --backends hf --set device=cuda`.
@@ -71,12 +72,12 @@ def adapter_figures(cfg, trained, held_out: list) -> dict:
                 reload_max_abs_diff=float((lp1 - lp2).abs().max()), held_out=len(held_out))
 
 
-def sampling_figures(cfg, prompts, backend: str) -> dict:
-    "Greedy sampling of `prompts` with one backend: generated tokens/s (tokens counted with the model's tokenizer)."
+def sampling_figures(cfg, ref, prompts, backend: str) -> dict:
+    "Greedy sampling of `prompts` by model `ref` with one backend: generated tokens/s (counted with the base's tokenizer)."
     sampling = dataclasses.replace(cfg.sampling, backend=backend)
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    recs = generate_texts(base_ref(cfg.strong), cfg.strong, prompts, sampling, seed=cfg.seed, device="cuda")
+    recs = generate_texts(ref, cfg.strong, prompts, sampling, seed=cfg.seed, device="cuda")
     s = time.perf_counter() - t0
     tok = load_tokenizer(base_ref(cfg.strong), cfg.strong)
     tokens = sum(len(tok(x, add_special_tokens=False)["input_ids"]) for r in recs for x in r["samples"])
@@ -111,9 +112,9 @@ def main():
         figs, trained = sft_figures(cfg, gold_sft_examples(gold1, cfg), Path(d) / "sft")
         out |= figs
         out |= adapter_figures(cfg, trained, gold_sft_examples(test[:args.held_out], cfg))
-    prompts = question_prompts(test, cfg)
-    for backend in args.backends:
-        out |= sampling_figures(cfg, prompts, backend)
+        prompts = question_prompts(test, cfg)
+        for backend in args.backends:
+            out |= sampling_figures(cfg, trained, prompts, backend)
     print(json.dumps(out, indent=1))
 
 
