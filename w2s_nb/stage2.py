@@ -20,7 +20,8 @@ from .train import train_preference
 from .weak import question_prompts
 
 # %% auto #0
-__all__ = ['majority', 'question_pairs', 'distinct_samples', 'build_pairs', 'pair_quality', 'majority_vs_greedy', 'run_stage2']
+__all__ = ['ORACLE_PAIRS', 'majority', 'question_pairs', 'distinct_samples', 'build_pairs', 'pair_quality', 'majority_vs_greedy',
+           'run_stage2', 'oracle_pairs']
 
 # %% ../nbs/10_stage2.ipynb #21752d0c
 def majority(answers: list[str]) -> tuple[str, float]:
@@ -132,3 +133,20 @@ def run_stage2(cfg: RunConfig, rd: RunDir) -> dict:
                    wall_s=round(time.time() - t0, 1))
     atomic_write_json(rd.path("stage2", "stage2_metrics.json"), metrics)
     return metrics
+
+# %% ../nbs/10_stage2.ipynb #8f42c919
+ORACLE_PAIRS = ("own", "own4", "greedy", "weak")
+
+def oracle_pairs(kind: str, right: list[str], wrong: list[str], weak: tuple[str, bool], greedy: tuple[str, bool],
+                 rng: random.Random) -> list[tuple[str, str]]:
+    """Gold-labelled `(chosen, rejected)` texts for one question (a diagnostic: `right` / `wrong` are M_plus's samples
+    split by the hidden gold answer; `weak` and `greedy` are `(text, is_right)` of the weak and the greedy solution).
+    `own`: one right sample against one wrong; `own4`: up to 4 such pairs; `greedy` / `weak`: that solution chosen
+    when it is right (against a wrong sample), rejected when it is wrong (against a right one)."""
+    if kind not in ORACLE_PAIRS: raise ValueError(f"kind={kind!r}: expected one of {', '.join(ORACLE_PAIRS)}")
+    if kind in ("own", "own4"):
+        k = min(1 if kind == "own" else 4, len(right), len(wrong))
+        return list(zip(rng.sample(right, k), rng.sample(wrong, k)))
+    text, ok = greedy if kind == "greedy" else weak
+    if ok: return [(text, rng.choice(wrong))] if wrong else []
+    return [(rng.choice(right), text)] if right else []
