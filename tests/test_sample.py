@@ -73,6 +73,20 @@ def test_token_budget_shrinks_batches_of_long_prompts(mt, monkeypatch):
         S.batch_bounds([1, 2], 1, 8, 6)
 
 
+def test_prompts_outgrowing_the_trained_length_are_logged(mt, monkeypatch, caplog):
+    "sample() warns, with the count, when prompt + max_new_tokens can pass the model's max_position_embeddings."
+    model, tok = mt
+    longest = max(len(ids) for ids in tok([p["prompt"] for p in PROMPTS])["input_ids"])
+    monkeypatch.setattr(model.config, "max_position_embeddings", longest + 6)  # the longest prompts + 8 new tokens pass it
+    with caplog.at_level("WARNING", logger="w2s_nb.sample"):
+        recs = sample(model, tok, PROMPTS, max_new_tokens=4, batch_size=4)
+        assert len(recs) == len(PROMPTS) and "max_position_embeddings" not in caplog.text  # 4 new tokens fit
+        sample(model, tok, PROMPTS, max_new_tokens=8, batch_size=4)
+    over = sum(len(ids) + 8 > longest + 6 for ids in tok([p["prompt"] for p in PROMPTS])["input_ids"])
+    assert 0 < over < len(PROMPTS)
+    assert f"{over} of {len(PROMPTS)} prompts plus max_new_tokens=8 can run past the model's max_position_embeddings={longest + 6}" in caplog.text
+
+
 def test_stop_strings_stop_and_trim(mt, monkeypatch):
     model, tok = mt
     lengths = []

@@ -30,9 +30,9 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'VLLM_LORA_RANKS', 'hf_generate', 'read_shards', 'rank_and_world', 'shard_name', 'finished_records',
-           'batch_bounds', 'remove_stale_tmp', 'sample', 'vllm_problem', 'choose_backend', 'shutdown_vllm',
-           'vllm_lora_rank', 'VllmPlan', 'vllm_dtype', 'vllm_engine_args', 'vllm_generate_fn', 'launch_sampling',
-           'generate_texts', 'run_sample_job', 'main']
+           'batch_bounds', 'context_overflow', 'remove_stale_tmp', 'sample', 'vllm_problem', 'choose_backend',
+           'shutdown_vllm', 'vllm_lora_rank', 'VllmPlan', 'vllm_dtype', 'vllm_engine_args', 'vllm_generate_fn',
+           'launch_sampling', 'generate_texts', 'run_sample_job', 'main']
 
 # %% ../nbs/06_sample.ipynb #ac873821
 def hf_generate(model, tokenizer, prompts: list, n: int, temperature: float, top_p: float, max_new_tokens: int,
@@ -138,6 +138,15 @@ def batch_bounds(lens: list, seqs_per_prompt: int, batch_size: int, max_new_toke
         b += k
     return out
 
+# %% ../nbs/06_sample.ipynb #07d5136e
+def context_overflow(lens: list, max_new_tokens: int, limit: Optional[int]) -> Optional[str]:
+    """A warning when prompts of token lengths `lens` plus `max_new_tokens` can run past `limit`, the model's
+    `max_position_embeddings` (the length it was trained on); None when they fit or the limit is unknown."""
+    if not limit or not lens or (over := sum(n + max_new_tokens > limit for n in lens)) == 0: return None
+    return (f"{over} of {len(lens)} prompts plus max_new_tokens={max_new_tokens} can run past the model's "
+            f"max_position_embeddings={limit} (longest prompt {max(lens)} tokens): tokens generated there lie beyond the "
+            f"length the model was trained on and may be worse; shorten the prompts or max_new_tokens if that matters")
+
 # %% ../nbs/06_sample.ipynb #d4216479
 def _barrier(world: int) -> bool:
     "Wait for the other ranks when there are several and a process group is up; whether it waited."
@@ -174,6 +183,8 @@ def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_
         if tokenizer is not None:
             tokenizer.padding_side = "left"
             lens = [len(ids) for ids in tokenizer([r["prompt"] for r in todo])["input_ids"]]  # one batched call
+            if msg := context_overflow(lens, max_new_tokens, getattr(getattr(model, "config", None), "max_position_embeddings", None)):
+                log.warning(msg)
         else: lens = [len(r["prompt"]) for r in todo]
         order = sorted(range(len(todo)), key=lambda i: -lens[i])  # longest first: OOM shows early
         todo, lens = [todo[i] for i in order], [lens[i] for i in order]
