@@ -32,7 +32,7 @@ from w2s_nb.data import answer_format, zero_shot_prompt
 from w2s_nb.eval import evaluate, mcnemar, paired_counts, summarize
 from w2s_nb.models import model_ref, read_models, resolve_device
 from w2s_nb.rundir import RunDir, read_jsonl, stable_hash
-from w2s_nb.sample import generate_texts
+from w2s_nb.sample import generate_texts, read_shards
 from w2s_nb.stage1 import label_completion
 from w2s_nb.stage2 import ORACLE_PAIRS, oracle_pairs
 from w2s_nb.train import train_preference
@@ -46,7 +46,7 @@ def oracle(run_dir, kind: str, sets: list) -> dict:
     m_plus = model_ref(rd, entry)
     d_weak = read_jsonl(rd.path("weak", "d_weak.jsonl"))
     gold = {r["id"]: r["answer"] for r in read_jsonl(rd.path("data", "gold2_gold.jsonl"))}
-    samples = {r["id"]: r["samples"] for f in sorted(rd.path("stage2", "samples").glob("shard-*.jsonl")) for r in read_jsonl(f)}
+    samples = {q: r["samples"] for q, r in read_shards(rd.path("stage2", "samples")).items()}
     if missing := [w["id"] for w in d_weak if w["id"] not in samples]:
         raise SystemExit(f"{rd.path('stage2', 'samples')}: no Stage II samples for {len(missing)} questions (run stage2 first)")
     greedy = {}

@@ -316,10 +316,8 @@ def launch_sampling(ref: ModelRef, cfg: ModelConfig, recs: list, kw: dict, devic
     _open_out_dir(recs=recs, **kw)  # other settings or prompts: the error here, not in every rank
     job = dict(kind="sample", ref=ref.to_dict(), cfg=to_dict(cfg), prompts=recs, sample={**kw, "out_dir": str(out_dir)},
                device=device, num_processes=num_processes)
-    records = []  # read once: the launch's check that every record was written is also the result
-    launch_job(job, out_dir, num_processes, accelerate_config, module="w2s_nb.sample",
-               done=lambda: records.append(finished_records(recs=recs, **kw)) or records[-1] is not None)
-    return records[-1]
+    return launch_job(job, out_dir, num_processes, accelerate_config, module="w2s_nb.sample",
+                      result=lambda: finished_records(recs=recs, **kw))  # None: a record is missing, an error
 
 def generate_texts(ref: ModelRef, cfg: ModelConfig, prompts: list, sampling: SamplingConfig, n: int = 1,
                    temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, device: str = "cpu",

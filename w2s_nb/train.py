@@ -239,11 +239,11 @@ def launch_command(job_path, num_processes: int, accelerate_config: Optional[str
     else: cmd += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     return cmd + ["--num_processes", str(num_processes), "-m", module, str(job_path)]
 
-def launch_job(job: dict, out_dir, num_processes: int, accelerate_config: Optional[str], module: str = "w2s_nb.train",
-               done: Callable[[], bool] = lambda: True) -> Path:
+def launch_job(job: dict, out_dir, num_processes: int, accelerate_config: Optional[str], result: Callable,
+               module: str = "w2s_nb.train"):
     """Write `job` to `out_dir/job.json` and run it with `python -m module` under `accelerate launch` on `num_processes`
-    processes, their output streamed live and kept in `out_dir/launch.log` (returned). Unless the launch exits 0 and
-    `done()` (the job left its results) holds, raise with the log's path and its last lines."""
+    processes, their output streamed live and kept in `out_dir/launch.log`; return `result()`, what the job left (read
+    once). Unless the launch exits 0 and `result()` is not None, raise with the log's path and its last lines."""
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     job_path = atomic_write_text(out_dir / "job.json", json.dumps(job))
     log_path = out_dir / "launch.log"
@@ -253,15 +253,13 @@ def launch_job(job: dict, out_dir, num_processes: int, accelerate_config: Option
         while chunk := os.read(p.stdout.fileno(), 4096):
             log.write(chunk); sys.stderr.write(chunk.decode(errors="replace")); sys.stderr.flush()
         rc = p.wait()
-    if rc != 0 or not done():
-        tail = log_path.read_bytes()[-3000:].decode(errors="replace")
-        raise RuntimeError(f"accelerate launch of {module} failed (exit {rc}; full output in {log_path}); last output:\n{tail}")
-    return log_path
+    if rc == 0 and (out := result()) is not None: return out
+    tail = log_path.read_bytes()[-3000:].decode(errors="replace")
+    raise RuntimeError(f"accelerate launch of {module} failed (exit {rc}; full output in {log_path}); last output:\n{tail}")
 
 def _launch(job: dict, out_dir, num_processes: int, accelerate_config: Optional[str]) -> ModelRef:
     "Run a training job under `accelerate launch`; return its result."
-    launch_job(job, out_dir, num_processes, accelerate_config, done=lambda: finished(out_dir) is not None)
-    return finished(out_dir)
+    return launch_job(job, out_dir, num_processes, accelerate_config, result=lambda: finished(out_dir))
 
 def read_job(argv, module: str) -> dict:
     "The job of `python -m module JOB.json` (`argv`: the arguments after the module)."
