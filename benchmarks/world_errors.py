@@ -1,13 +1,16 @@
 """What kind of mistake each model of a finished *world* run makes, and how many wrong labels Stage I keeps.
 
     python benchmarks/world_errors.py RUN_DIR [RUN_DIR ...]
+    python benchmarks/world_errors.py RUN_DIR --sample ceiling [--questions 200] [--n 10] [--temperature 0.7]
 
 The embedded world's solutions write one equation `a op b = c` per step. For every wrong test answer of every
 evaluated model this compares the solution's equations with the gold solution's and names the first difference:
 `operand` (a number read wrongly from the question or carried wrongly), `operation` (the wrong one of + - *),
 `arithmetic` (right numbers and operation, wrong result), `no answer` (nothing extracted) or `other`. It also
 prints, per Stage I round, how many `D_gold,2` questions the filter kept and how many of those share a wrong
-answer (gold labels used for this diagnosis only). `nbs/07_world.ipynb` quotes these figures. World runs only:
+answer (gold labels used for this diagnosis only). With `--sample MODEL` it instead samples `n` solutions of the
+first `questions` test questions from that model of the run and gives the shares of right answers and of each error
+kind among the samples (how much more often a sample slips than a greedy answer). `nbs/07_world.ipynb` quotes these figures. World runs only:
 the equation format is the world's.
 """
 import argparse
@@ -16,8 +19,12 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from w2s_nb.answers import is_equiv
+from w2s_nb.answers import extract_answer, is_equiv
+from w2s_nb.config import load_config
+from w2s_nb.models import model_ref, read_models, resolve_device
 from w2s_nb.rundir import RunDir, read_jsonl
+from w2s_nb.sample import generate_texts
+from w2s_nb.weak import question_prompts
 
 EQUATION = re.compile(r"(\d+) ([-+*]) (\d+) = (\d+)")
 
@@ -50,10 +57,33 @@ def run_errors(run_dir) -> dict:
     return dict(run=str(run_dir), models=models, stage1=rounds)
 
 
+def sample_errors(run_dir, model: str, questions: int = 200, n: int = 10, temperature: float = 0.7) -> dict:
+    "Shares of right answers and of each error kind among `n` samples per test question of run model `model`."
+    rd = RunDir(Path(run_dir)); cfg = load_config(rd.root / "config.yaml"); models = read_models(rd)
+    if model not in models: raise SystemExit(f"{model!r} is not a model of {run_dir}: expected one of {', '.join(models)}")
+    test = read_jsonl(rd.path("data", "test.jsonl"))[:questions]
+    sampled = generate_texts(model_ref(rd, models[model]), cfg.strong, question_prompts(test, cfg), cfg.sampling, n=n,
+                             temperature=temperature, top_p=1.0, seed=cfg.seed, device=resolve_device(cfg.device))
+    kinds = Counter()
+    for q, s in zip(test, sampled):
+        for text in s["samples"]:
+            pred = extract_answer(text, "gsm8k", rule=cfg.data.answer_extraction)
+            kinds["right" if is_equiv(pred, q["answer"], "gsm8k") else error_kind(q["solution"], text, pred)] += 1
+    total = sum(kinds.values())
+    return dict(run=str(run_dir), model=model, questions=len(test), n=n, temperature=temperature,
+                **{k: round(v / total, 3) for k, v in kinds.most_common()})
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dirs", nargs="+")
-    for r in ap.parse_args().run_dirs: print(json.dumps(run_errors(r)))
+    ap.add_argument("--sample", metavar="MODEL", help="sample this model of each run instead (e.g. ceiling, m_plus)")
+    ap.add_argument("--questions", type=int, default=200)
+    ap.add_argument("--n", type=int, default=10)
+    ap.add_argument("--temperature", type=float, default=0.7)
+    a = ap.parse_args()
+    for r in a.run_dirs:
+        print(json.dumps(sample_errors(r, a.sample, a.questions, a.n, a.temperature) if a.sample else run_errors(r)))
 
 
 if __name__ == "__main__":
