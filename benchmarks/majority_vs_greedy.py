@@ -15,13 +15,14 @@ import json
 from pathlib import Path
 
 from w2s_nb.answers import extract_answer
-from w2s_nb.config import load_config
 from w2s_nb.data import answer_format
-from w2s_nb.models import model_ref, read_models, resolve_device
+from w2s_nb.models import resolve_device
 from w2s_nb.rundir import RunDir, read_jsonl
 from w2s_nb.sample import generate_texts
 from w2s_nb.stage2 import majority_vs_greedy
 from w2s_nb.weak import question_prompts
+
+from _w2s import run_model
 
 
 def greedy_answers(rd: RunDir, cfg, name: str, ref, prompts: list, fmt: str, rule: str, dev: str) -> list[str]:
@@ -35,14 +36,11 @@ def greedy_answers(rd: RunDir, cfg, name: str, ref, prompts: list, fmt: str, rul
 
 def compare(run_dir, model: str = "m_plus", n: int = 10, temperature: float = 0.7, top_p: float = 1.0) -> dict:
     "`stage2.majority_vs_greedy` for run model `model` on the run's test split (greedy and `n` samples at `temperature`)."
-    rd = RunDir(Path(run_dir)); cfg = load_config(rd.root / "config.yaml")
-    models = read_models(rd)
-    if model not in models: raise SystemExit(f"{model!r} is not a model of {run_dir}: expected one of {', '.join(models)}")
-    ref, fmt, rule, dev = model_ref(rd, models[model]), answer_format(cfg.data), cfg.data.answer_extraction, resolve_device(cfg.device)
-    test = read_jsonl(rd.path("data", "test.jsonl"))
+    rd, cfg, ref, entry, test = run_model(run_dir, model)
+    fmt, rule, dev = answer_format(cfg.data), cfg.data.answer_extraction, resolve_device(cfg.device)
     prompts = question_prompts(test, cfg)
     sampled = generate_texts(ref, cfg.strong, prompts, cfg.sampling, n=n, temperature=temperature, top_p=top_p, seed=cfg.seed, device=dev)
-    out = majority_vs_greedy(greedy_answers(rd, cfg, models[model].get("alias_of", model), ref, prompts, fmt, rule, dev),
+    out = majority_vs_greedy(greedy_answers(rd, cfg, entry.get("alias_of", model), ref, prompts, fmt, rule, dev),
                              [[extract_answer(t, fmt, rule=rule) for t in s["samples"]] for s in sampled],
                              [q["answer"] for q in test], fmt, cfg.stage2.tau)
     return dict(run=str(run_dir), model=model, n=n, temperature=temperature, top_p=top_p, tau=cfg.stage2.tau, **out)

@@ -20,11 +20,12 @@ from collections import Counter
 from pathlib import Path
 
 from w2s_nb.answers import extract_answer, is_equiv
-from w2s_nb.config import load_config
-from w2s_nb.models import model_ref, read_models, resolve_device
+from w2s_nb.models import resolve_device
 from w2s_nb.rundir import RunDir, read_jsonl
 from w2s_nb.sample import generate_texts
 from w2s_nb.weak import question_prompts
+
+from _w2s import run_model
 
 EQUATION = re.compile(r"(\d+) ([-+*]) (\d+) = (\d+)")
 
@@ -59,10 +60,9 @@ def run_errors(run_dir) -> dict:
 
 def sample_errors(run_dir, model: str, questions: int = 200, n: int = 10, temperature: float = 0.7) -> dict:
     "Shares of right answers and of each error kind among `n` samples per test question of run model `model`."
-    rd = RunDir(Path(run_dir)); cfg = load_config(rd.root / "config.yaml"); models = read_models(rd)
-    if model not in models: raise SystemExit(f"{model!r} is not a model of {run_dir}: expected one of {', '.join(models)}")
-    test = read_jsonl(rd.path("data", "test.jsonl"))[:questions]
-    sampled = generate_texts(model_ref(rd, models[model]), cfg.strong, question_prompts(test, cfg), cfg.sampling, n=n,
+    rd, cfg, ref, _, test = run_model(run_dir, model)
+    test = test[:questions]
+    sampled = generate_texts(ref, cfg.strong, question_prompts(test, cfg), cfg.sampling, n=n,
                              temperature=temperature, top_p=1.0, seed=cfg.seed, device=resolve_device(cfg.device))
     kinds = Counter()
     for q, s in zip(test, sampled):
