@@ -127,24 +127,32 @@ from w2s_nb.config import ModelConfig
 from w2s_nb.models import ModelRef, load_model, load_tokenizer
 from w2s_nb.sample import sample
 dist.init_process_group("gloo")  # what the trainers' accelerate state does on CPU
-d, out, prompts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+d, out, prompts, limit = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
 cfg = ModelConfig(path=d, finetune="lora")
-recs = sample(load_model(ModelRef(d), cfg, "cpu"), load_tokenizer(ModelRef(d), cfg), prompts, max_new_tokens=6,
-              batch_size=2, shard_size=2, out_dir=out)
+model = load_model(ModelRef(d), cfg, "cpu")
+model.config.max_position_embeddings = limit  # some prompts + 6 new tokens pass it: one warning per launch
+recs = sample(model, load_tokenizer(ModelRef(d), cfg), prompts, max_new_tokens=6, batch_size=2, shard_size=2, out_dir=out)
 assert len(recs) == len(prompts)  # each rank returns every record once all ranks are done
 """
 
 
 @pytest.mark.slow
 def test_two_ranks_sample_their_slices_into_own_shards(mt, tiny_model_dir, tmp_path):
-    "2 CPU processes (accelerate launch) write exactly the records of 1 process, each rank into its own shards."
+    """2 CPU processes (accelerate launch) write exactly the records of 1 process, each rank into its own shards;
+    the prompts that outgrow the model's trained length are counted over both ranks, in one warning."""
     one = sample(*mt, PROMPTS, max_new_tokens=6, batch_size=2, shard_size=2, out_dir=tmp_path / "one")
+    lens = [len(ids) for ids in mt[1]([p["prompt"] for p in PROMPTS])["input_ids"]]
+    limit = max(lens) + 3
+    over = sum(n + 6 > limit for n in lens)
+    assert 1 < over < len(PROMPTS)  # on both ranks' slices: each rank alone would count fewer
     script = tmp_path / "child.py"; script.write_text(RANK_CHILD)
     root = Path(__file__).resolve().parent.parent
     r = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                         str(root / "environments/accelerate/cpu_2proc.yaml"), str(script), tiny_model_dir,
-                        str(tmp_path / "two"), json.dumps(PROMPTS)], capture_output=True, text=True)
+                        str(tmp_path / "two"), json.dumps(PROMPTS), str(limit)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
+    warnings = [l for l in r.stderr.splitlines() if "can run past the model's max_position_embeddings" in l]
+    assert len(warnings) == 1 and f"{over} of {len(PROMPTS)} prompts plus max_new_tokens=6" in warnings[0], r.stderr[-3000:]
     names = sorted(p.name for p in (tmp_path / "two").glob("shard-*.jsonl"))
     assert names == ["shard-00000-r0.jsonl", "shard-00000-r1.jsonl", "shard-00001-r0.jsonl", "shard-00001-r1.jsonl",
                      "shard-00002-r0.jsonl", "shard-00002-r1.jsonl"]  # 5 records per rank, 2 per shard

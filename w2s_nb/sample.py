@@ -176,16 +176,17 @@ def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_
     if out_dir is not None: remove_stale_tmp(out_dir, rank, world)  # a killed run's unfinished write
     _barrier(world)  # every rank has read the same shards before any rank writes one
     todo = [r for r in recs if r["id"] not in done]
-    todo = todo[rank::world]  # data parallel: each rank its slice, into its own shards
+    if todo and tokenizer is not None:
+        tokenizer.padding_side = "left"
+        lens = [len(ids) for ids in tokenizer([r["prompt"] for r in todo])["input_ids"]]  # one batched call
+        limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        if rank == 0 and (msg := context_overflow(lens, max_new_tokens, limit)):
+            log.warning(msg)  # once per launch, counted over every rank's prompts
+    else: lens = [len(r["prompt"]) for r in todo]
+    todo, lens = todo[rank::world], lens[rank::world]  # data parallel: each rank its slice, into its own shards
     if todo:
         generate_fn = generate_fn or (lambda ps, s: hf_generate(model, tokenizer, ps, n, temperature, top_p,
                                                                 max_new_tokens, stop, s))
-        if tokenizer is not None:
-            tokenizer.padding_side = "left"
-            lens = [len(ids) for ids in tokenizer([r["prompt"] for r in todo])["input_ids"]]  # one batched call
-            if msg := context_overflow(lens, max_new_tokens, getattr(getattr(model, "config", None), "max_position_embeddings", None)):
-                log.warning(msg)
-        else: lens = [len(r["prompt"]) for r in todo]
         order = sorted(range(len(todo)), key=lambda i: -lens[i])  # longest first: OOM shows early
         todo, lens = [todo[i] for i in order], [lens[i] for i in order]
         bounds = batch_bounds(lens, 1 if temperature == 0 else n, batch_size, max_new_tokens,
