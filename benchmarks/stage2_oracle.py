@@ -53,23 +53,24 @@ def oracle(run_dir, kind: str, sets: list) -> dict:
     if kind == "greedy":
         greedy = {r["id"]: r["samples"][0] for r in generate_texts(m_plus, cfg.strong, question_prompts(d_weak, cfg), cfg.sampling,
                                                                   seed=cfg.seed, device=dev)}
-    right = lambda text, qid: is_equiv(extract_answer(text, fmt, rule=rule), gold[qid], fmt)
+    ok = lambda pred, qid: bool(pred) and is_equiv(pred, gold[qid], fmt)
+    right = lambda text, qid: ok(extract_answer(text, fmt, rule=rule), qid)
     pairs = []
     for w in d_weak:
         q, ss = w["id"], samples[w["id"]]
         g = greedy.get(q, "")
-        qp = oracle_pairs(kind, [s for s in ss if right(s, q)], [s for s in ss if not right(s, q)], (w["text"], right(w["text"], q)),
+        qp = oracle_pairs(kind, [s for s in ss if right(s, q)], [s for s in ss if not right(s, q)], (w["text"], ok(w["pred"], q)),
                           (g, right(g, q)), random.Random(stable_hash([cfg.seed, q])))
         prompt = zero_shot_prompt(w["question"], cfg.data.prompt_template)
         pairs += [dict(prompt=prompt, chosen=label_completion(c), rejected=label_completion(r)) for c, r in qp]
-    out = rd.path("benchmarks", "stage2_oracle", f"{kind}-{stable_hash([dataclasses.asdict(cfg.stage2.pref), pairs])[:10]}")
+    out = rd.path("benchmarks", "stage2_oracle", f"{kind}-{stable_hash([dataclasses.asdict(cfg.stage2.pref), cfg.strong.finetune, pairs])[:10]}")
     ref = train_preference(m_plus, cfg.strong, cfg.stage2.pref, "dpo", pairs, out / "dpo", seed=cfg.seed, device=dev)
     test = read_jsonl(rd.path("data", "test.jsonl"))
     rows = evaluate(ref, cfg.strong, test, question_prompts(test, cfg), cfg.eval, cfg.sampling, fmt, out_path=out / "eval.jsonl",
                     seed=cfg.seed, device=dev, rule=rule)
     base = read_jsonl(rd.path("eval", f"{entry.get('alias_of', 'm_plus')}.jsonl"))  # M_plus's own evaluation
     b, c = paired_counts(base, rows)
-    return dict(run=str(run_dir), pairs=kind, n_pairs=len(pairs), pref=dataclasses.asdict(cfg.stage2.pref),
+    return dict(run=str(run_dir), pairs=kind, n_pairs=len(pairs), pref=dataclasses.asdict(cfg.stage2.pref), finetune=cfg.strong.finetune,
                 m_plus=summarize(base)["accuracy"], oracle_dpo=summarize(rows)["accuracy"], b=b, c=c, p=mcnemar(b, c))
 
 
@@ -77,7 +78,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dirs", nargs="+")
     ap.add_argument("--pairs", default="own", choices=ORACLE_PAIRS)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the runs' config (stage2.pref.*)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the runs' config (stage2.pref.*, strong.finetune)")
     a = ap.parse_args()
     results = [oracle(r, a.pairs, a.set) for r in a.run_dirs]
     for r in results: print(json.dumps(r))

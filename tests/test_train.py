@@ -197,6 +197,17 @@ def test_full_finetune(tiny_model_dir, tiny_examples, tmp_path):
     assert not torch.equal(a.model.layers[0].mlp.up_proj.weight, b.model.layers[0].mlp.up_proj.weight)
 
 
+def test_full_finetune_from_a_lora_trained_model(sft_run, tiny_examples, tmp_path):
+    "Full fine-tuning starts from base + adapter merged (PEFT froze that base to merge it) and changes every layer."
+    start = sft_run["ref"]
+    cfg = cfg_for(start.base, "full", epochs=1, lr=1e-3)
+    new = train_sft(start, cfg, tiny_examples, tmp_path, seed=0)
+    a = load_model(start, cfg, "cpu")  # the LoRA-trained model, merged
+    b = AutoModelForCausalLM.from_pretrained(new.base)
+    for n, w in a.named_parameters():
+        assert not torch.equal(w, b.get_parameter(n)), f"{n} was not trained"
+
+
 def test_qlora_without_4bit_fails_or_falls_back(tiny_model_dir, monkeypatch, caplog):
     import w2s_nb.models as M
     monkeypatch.setitem(M._BNB_CHECK, "cpu", "bitsandbytes cannot run 4-bit on cpu: (simulated)")

@@ -256,7 +256,9 @@ def load_model(ref: ModelRef, cfg: ModelConfig, device: str, train: Optional[Tra
     place, prepare_kbit = placement_kwargs(mode or launch_mode(), device, dtype, quantized)
     kw.update(place)
     model = AutoModelForCausalLM.from_pretrained(path, **kw)
-    if not quantized: model = merge_adapters(model, ref.adapters)
+    if not quantized:
+        model = merge_adapters(model, ref.adapters)
+        if train is not None: model.requires_grad_(True)  # PEFT froze the base to merge; full FT trains it (LoRA re-freezes)
     elif train is None: model = attach_adapter(model, ref.adapters)
     else:
         from peft import prepare_model_for_kbit_training
