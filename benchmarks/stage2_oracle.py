@@ -1,11 +1,12 @@
 """Stage II's ceiling in a world: DPO from M_plus on pairs labelled with the *gold* answers, on finished runs.
 
-    python benchmarks/stage2_oracle.py RUN_DIR [RUN_DIR ...] [--pairs own|own4|greedy|weak] [--set KEY=VALUE ...]
+    python benchmarks/stage2_oracle.py RUN_DIR [RUN_DIR ...] [--pairs own|own4|greedy|weak|run] [--set KEY=VALUE ...]
 
 Stage II picks its pairs by self-consistency, without gold labels. Whatever that selection does, DPO cannot do
 better than it does on pairs whose labels are *known* to be right. This builds such pairs for the run's D_gold,2
 questions from M_plus's own Stage II samples (`stage2/samples`) and the hidden gold answers, trains DPO from M_plus
-with the run's `stage2.pref` settings (overridable with `--set stage2.pref.epochs=1` etc.), evaluates the result
+with the run's `stage2.pref` settings (overridable with `--set stage2.pref.epochs=1`, `--set strong.finetune=full`
+etc.), evaluates the result
 greedily on the run's test split, and prints a JSON line per run and the exact McNemar test against M_plus
 (b = questions M_plus gets right and the oracle model wrong, c = the reverse), per run and pooled over the runs.
 
@@ -15,7 +16,9 @@ Pair sets (`--pairs`; one pair per question unless said):
 - `greedy`: M_plus's greedy solution against a sample: rejected when greedy is wrong (chosen: a right sample),
   chosen when it is right (rejected: a wrong sample), so the pairs target what greedy decoding gets wrong;
 - `weak`: the paper's two pair kinds with gold in place of confidence: the weak solution chosen when it is right
-  (rejected: a wrong sample), rejected when it is wrong (chosen: a right sample).
+  (rejected: a wrong sample), rejected when it is wrong (chosen: a right sample);
+- `run`: no gold: the run's own Stage II pairs (`stage2/pairs.jsonl`, the paper's rule), to compare training
+  settings on the pairs the method picks with the same settings on gold-labelled ones.
 Models and results go under `RUN_DIR/benchmarks/stage2_oracle/<pairs>-<hash of settings and pairs>/` (a re-run
 reuses them). The JSON lines are the output's last lines (TRL logs its training steps before them).
 Uses the gold labels of D_gold,2, so it is a diagnostic for a world, never a step of the method.
@@ -55,8 +58,9 @@ def oracle(run_dir, kind: str, sets: list) -> dict:
                                                                   seed=cfg.seed, device=dev)}
     ok = lambda pred, qid: bool(pred) and is_equiv(pred, gold[qid], fmt)
     right = lambda text, qid: ok(extract_answer(text, fmt, rule=rule), qid)
-    pairs = []
-    for w in d_weak:
+    pairs = [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in read_jsonl(rd.path("stage2", "pairs.jsonl"))] \
+        if kind == "run" else []
+    for w in (d_weak if kind != "run" else []):
         q, ss = w["id"], samples[w["id"]]
         g = greedy.get(q, "")
         qp = oracle_pairs(kind, [s for s in ss if right(s, q)], [s for s in ss if not right(s, q)], (w["text"], ok(w["pred"], q)),
@@ -77,7 +81,7 @@ def oracle(run_dir, kind: str, sets: list) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dirs", nargs="+")
-    ap.add_argument("--pairs", default="own", choices=ORACLE_PAIRS)
+    ap.add_argument("--pairs", default="own", choices=(*ORACLE_PAIRS, "run"))
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the runs' config (stage2.pref.*, strong.finetune)")
     a = ap.parse_args()
     results = [oracle(r, a.pairs, a.set) for r in a.run_dirs]
