@@ -6,9 +6,9 @@ Stage II picks its pairs by self-consistency, without gold labels. Whatever that
 better than it does on pairs whose labels are *known* to be right. This builds such pairs for the run's D_gold,2
 questions from M_plus's own Stage II samples (`stage2/samples`) and the hidden gold answers, trains DPO from M_plus
 with the run's `stage2.pref` settings (overridable with `--set stage2.pref.epochs=1`, `--set strong.finetune=full`
-etc.), evaluates the result
-greedily on the run's test split, and prints a JSON line per run and the exact McNemar test against M_plus
-(b = questions M_plus gets right and the oracle model wrong, c = the reverse), per run and pooled over the runs.
+etc.), evaluates the result greedily on the run's test split, and prints a JSON line per run and the exact McNemar
+test against M_plus (b = questions M_plus gets right and the oracle model wrong, c = the reverse), per run and pooled
+over the runs.
 
 Pair sets (`--pairs`; one pair per question unless said):
 - `own`: a right sample (chosen) against a wrong one (rejected), where M_plus's samples hold both;
@@ -58,15 +58,17 @@ def oracle(run_dir, kind: str, sets: list) -> dict:
                                                                   seed=cfg.seed, device=dev)}
     ok = lambda pred, qid: bool(pred) and is_equiv(pred, gold[qid], fmt)
     right = lambda text, qid: ok(extract_answer(text, fmt, rule=rule), qid)
-    pairs = [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in read_jsonl(rd.path("stage2", "pairs.jsonl"))] \
-        if kind == "run" else []
-    for w in (d_weak if kind != "run" else []):
-        q, ss = w["id"], samples[w["id"]]
-        g = greedy.get(q, "")
-        qp = oracle_pairs(kind, [s for s in ss if right(s, q)], [s for s in ss if not right(s, q)], (w["text"], ok(w["pred"], q)),
-                          (g, right(g, q)), random.Random(stable_hash([cfg.seed, q])))
-        prompt = zero_shot_prompt(w["question"], cfg.data.prompt_template)
-        pairs += [dict(prompt=prompt, chosen=label_completion(c), rejected=label_completion(r)) for c, r in qp]
+    if kind == "run":  # the method's own pairs, no gold
+        pairs = [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in read_jsonl(rd.path("stage2", "pairs.jsonl"))]
+    else:
+        pairs = []
+        for w in d_weak:
+            q, ss = w["id"], samples[w["id"]]
+            g = greedy.get(q, "")
+            qp = oracle_pairs(kind, [s for s in ss if right(s, q)], [s for s in ss if not right(s, q)],
+                              (w["text"], ok(w["pred"], q)), (g, right(g, q)), random.Random(stable_hash([cfg.seed, q])))
+            prompt = zero_shot_prompt(w["question"], cfg.data.prompt_template)
+            pairs += [dict(prompt=prompt, chosen=label_completion(c), rejected=label_completion(r)) for c, r in qp]
     out = rd.path("benchmarks", "stage2_oracle", f"{kind}-{stable_hash([dataclasses.asdict(cfg.stage2.pref), cfg.strong.finetune, pairs])[:10]}")
     ref = train_preference(m_plus, cfg.strong, cfg.stage2.pref, "dpo", pairs, out / "dpo", seed=cfg.seed, device=dev)
     test = read_jsonl(rd.path("data", "test.jsonl"))
