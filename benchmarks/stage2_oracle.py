@@ -27,13 +27,11 @@ import argparse
 import dataclasses
 import json
 import random
-from pathlib import Path
 
 from w2s_nb.answers import extract_answer, is_equiv
-from w2s_nb.config import load_config
 from w2s_nb.data import answer_format, zero_shot_prompt
 from w2s_nb.eval import evaluate, mcnemar, paired_counts, summarize
-from w2s_nb.models import model_ref, read_models, resolve_device
+from w2s_nb.models import resolve_device
 from w2s_nb.rundir import RunDir, read_jsonl, stable_hash
 from w2s_nb.sample import generate_texts, read_shards
 from w2s_nb.stage1 import label_completion
@@ -41,12 +39,11 @@ from w2s_nb.stage2 import ORACLE_PAIRS, oracle_pairs
 from w2s_nb.train import train_preference
 from w2s_nb.weak import question_prompts
 
-def oracle(run_dir, kind: str, sets: list) -> dict:
-    "Train DPO from M_plus on `kind` oracle pairs and compare it with M_plus on the run's test split."
-    rd = RunDir(Path(run_dir)); cfg = load_config(rd.root / "config.yaml", sets)
-    fmt, rule, dev = answer_format(cfg.data), cfg.data.answer_extraction, resolve_device(cfg.device)
-    entry = read_models(rd, ["stage1"])["m_plus"]
-    m_plus = model_ref(rd, entry)
+from _w2s import run_model
+
+def gold_pairs(rd: RunDir, cfg, kind: str, m_plus, dev: str) -> list:
+    "`kind` pairs for the run's D_gold,2 questions from M_plus's Stage II samples, labelled by the hidden gold answers."
+    fmt, rule = answer_format(cfg.data), cfg.data.answer_extraction
     d_weak = read_jsonl(rd.path("weak", "d_weak.jsonl"))
     gold = {r["id"]: r["answer"] for r in read_jsonl(rd.path("data", "gold2_gold.jsonl"))}
     samples = {q: r["samples"] for q, r in read_shards(rd.path("stage2", "samples")).items()}
@@ -58,20 +55,25 @@ def oracle(run_dir, kind: str, sets: list) -> dict:
                                                                   seed=cfg.seed, device=dev)}
     ok = lambda pred, qid: bool(pred) and is_equiv(pred, gold[qid], fmt)
     right = lambda text, qid: ok(extract_answer(text, fmt, rule=rule), qid)
+    pairs = []
+    for w in d_weak:
+        q, ss = w["id"], samples[w["id"]]
+        g = greedy.get(q, "")
+        qp = oracle_pairs(kind, [s for s in ss if right(s, q)], [s for s in ss if not right(s, q)],
+                          (w["text"], ok(w["pred"], q)), (g, right(g, q)), random.Random(stable_hash([cfg.seed, q])))
+        prompt = zero_shot_prompt(w["question"], cfg.data.prompt_template)
+        pairs += [dict(prompt=prompt, chosen=label_completion(c), rejected=label_completion(r)) for c, r in qp]
+    return pairs
+
+def oracle(run_dir, kind: str, sets: list) -> dict:
+    "Train DPO from M_plus on `kind` oracle pairs and compare it with M_plus on the run's test split."
+    rd, cfg, m_plus, entry, test = run_model(run_dir, "m_plus", sets)
+    fmt, rule, dev = answer_format(cfg.data), cfg.data.answer_extraction, resolve_device(cfg.device)
     if kind == "run":  # the method's own pairs, no gold
         pairs = [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in read_jsonl(rd.path("stage2", "pairs.jsonl"))]
-    else:
-        pairs = []
-        for w in d_weak:
-            q, ss = w["id"], samples[w["id"]]
-            g = greedy.get(q, "")
-            qp = oracle_pairs(kind, [s for s in ss if right(s, q)], [s for s in ss if not right(s, q)],
-                              (w["text"], ok(w["pred"], q)), (g, right(g, q)), random.Random(stable_hash([cfg.seed, q])))
-            prompt = zero_shot_prompt(w["question"], cfg.data.prompt_template)
-            pairs += [dict(prompt=prompt, chosen=label_completion(c), rejected=label_completion(r)) for c, r in qp]
+    else: pairs = gold_pairs(rd, cfg, kind, m_plus, dev)
     out = rd.path("benchmarks", "stage2_oracle", f"{kind}-{stable_hash([dataclasses.asdict(cfg.stage2.pref), cfg.strong.finetune, pairs])[:10]}")
     ref = train_preference(m_plus, cfg.strong, cfg.stage2.pref, "dpo", pairs, out / "dpo", seed=cfg.seed, device=dev)
-    test = read_jsonl(rd.path("data", "test.jsonl"))
     rows = evaluate(ref, cfg.strong, test, question_prompts(test, cfg), cfg.eval, cfg.sampling, fmt, out_path=out / "eval.jsonl",
                     seed=cfg.seed, device=dev, rule=rule)
     base = read_jsonl(rd.path("eval", f"{entry.get('alias_of', 'm_plus')}.jsonl"))  # M_plus's own evaluation

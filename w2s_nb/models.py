@@ -224,12 +224,15 @@ def _adapter_dir(a) -> str:
     return str(a)
 
 def merge_adapters(model, adapters: list):
-    "Merge LoRA adapter directories into a full-precision `model`, in order (a 4-bit model is refused)."
+    """Merge LoRA adapter directories into a full-precision `model`, in order (a 4-bit model is refused); which
+    parameters train is left as it was (PEFT freezes the base while an adapter is attached)."""
     from peft import PeftModel
     if adapters and getattr(model, "is_loaded_in_4bit", False):
         raise ValueError("merging a LoRA adapter into 4-bit weights rounds it away; keep it unmerged (`attach_adapter`)")
+    trains = {n: p.requires_grad for n, p in model.named_parameters()}
     for a in adapters:
         model = PeftModel.from_pretrained(model, _adapter_dir(a), is_trainable=False).merge_and_unload()
+    for n, p in model.named_parameters(): p.requires_grad_(trains[n])
     return model
 
 def attach_adapter(model, adapters: list, trainable: bool = False):
@@ -256,9 +259,7 @@ def load_model(ref: ModelRef, cfg: ModelConfig, device: str, train: Optional[Tra
     place, prepare_kbit = placement_kwargs(mode or launch_mode(), device, dtype, quantized)
     kw.update(place)
     model = AutoModelForCausalLM.from_pretrained(path, **kw)
-    if not quantized:
-        model = merge_adapters(model, ref.adapters)
-        if train is not None: model.requires_grad_(True)  # PEFT froze the base to merge; full FT trains it (LoRA re-freezes)
+    if not quantized: model = merge_adapters(model, ref.adapters)
     elif train is None: model = attach_adapter(model, ref.adapters)
     else:
         from peft import prepare_model_for_kbit_training
