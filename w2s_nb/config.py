@@ -96,6 +96,8 @@ class ModelConfig:
     finetune: str = opt("qlora", choices=FINETUNE, help="QLoRA (4-bit + LoRA), LoRA, full, or none (the weak model as is)")
     allow_fallback: bool = opt(False, help="if 4-bit is impossible here, fall back to LoRA (logged) instead of failing")
     trust_remote_code: bool = opt(False)
+    revision: Optional[str] = opt(None, help="hub revision (a commit hash) of a hub id `path`, so a resumed run never "
+                                  "mixes model versions; ignored for local folders")
     lora: LoraSettings = opt(default_factory=LoraSettings)
     sft: SFTSettings = opt(default_factory=SFTSettings)
 

@@ -20,10 +20,10 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'SPECIAL_TOKENS', 'LAUNCH_MODES', 'MODEL_STAGES', 'build_tokenizer', 'new_llama', 'ModelRef', 'resolve_device',
-           'resolve_model_path', 'resolve_dtype', 'load_tokenizer', 'bnb_4bit_problem', 'disable_bnb_cpu_repack',
-           'effective_finetune', 'bnb_config', 'launch_mode', 'placement_kwargs', 'merge_adapters', 'attach_adapter',
-           'load_model', 'lora_config', 'save_merged', 'convert_gguf', 'model_entry', 'model_ref', 'read_models',
-           'base_ref']
+           'resolve_model_path', 'hub_kwargs', 'resolve_dtype', 'load_tokenizer', 'context_length', 'bnb_4bit_problem',
+           'disable_bnb_cpu_repack', 'effective_finetune', 'bnb_config', 'launch_mode', 'placement_kwargs',
+           'merge_adapters', 'attach_adapter', 'load_model', 'lora_config', 'save_merged', 'convert_gguf',
+           'model_entry', 'model_ref', 'read_models', 'base_ref']
 
 # %% ../nbs/04_models.ipynb #368b7878
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
@@ -125,6 +125,13 @@ def _source(ref: ModelRef, cfg: ModelConfig) -> tuple[str, Optional[str]]:
         path, gguf = str(Path(path).parent), Path(path).name
     return path, gguf
 
+def hub_kwargs(cfg: ModelConfig, gguf: Optional[str] = None) -> dict:
+    "What every `from_pretrained` of the base gets: remote code off unless asked, the pinned revision, the GGUF file."
+    kw = dict(trust_remote_code=cfg.trust_remote_code)
+    if cfg.revision: kw["revision"] = cfg.revision
+    if gguf: kw["gguf_file"] = gguf
+    return kw
+
 def _local_device(device: str) -> str:
     "The device of this process: `cuda:LOCAL_RANK` under a multi-process launch."
     if device == "cuda": return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
@@ -144,13 +151,21 @@ def load_tokenizer(ref: ModelRef, cfg: ModelConfig, padding_side: str = "left"):
     from transformers import AutoTokenizer
     if padding_side not in ("left", "right"): raise ValueError(f"padding_side={padding_side!r}: expected left or right")
     path, gguf = _source(ref, cfg)
-    kw = dict(gguf_file=gguf) if gguf else {}
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code, **kw)
+    tok = AutoTokenizer.from_pretrained(path, **hub_kwargs(cfg, gguf))
     if tok.pad_token is None:
         if tok.eos_token is None: raise ValueError(f"tokenizer of {path} has neither a pad nor an eos token")
         tok.pad_token = tok.eos_token
     tok.padding_side = padding_side
     return tok
+
+# %% ../nbs/04_models.ipynb #2beec328
+def context_length(ref: ModelRef, cfg: ModelConfig) -> Optional[int]:
+    """The positions the base model was trained for (`max_position_embeddings`, of the text model in a multimodal
+    config), read from its config alone (no weights); None when the config does not say."""
+    from transformers import AutoConfig
+    path, gguf = _source(ref, cfg)
+    c = AutoConfig.from_pretrained(path, **hub_kwargs(cfg, gguf))
+    return getattr(c.get_text_config(), "max_position_embeddings", None)
 
 # %% ../nbs/04_models.ipynb #024ce4d7
 _BNB_CHECK: dict = {}
@@ -251,9 +266,8 @@ def load_model(ref: ModelRef, cfg: ModelConfig, device: str, train: Optional[Tra
     device = _local_device(resolve_device(device))
     path, gguf = _source(ref, cfg)
     dtype = resolve_dtype(cfg.dtype, device)
-    kw = dict(dtype=dtype, trust_remote_code=cfg.trust_remote_code)
-    if gguf: kw["gguf_file"] = gguf
-    else: kw["use_safetensors"] = True
+    kw = dict(dtype=dtype, **hub_kwargs(cfg, gguf))
+    if not gguf: kw["use_safetensors"] = True
     quantized = effective_finetune(cfg, device) == "qlora"
     if quantized and gguf: raise ValueError("QLoRA on a GGUF file: convert it first (`convert_gguf`) and use the directory")
     place, prepare_kbit = placement_kwargs(mode or launch_mode(), device, dtype, quantized)
