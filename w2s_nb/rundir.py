@@ -23,8 +23,8 @@ from typing import Any, Iterable, Iterator
 __all__ = ['PACKAGES', 'LOCK_ENV', 'STAGES', 'DONE', 'STARTED', 'STAGE_PRODUCTS', 'STAGE_NEEDS', 'atomic_file',
            'atomic_write_text', 'atomic_write_json', 'atomic_write_jsonl', 'read_json', 'read_jsonl', 'replace_dir',
            'atomic_dir', 'sha256_bytes', 'sha256_file', 'sha256_path', 'hash_files', 'stable_hash', 'versions',
-           'git_commit', 'RunLockedError', 'run_lock', 'utc_now', 'RunDir', 'project_root', 'default_config_path',
-           'StageMissing', 'require_stages', 'open_run', 'stage_key']
+           'git_commit', 'hardware', 'RunLockedError', 'run_lock', 'utc_now', 'RunDir', 'project_root',
+           'default_config_path', 'StageMissing', 'require_stages', 'open_run', 'stage_key']
 
 # %% ../nbs/01_rundir.ipynb #2d401523
 def _umask() -> int:
@@ -132,7 +132,8 @@ def stable_hash(obj: Any) -> str:
     return sha256_bytes(json.dumps(obj, sort_keys=True, default=str).encode())[:16]
 
 # %% ../nbs/01_rundir.ipynb #f02f202c
-PACKAGES = ("w2s_nb", "torch", "transformers", "trl", "peft", "bitsandbytes", "accelerate", "datasets", "papermill", "nbdev")
+PACKAGES = ("w2s_nb", "torch", "transformers", "trl", "peft", "bitsandbytes", "accelerate", "datasets", "papermill", "nbdev",
+            "vllm", "deepspeed", "gguf")  # the optional ones are None where not installed
 
 def versions() -> dict[str, str | None]:
     "Python and key package versions (None where a package is not installed)."
@@ -149,6 +150,20 @@ def git_commit(cwd=None) -> str | None:
         sha = run("rev-parse", "HEAD")
         return sha + ("+dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.SubprocessError): return None
+
+def _gpu(i: int) -> dict:
+    "One CUDA device: name, memory (GiB), compute capability."
+    import torch
+    p = torch.cuda.get_device_properties(i)
+    return dict(name=p.name, memory_gib=round(p.total_memory / 2**30, 1), capability=f"{p.major}.{p.minor}")
+
+def hardware() -> dict:
+    """What the numbers were computed on: the CPU's vector extension (bf16 has native CPU kernels only with
+    AVX512-BF16 or AMX) and core count, each CUDA device, and whether CUDA has bf16 (`dtype: auto` picks by it)."""
+    import torch
+    gpus = [_gpu(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return dict(cpu_capability=torch.backends.cpu.get_cpu_capability(), cpu_count=os.cpu_count(), cuda=gpus,
+                cuda_bf16=torch.cuda.is_bf16_supported() if gpus else None)
 
 # %% ../nbs/01_rundir.ipynb #5da77ad6
 class RunLockedError(RuntimeError):
