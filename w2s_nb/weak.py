@@ -135,13 +135,23 @@ def d_weak_demos(d_weak: list[dict], gold2: list[dict], s1: Stage1Config, seed: 
     return pick_demos(segs, lambda i, seg: seg, {r["id"]: r for r in gold2}, s1, fmt, prompt_tokens, budget)
 
 # %% ../nbs/08_weak.ipynb #0f5b2c88
-def icl_prompt_tokens(questions: list[dict], template: str, tokenizer) -> Callable[[list[dict]], int]:
-    "A function of demonstrations: the tokens of the longest weak-ICL prompt (`stage1.icl_prompts`) over `questions`."
+def icl_prompt_tokens(questions: list[dict], template: str, tokenizer, above: int | None = None,
+                      first: int = 16) -> Callable[[list[dict]], int]:
+    """A function of demonstrations: the tokens of the longest weak-ICL prompt (`stage1.icl_prompts`) over `questions`.
+    With `above`, the `first` longest questions (by characters) are counted first, and a prompt longer than `above`
+    found among them is returned at once (the rule's outcome is the same; a demonstration that does not fit costs one
+    small batch instead of every question)."""
     from w2s_nb.stage1 import icl_prompts  # stage1 imports this module
+    ordered = sorted(questions, key=lambda q: len(q["question"]), reverse=True)
+    def count(qs: list[dict], demos: list[dict]) -> int:
+        "Tokens of the longest prompt for `qs` with `demos`."
+        prompts = [p["prompt"] for p in icl_prompts(qs, demos, template)]
+        return max(map(len, tokenizer(prompts)["input_ids"]), default=0) if prompts else 0
     def longest(demos: list[dict]) -> int:
-        "Tokens of the longest prompt with `demos`."
-        prompts = [p["prompt"] for p in icl_prompts(questions, demos, template)]
-        return max(map(len, tokenizer(prompts)["input_ids"]), default=0)
+        "Tokens of the longest prompt with `demos` (or of one longer than `above`)."
+        head = count(ordered[:first], demos)
+        if above is not None and head > above: return head
+        return max(head, count(ordered[first:], demos))
     return longest
 
 def demo_budget(cfg: RunConfig, questions: list[dict]) -> tuple[int | None, int | None, Callable | None]:
@@ -154,7 +164,7 @@ def demo_budget(cfg: RunConfig, questions: list[dict]) -> tuple[int | None, int 
         raise ValueError(f"sampling.max_new_tokens={cfg.sampling.max_new_tokens}: leaves no room for a prompt in the "
                          f"strong model's context of {ctx} tokens ({cfg.strong.path}); expected fewer than {ctx}")
     tok = load_tokenizer(base_ref(cfg.strong), cfg.strong)
-    return ctx, budget, icl_prompt_tokens(questions, cfg.data.prompt_template, tok)
+    return ctx, budget, icl_prompt_tokens(questions, cfg.data.prompt_template, tok, above=budget)
 
 # %% ../nbs/08_weak.ipynb #d6c630a1
 def weak_model(cfg: RunConfig, rd: RunDir, device: str) -> tuple[ModelRef, str]:
