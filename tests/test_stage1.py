@@ -25,7 +25,7 @@ def test_consistency_rule_edge_cases(weak, icl, agree):
 def test_selection_keeps_both_solutions_and_missing_labels_fail():
     sel = select_consistent(_labels(["1", "2"], "w"), _labels(["1", "3"], "i"))
     assert sel[0] == dict(id="q0", question="What is q0?", weak_text=" w0\n#### 1", weak_pred="1",
-                          icl_text=" i0\n#### 1", icl_pred="1", agree=True)
+                          icl_text=" i0\n#### 1", icl_pred="1", cut=False, agree=True)
     with pytest.raises(ValueError, match="ICL labels missing"):
         select_consistent(_labels(["1", "2"], "w"), _labels(["1"], "i"))
 
@@ -75,3 +75,54 @@ def test_label_quality_skips_questions_without_gold():
     recs = _labels(["1", "2", "3"], "w")
     assert label_quality(recs, {"q0": "1", "q1": "5", "q2": ""}, "pred", "gsm8k") == 0.5
     assert label_quality(recs, {"q0": "", "q1": "", "q2": ""}, "pred", "gsm8k") is None
+
+
+# ---------------------------------------------------------------- cut solutions (finish "length")
+
+def _finished(labels, finishes):
+    return [dict(r, finish=f) for r, f in zip(labels, finishes)]
+
+
+def test_a_cut_weak_or_icl_label_is_never_kept():
+    weak = _finished(_labels(["1", "2", "3", "4"], "w"), ["stop", "length", "stop", None])
+    icl = _finished(_labels(["1", "2", "3", "4"], "i"), ["stop", "stop", "length", None])   # None: older records
+    sel = select_consistent(weak, icl)
+    assert [(s["cut"], s["agree"]) for s in sel] == [(False, True), (True, False), (True, False), (False, True)]
+    assert [e["completion"] for e in variant_examples(sel, "hybrid", TPL)] == \
+        [" w0\n#### 1", " i0\n#### 1", " w3\n#### 4", " i3\n#### 4"]
+
+
+def test_full_weak_ft_skips_cut_labels():
+    labels = _finished(_labels(["1", "", "3"], "w"), ["length", "stop", None])
+    assert [e["completion"] for e in label_examples(labels, TPL)] == [" w1\n####", " w2\n#### 3"]
+
+
+def test_run_stage1_counts_cut_labels_and_trains_on_complete_ones(tmp_path, monkeypatch):
+    import w2s_nb.stage1 as stage1
+    from w2s_nb.models import ModelRef
+    from w2s_nb.rundir import RunDir, atomic_write_jsonl, read_json
+    cfg = load_config(overrides={"stage1.rounds": 1, "stage1.ceiling_baseline": False})
+    rd = RunDir(tmp_path / "run")
+    q = [dict(id=f"q{i}", question=f"What is q{i}?") for i in range(5)]
+    atomic_write_jsonl(rd.path("data", "gold2_questions.jsonl"), q)
+    atomic_write_jsonl(rd.path("data", "gold2_gold.jsonl"), [dict(id=r["id"], solution="s", answer="1") for r in q])
+    atomic_write_jsonl(rd.path("weak", "d_weak.jsonl"),
+                       _finished(_labels(["1"] * 5, "w"), ["stop", "length", "stop", "stop", "stop"]))
+    atomic_write_jsonl(rd.path("weak", "demos.jsonl"), [dict(id="q0", question="What is q0?", solution="w0\n#### 1")])
+    icl_finish = ["stop", "stop", "length", "length", "stop"]
+    def generate(ref, mcfg, prompts, sampling, n=1, out_dir=None, **kw):
+        return [dict(id=p["id"], prompt=p["prompt"], samples=[f" i{i}\n#### 1"], finish=[icl_finish[i]])
+                for i, p in enumerate(prompts)]
+    trained = {}
+    def train(base, mcfg, examples, out, **kw):
+        trained[out.name] = [e["completion"] for e in examples]
+        return ModelRef(base=str(base.base), adapters=[str(out)])
+    monkeypatch.setattr(stage1, "generate_texts", generate)
+    monkeypatch.setattr(stage1, "train_sft", train)
+    m = stage1.run_stage1(cfg, rd)
+    r1 = m["rounds"][0]
+    assert (r1["n_questions"], r1["selected"], r1["weak_cut"], r1["icl_cut"], r1["cut"]) == (5, 2, 1, 2, 3)
+    assert trained["hybrid"] == [" w0\n#### 1", " i0\n#### 1", " w4\n#### 1", " i4\n#### 1"]
+    assert trained["full_weak"] == [" w0\n#### 1", " w2\n#### 1", " w3\n#### 1", " w4\n#### 1"]
+    assert (m["full_weak_examples"], m["full_weak_cut"]) == (4, 1)
+    assert read_json(rd.path("stage1", "round1", "metrics.json")) == r1

@@ -136,3 +136,96 @@ def test_majority_vs_greedy_rejects_mismatched_inputs():
         majority_vs_greedy(["1", "2"], [["1"]], ["1"], "gsm8k", tau=0.6)
     with pytest.raises(ValueError, match="one sample per question"):
         majority_vs_greedy(["1"], [[]], ["1"], "gsm8k", tau=0.6)
+
+
+# ---------------------------------------------------------------- cut samples (finish "length")
+
+TPL = "Question: {question}\nAnswer:"
+
+
+def test_cut_samples_vote_but_are_never_chosen_or_rejected():
+    d_weak = [dict(id="a", question="What is 2 + 3?", text=" 2 + 3 = 5\n#### 5", pred="5", finish="stop")]
+    texts = [f" 5 ({i})\n#### 5" for i in range(6)] + [f" 6 ({i})\n#### 6" for i in range(4)]
+    finish = ["stop"] * 6 + ["length", "length", "length", "stop"]             # three of the four dissenters were cut
+    for seed in range(10):
+        sampled = [dict(id="a", samples=texts, finish=finish)]
+        conf, prs, skipped = build_pairs(d_weak, sampled, Stage2Config(), "gsm8k", TPL, seed)
+        assert conf[0]["confidence"] == 0.6 and conf[0]["n_cut"] == 3 and conf[0]["weak_cut"] is False   # all ten vote
+        assert [(p["chosen"], p["rejected"]) for p in prs] == [(" 2 + 3 = 5\n#### 5", " 6 (3)\n#### 6")]
+    conf, prs, skipped = build_pairs(d_weak, [dict(id="a", samples=texts, finish=["stop"] * 6 + ["length"] * 4)],
+                                     Stage2Config(), "gsm8k", TPL, 0)
+    assert prs == [] and skipped == {"cut": 1}                                  # only cut samples disagree
+    conf, prs, skipped = build_pairs(d_weak, [dict(id="a", samples=texts)], Stage2Config(), "gsm8k", TPL, 0)
+    assert len(prs) == 1 and conf[0]["n_cut"] == 0                              # no finish (older records): complete
+
+
+def test_weak_rejected_chosen_among_complete_samples():
+    d_weak = [dict(id="b", question="What is 2 * 4?", text=" 2 * 4 = 6\n#### 6", pred="6", finish="stop")]
+    texts = [f" 8 ({i})\n#### 8" for i in range(9)] + [" 6\n#### 6"]
+    finish = ["length"] * 8 + ["stop", "stop"]
+    for seed in range(10):
+        _, prs, _ = build_pairs(d_weak, [dict(id="b", samples=texts, finish=finish)],
+                                Stage2Config(pairs_per_question=3), "gsm8k", TPL, seed)
+        assert [(p["kind"], p["chosen"]) for p in prs] == [("weak_rejected", " 8 (8)\n#### 8")]
+    sampled = [dict(id="b", samples=texts, finish=["length"] * 9 + ["stop"])]
+    _, prs, skipped = build_pairs(d_weak, sampled, Stage2Config(), "gsm8k", TPL, 0)
+    assert prs == [] and skipped == {"cut": 1}
+
+
+def test_a_cut_weak_solution_is_never_chosen_or_rejected():
+    texts = [" 5\n#### 5"] * 9 + [" 6\n#### 6"]
+    for weak_pred, kind in [("5", "weak_chosen"), ("7", "weak_rejected")]:
+        d_weak = [dict(id="c", question="Q?", text=f" ... #### {weak_pred}", pred=weak_pred)]
+        _, prs, _ = build_pairs(d_weak, [dict(id="c", samples=texts)], Stage2Config(), "gsm8k", TPL, 0)
+        assert [p["kind"] for p in prs] == [kind]                               # complete: paired
+        conf, prs, skipped = build_pairs([dict(d_weak[0], finish="length")], [dict(id="c", samples=texts)],
+                                         Stage2Config(), "gsm8k", TPL, 0)
+        assert prs == [] and skipped == {"cut": 1} and conf[0]["weak_cut"] is True
+    p, why = question_pairs(dict(WEAK, finish="length"), S, ["5"] * 10, Stage2Config(), 0)
+    assert (p, why) == ([], "no_rejected")                                      # nothing to reject anyway
+
+
+def test_strong_only_pairs_skip_cut_samples():
+    cut = [i in (0, 1, 2, 3, 4, 5, 6, 7) for i in range(10)]
+    p, why = question_pairs(WEAK, S, ["7"] * 8 + ["6"] * 2, Stage2Config(pair_source="strong"), 0, cut)
+    assert (p, why) == ([], "cut")                                              # every majority sample was cut
+    cut = [i == 9 for i in range(10)]
+    p, why = question_pairs(WEAK, S, ["7"] * 8 + ["6"] * 2, Stage2Config(pair_source="strong"), 0, cut)
+    assert [(x["chosen"] in S[:8], x["rejected"]) for x in p] == [(True, "s8")] and why == ""
+
+
+def test_no_cut_leaves_the_pairs_as_they_were():
+    for seed in range(5):
+        for preds, weak_pred in [(["5"] * 6 + ["6"] * 4, "5"), (["7"] * 9 + ["6"], "5")]:
+            cfg = Stage2Config(pairs_per_question=3)
+            old = question_pairs(dict(WEAK, pred=weak_pred), S, preds, cfg, seed)
+            assert question_pairs(dict(WEAK, pred=weak_pred, finish="stop"), S, preds, cfg, seed, [False] * 10) == old
+
+
+def test_run_stage2_counts_cut_samples_and_skips(tmp_path, monkeypatch):
+    import w2s_nb.stage2 as stage2
+    from w2s_nb.config import load_config
+    from w2s_nb.models import ModelRef
+    from w2s_nb.rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
+    cfg = load_config(overrides={"stage2.n": 10, "stage2.methods": ["dpo"]})
+    rd = RunDir(tmp_path / "run")
+    d_weak = [dict(id=i, question=f"Q{i}?", text=f" ... #### {a}", pred=a, finish=f)
+              for i, a, f in [("a", "5", "stop"), ("b", "5", "length"), ("c", "5", "stop")]]
+    atomic_write_jsonl(rd.path("weak", "d_weak.jsonl"), d_weak)
+    atomic_write_jsonl(rd.path("data", "gold2_gold.jsonl"), [dict(id=r["id"], answer="5") for r in d_weak])
+    atomic_write_json(rd.path("stage1", "models.json"), {"m_plus": dict(ref=dict(base="world:strong", adapters=[]))})
+    samples = {"a": ([" #### 5"] * 7 + [" #### 6"] * 3, ["stop"] * 7 + ["length", "stop", "stop"]),
+               "b": ([" #### 5"] * 7 + [" #### 6"] * 3, ["stop"] * 10),
+               "c": ([" #### 5"] * 7 + [" #### 6"] * 3, ["stop"] * 7 + ["length"] * 3)}
+    monkeypatch.setattr(stage2, "generate_texts", lambda ref, mcfg, prompts, *a, **kw: [
+        dict(id=p["id"], prompt=p["prompt"], samples=samples[p["id"]][0], finish=samples[p["id"]][1]) for p in prompts])
+    trained = []
+    def train(m_plus, mcfg, pref, method, pairs, out, **kw):
+        trained.extend(pairs)
+        return ModelRef(base="world:strong", adapters=[str(out)])
+    monkeypatch.setattr(stage2, "train_preference", train)
+    m = stage2.run_stage2(cfg, rd)
+    assert (m["pairs"], m["samples_cut"], m["weak_cut"]) == (1, 4, 1)
+    assert m["skipped"] == dict(low_confidence=0, no_rejected=0, below_tau_high=0, empty_majority=0, cut=2)
+    assert [p["rejected"] for p in trained] == [" #### 6"] and read_json(rd.path("stage2", "stage2_metrics.json")) == m
+    assert [c["n_cut"] for c in read_jsonl(rd.path("stage2", "confidence.jsonl"))] == [1, 0, 3]

@@ -14,7 +14,7 @@ from .models import ModelRef, base_ref, model_entry, resolve_device
 from .rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_jsonl
 from .sample import generate_texts
 from .train import train_sft
-from .weak import gold_sft_examples, label_records, question_prompts
+from .weak import gold_sft_examples, label_records, question_prompts, was_cut
 
 # %% auto #0
 __all__ = ['GOLD_FIELDS', 'VARIANT_SIDES', 'GoldLeakError', 'assert_no_gold', 'icl_prompts', 'select_consistent',
@@ -44,12 +44,19 @@ def icl_prompts(questions: list[dict], demos: list[dict], template: str) -> list
 
 # %% ../nbs/09_stage1.ipynb #a72cba80
 def select_consistent(labels_weak: list[dict], labels_icl: list[dict], fmt: str | None = None) -> list[dict]:
-    "One record per question with both solutions, both answers and `agree` (the Stage I rule, `answers_agree` by `fmt`)."
+    """One record per question with both solutions, both answers, `cut` (either solution hit the token cap) and
+    `agree` (the Stage I rule: both complete and `answers_agree` by `fmt`)."""
     icl = {r["id"]: r for r in labels_icl}
     missing = [r["id"] for r in labels_weak if r["id"] not in icl]
     if missing: raise ValueError(f"ICL labels missing for {len(missing)} question(s), e.g. {missing[:3]}")
-    return [dict(id=w["id"], question=w["question"], weak_text=w["text"], weak_pred=w["pred"], icl_text=icl[w["id"]]["text"],
-                 icl_pred=icl[w["id"]]["pred"], agree=answers_agree(w["pred"], icl[w["id"]]["pred"], fmt)) for w in labels_weak]
+    out = []
+    for w in labels_weak:
+        i = icl[w["id"]]
+        cut = was_cut(w.get("finish")) or was_cut(i.get("finish"))
+        agree = not cut and answers_agree(w["pred"], i["pred"], fmt)
+        out.append(dict(id=w["id"], question=w["question"], weak_text=w["text"], weak_pred=w["pred"],
+                        icl_text=i["text"], icl_pred=i["pred"], cut=cut, agree=agree))
+    return out
 
 # %% ../nbs/09_stage1.ipynb #55f4d6f2
 VARIANT_SIDES = {"weak": ("weak_text",), "icl": ("icl_text",), "hybrid": ("weak_text", "icl_text")}
@@ -66,9 +73,10 @@ def variant_examples(selection: list[dict], variant: str, template: str) -> list
             for s in selection if s["agree"] for side in VARIANT_SIDES[variant]]
 
 def label_examples(labels: list[dict], template: str) -> list[dict]:
-    "Prompt/completion examples from every label record (the full-weak-FT baseline)."
+    "Prompt/completion examples from every complete label record (the full-weak-FT baseline; cut ones are left out)."
     assert_no_gold(labels, "full weak FT training set")
-    return [dict(prompt=zero_shot_prompt(r["question"], template), completion=label_completion(r["text"])) for r in labels]
+    return [dict(prompt=zero_shot_prompt(r["question"], template), completion=label_completion(r["text"]))
+            for r in labels if not was_cut(r.get("finish"))]
 
 # %% ../nbs/09_stage1.ipynb #18a838eb
 def label_quality(records: list[dict], gold_by_id: dict[str, str], pred_key: str, fmt: str) -> float | None:
@@ -124,20 +132,25 @@ def run_stage1(cfg: RunConfig, rd: RunDir) -> dict:
             models[name] = model_entry(refs[name], rd, "strong", "stage1", f"Stage I r{t} {v}", round=t, variant=v)
         m = dict(round=t, n_questions=len(sel), selected=len(kept),
                  weak_empty=sum(not r["pred"] for r in lab_w), icl_empty=sum(not r["pred"] for r in lab_i),
+                 weak_cut=sum(was_cut(r.get("finish")) for r in lab_w),
+                 icl_cut=sum(was_cut(r.get("finish")) for r in lab_i),
+                 cut=sum(s["cut"] for s in sel),
                  selection_label_acc=label_quality(kept, gold_ans, "weak_pred", fmt),
                  weak_label_acc=label_quality(lab_w, gold_ans, "pred", fmt), icl_label_acc=label_quality(lab_i, gold_ans, "pred", fmt),
                  labellers=["weak", "icl"] if t == 1 else [f"s1_r{t-1}_weak", f"s1_r{t-1}_icl"])
         atomic_write_json(rdir / "metrics.json", m); rounds.append(m)
     final = f"s1_r{cfg.stage1.rounds}_hybrid"
     models["m_plus"] = {**models[final], "label": "M_plus (Stage I)", "alias_of": final}
+    full_weak = label_examples(d_weak, tpl) if cfg.stage1.full_weak_baseline else []
     if cfg.stage1.full_weak_baseline:
-        ref = train_sft(base, cfg.strong, label_examples(d_weak, tpl), rd.path("stage1", "full_weak"), **run)
+        ref = train_sft(base, cfg.strong, full_weak, rd.path("stage1", "full_weak"), **run)
         models["full_weak"] = model_entry(ref, rd, "strong", "full_weak", "full weak FT")
     if cfg.stage1.ceiling_baseline:  # the one use of D_gold,2 gold for training: the ceiling is defined by it
         ref = train_sft(base, cfg.strong, gold_sft_examples([{**q, **gold2[q["id"]]} for q in q2], cfg), rd.path("stage1", "ceiling"), **run)
         models["ceiling"] = model_entry(ref, rd, "strong", "ceiling", "strong ceiling (gold)")
     atomic_write_json(rd.path("stage1", "models.json"), models)
     metrics = dict(rounds=rounds, d_weak_label_acc=label_quality(d_weak, gold_ans, "pred", fmt), m_plus=final,
+                   full_weak_examples=len(full_weak), full_weak_cut=sum(was_cut(r.get("finish")) for r in d_weak),
                    wall_s=round(time.time() - t0, 1))
     atomic_write_json(rd.path("stage1", "stage1_metrics.json"), metrics)
     return metrics

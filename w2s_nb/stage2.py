@@ -17,11 +17,11 @@ from .rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_jsonl, s
 from .sample import generate_texts
 from .stage1 import assert_no_gold, label_completion
 from .train import train_preference
-from .weak import question_prompts
+from .weak import question_prompts, sample_finishes, was_cut
 
 # %% auto #0
-__all__ = ['ORACLE_PAIRS', 'majority', 'question_pairs', 'distinct_samples', 'build_pairs', 'pair_quality', 'majority_vs_greedy',
-           'run_stage2', 'oracle_pairs']
+__all__ = ['SKIP_REASONS', 'ORACLE_PAIRS', 'majority', 'question_pairs', 'distinct_samples', 'build_pairs', 'pair_quality',
+           'majority_vs_greedy', 'run_stage2', 'oracle_pairs']
 
 # %% ../nbs/10_stage2.ipynb #21752d0c
 def majority(answers: list[str]) -> tuple[str, float]:
@@ -30,23 +30,31 @@ def majority(answers: list[str]) -> tuple[str, float]:
     return a_plus, count / len(answers) if answers else 0.0
 
 # %% ../nbs/10_stage2.ipynb #f8f19e50
-def question_pairs(weak: dict, samples: list[str], preds: list[str], cfg: Stage2Config, seed: int) -> tuple[list[dict], str]:
-    "Pairs `{chosen, rejected, kind}` for one question and why there are none (`''` if there are)."
+def question_pairs(weak: dict, samples: list[str], preds: list[str], cfg: Stage2Config, seed: int,
+                   cut: list[bool] | None = None) -> tuple[list[dict], str]:
+    """Pairs `{chosen, rejected, kind}` for one question and why there are none (`''` if there are). Every sample
+    votes; a sample cut at the token cap (`cut[i]`) or a cut weak solution (`weak["finish"]`) is never chosen or
+    rejected (skip reason `cut` where only such a text could be)."""
     a_plus, conf = majority(preds)
     if not a_plus: return [], "empty_majority"
     if conf < cfg.tau: return [], "low_confidence"
     rng = random.Random(stable_hash([seed, weak["id"]]))
-    agree = [s for s, p in zip(samples, preds) if p == a_plus]
-    differ = [s for s, p in zip(samples, preds) if p != a_plus]
+    whole = [not c for c in cut] if cut else [True] * len(samples)
+    agree = [s for s, p, ok in zip(samples, preds, whole) if ok and p == a_plus]
+    differ = [s for s, p, ok in zip(samples, preds, whole) if ok and p != a_plus]
+    none_differ = all(p == a_plus for p in preds)  # nothing to reject, cut or not
     m = cfg.pairs_per_question
     if cfg.pair_source == "strong":
         k = min(m, len(agree), len(differ))
         return ([dict(chosen=c, rejected=r, kind="strong") for c, r in zip(rng.sample(agree, k), rng.sample(differ, k))],
-                "" if k else "no_rejected")
+                "" if k else "no_rejected" if none_differ else "cut")
+    weak_cut = was_cut(weak.get("finish"))
     if weak["pred"] == a_plus:
-        rej = rng.sample(differ, min(m, len(differ)))
-        return [dict(chosen=weak["text"], rejected=r, kind="weak_chosen") for r in rej], "" if rej else "no_rejected"
+        if none_differ: return [], "no_rejected"
+        rej = [] if weak_cut else rng.sample(differ, min(m, len(differ)))
+        return [dict(chosen=weak["text"], rejected=r, kind="weak_chosen") for r in rej], "" if rej else "cut"
     if conf < cfg.tau_high: return [], "below_tau_high"
+    if weak_cut or not agree: return [], "cut"
     return [dict(chosen=c, rejected=weak["text"], kind="weak_rejected") for c in distinct_samples(agree, m, rng)], ""
 
 def distinct_samples(samples: list[str], m: int, rng: random.Random) -> list[str]:
@@ -60,18 +68,19 @@ def distinct_samples(samples: list[str], m: int, rng: random.Random) -> list[str
 # %% ../nbs/10_stage2.ipynb #452f00ac
 def build_pairs(d_weak: list[dict], sampled: list[dict], cfg: Stage2Config, fmt: str, template: str, seed: int,
                 rule: str = "strict") -> tuple[list[dict], list[dict], dict]:
-    "Confidence records, TRL-format pairs (`prompt`, `chosen`, `rejected`) and skip counts (answers by extraction `rule`)."
+    """Confidence records, TRL-format pairs (`prompt`, `chosen`, `rejected`) and skip counts (answers by extraction
+    `rule`; a sampled record's `finish` marks its cut samples, see `question_pairs`)."""
     assert_no_gold(d_weak, "Stage II weak responses")
-    samples = {r["id"]: r["samples"] for r in sampled}
+    by_id = {r["id"]: r for r in sampled}
     conf_recs, pairs, skipped = [], [], Counter()
     for w in d_weak:
-        texts = samples[w["id"]]
+        texts, cut = by_id[w["id"]]["samples"], [was_cut(f) for f in sample_finishes(by_id[w["id"]])]
         weak_pred, *preds = canonical_answers([w["pred"]] + [extract_answer(s, fmt, rule=rule) for s in texts], fmt)
         a_plus, conf = majority(preds)
-        qp, why = question_pairs(dict(w, pred=weak_pred), texts, preds, cfg, seed)
+        qp, why = question_pairs(dict(w, pred=weak_pred), texts, preds, cfg, seed, cut)
         skipped[why or "paired"] += 1
         conf_recs.append(dict(id=w["id"], majority=a_plus, confidence=conf, weak_pred=weak_pred, preds=preds,
-                              n_pairs=len(qp)))
+                              n_cut=sum(cut), weak_cut=was_cut(w.get("finish")), n_pairs=len(qp)))
         prompt = zero_shot_prompt(w["question"], template)
         pairs += [dict(id=w["id"], prompt=prompt, chosen=label_completion(p["chosen"]), rejected=label_completion(p["rejected"]), kind=p["kind"]) for p in qp]
     return conf_recs, pairs, dict(skipped)
@@ -103,6 +112,8 @@ def majority_vs_greedy(greedy: list[str], samples: list[list[str]], gold: list[s
                 per_sample=right / sum(map(len, samples)), table=named(every), table_confident=named(confident))
 
 # %% ../nbs/10_stage2.ipynb #e8a27ee2
+SKIP_REASONS = ("low_confidence", "no_rejected", "below_tau_high", "empty_majority", "cut")
+
 def run_stage2(cfg: RunConfig, rd: RunDir) -> dict:
     "Sample from M_plus, build confidence pairs, train every configured preference method from M_plus."
     t0, fmt, dev, s2 = time.time(), answer_format(cfg.data), resolve_device(cfg.device), cfg.stage2
@@ -129,7 +140,8 @@ def run_stage2(cfg: RunConfig, rd: RunDir) -> dict:
                    kept=sum(c["confidence"] >= s2.tau and bool(c["majority"]) for c in conf), pairs=len(pairs),
                    pairs_weak_chosen=kinds["weak_chosen"], pairs_weak_rejected=kinds["weak_rejected"], pairs_strong=kinds["strong"],
                    **pair_quality(pairs, gold, fmt, cfg.data.answer_extraction),
-                   skipped={k: skipped.get(k, 0) for k in ("low_confidence", "no_rejected", "below_tau_high", "empty_majority")},
+                   samples_cut=sum(c["n_cut"] for c in conf), weak_cut=sum(c["weak_cut"] for c in conf),
+                   skipped={k: skipped.get(k, 0) for k in SKIP_REASONS},
                    wall_s=round(time.time() - t0, 1))
     atomic_write_json(rd.path("stage2", "stage2_metrics.json"), metrics)
     return metrics

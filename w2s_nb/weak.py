@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
+from typing import Callable, Iterable
 
 from .answers import extract_answer, is_equiv
 from .config import RunConfig, Stage1Config
 from .data import answer_format, sft_examples, zero_shot_prompt
-from .models import base_ref, model_entry, resolve_device
-from .rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_jsonl
+from .models import base_ref, context_length, load_tokenizer, model_entry, resolve_device
+from .rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_jsonl, stable_hash
 from .sample import generate_texts
 from .train import train_sft
 
 # %% auto #0
-__all__ = ['gold_sft_examples', 'question_prompts', 'label_records', 'choose_demo_questions', 'demo_records', 'd_weak_demos',
-           'weak_model', 'run_weak']
+__all__ = ['gold_sft_examples', 'question_prompts', 'was_cut', 'sample_finishes', 'label_records', 'choose_demo_questions',
+           'demo_segments', 'demo_records', 'fit_demos', 'pick_demos', 'd_weak_demos', 'icl_prompt_tokens',
+           'demo_budget', 'weak_model', 'run_weak']
 
 # %% ../nbs/08_weak.ipynb #1da60450
 def gold_sft_examples(records: list[dict], cfg: RunConfig) -> list[dict]:
@@ -30,11 +33,24 @@ def question_prompts(records: list[dict], cfg: RunConfig) -> list[dict]:
     "Zero-shot prompts `{id, prompt}` for question records."
     return [dict(id=r["id"], prompt=zero_shot_prompt(r["question"], cfg.data.prompt_template)) for r in records]
 
+def was_cut(finish: str | None) -> bool:
+    "Whether a sample stopped at the token cap (`finish` \"length\"): cut mid-solution. None (not recorded) is not."
+    return finish == "length"
+
+def sample_finishes(record: dict) -> list:
+    "Why each of a sampler record's `samples` ended (`finish`), None for each where the record does not say."
+    return record.get("finish") or [None] * len(record["samples"])
+
 def label_records(questions: list[dict], generated: list[dict], fmt: str, rule: str = "strict") -> list[dict]:
-    "Join questions with their greedy generations: `{id, question, text, pred}` (first sample; `pred` by extraction `rule`)."
-    by_id = {g["id"]: g["samples"][0] for g in generated}
-    return [dict(id=q["id"], question=q["question"], text=by_id[q["id"]], pred=extract_answer(by_id[q["id"]], fmt, rule=rule))
-            for q in questions]
+    """Join questions with their greedy generations: `{id, question, text, pred, finish}` (the first sample; `pred` by
+    extraction `rule`; `finish`: why the sample ended, None if the sampler did not record it)."""
+    first = {g["id"]: (g["samples"][0], sample_finishes(g)[0]) for g in generated}
+    out = []
+    for q in questions:
+        text, finish = first[q["id"]]
+        pred = extract_answer(text, fmt, rule=rule)
+        out.append(dict(id=q["id"], question=q["question"], text=text, pred=pred, finish=finish))
+    return out
 
 # %% ../nbs/08_weak.ipynb #e13f249e
 def choose_demo_questions(pool: list[dict], n_shots: int, choice: str, seed: int, demo_ids: list | None = None,
@@ -48,21 +64,107 @@ def choose_demo_questions(pool: list[dict], n_shots: int, choice: str, seed: int
     k = min(len(pool), n_shots * (8 if choice == "correct" else 1))
     return random.Random(seed).sample(pool, k)
 
-def demo_records(candidates: list[dict], labels: list[dict], n_shots: int, choice: str, fmt: str) -> list[dict]:
-    "Demonstrations `{id, question, solution, answer, correct}` from the weak model's labels of gold `candidates`."
+def demo_segments(pool: list[dict], n_shots: int, choice: str, seed: int, demo_ids: list | None = None,
+                  where: str = "D_gold,2") -> list[list[dict]]:
+    """`pool` in the order its records are tried as demonstrations: `choose_demo_questions`' draw, then (not for
+    `fixed`) the rest of the pool in a separately seeded order, in chunks of `8 * n_shots` (labelled one at a time)."""
+    first = choose_demo_questions(pool, n_shots, choice, seed, demo_ids, where)
+    if choice == "fixed": return [first]
+    taken = {r["id"] for r in first}
+    rest = [r for r in pool if r["id"] not in taken]
+    random.Random(stable_hash([seed, "demo replacements"])).shuffle(rest)
+    step = 8 * max(n_shots, 1)
+    return [first] + [rest[i:i + step] for i in range(0, len(rest), step)]
+
+def demo_records(candidates: list[dict], labels: list[dict], n_shots: int | None, choice: str, fmt: str) -> list[dict]:
+    """Demonstrations `{id, question, solution, answer, correct, finish}` from the weak model's labels of gold
+    `candidates`, in the order they are tried (`correct`: the right ones first); the first `n_shots` (None: all)."""
     gold = {r["id"]: r["answer"] for r in candidates}
     demos = [dict(id=l["id"], question=l["question"], solution=l["text"].strip(), answer=l["pred"],
-                  correct=bool(l["pred"]) and is_equiv(l["pred"], gold[l["id"]], fmt)) for l in labels]
+                  correct=bool(l["pred"]) and is_equiv(l["pred"], gold[l["id"]], fmt), finish=l.get("finish"))
+             for l in labels]
     if choice == "correct":
         right = [d for d in demos if d["correct"]]
         demos = right + [d for d in demos if not d["correct"]]  # top up with wrong ones only if too few are right
     return demos[:n_shots]
 
-def d_weak_demos(d_weak: list[dict], gold2: list[dict], s1: Stage1Config, seed: int, fmt: str) -> list[dict]:
-    "The paper's demonstrations: `D_weak` records, chosen by `s1.demo_choice` (gold2 only judges `correct`)."
-    labels = choose_demo_questions(d_weak, s1.n_shots, s1.demo_choice, seed, s1.demo_ids, "D_gold,2 (d_weak.jsonl)")
-    gold = {r["id"]: r for r in gold2}
-    return demo_records([gold[l["id"]] for l in labels], labels, s1.n_shots, s1.demo_choice, fmt)
+# %% ../nbs/08_weak.ipynb #7a9e4b10
+def fit_demos(candidates: Iterable[dict], n: int, prompt_tokens: Callable[[list[dict]], int] | None = None,
+              budget: int | None = None) -> tuple[list[dict], list[dict]]:
+    """The first `n` `candidates`, in order, that can demonstrate, and those passed over as `{id, reason}`: `length`
+    (the solution was cut at the token cap) or `too_long` (with it, the longest prompt `prompt_tokens(demos)` passes
+    `budget` tokens; not checked when either is None). Fewer than `n` when the candidates run out."""
+    demos, passed, it = [], [], iter(candidates)
+    while len(demos) < n:  # never draws a candidate more than needed (`pick_demos` labels lazily)
+        d = next(it, None)
+        if d is None: break
+        if was_cut(d.get("finish")):
+            passed.append(dict(id=d["id"], reason="length"))
+            continue
+        tokens = None if budget is None or prompt_tokens is None else prompt_tokens(demos + [d])
+        if tokens is not None and tokens > budget:
+            passed.append(dict(id=d["id"], reason="too_long", tokens=tokens))
+            continue
+        demos.append(d)
+    return demos, passed
+
+def pick_demos(segments: list[list[dict]], labels_of: Callable[[int, list[dict]], list[dict]], gold_by_id: dict,
+               s1: Stage1Config, fmt: str, prompt_tokens: Callable | None = None,
+               budget: int | None = None) -> tuple[list[dict], list[dict]]:
+    """Demonstrations from `segments` (`demo_segments`), segment `i` labelled by `labels_of(i, segment)` only when
+    reached: `fit_demos` over them, `min(n_shots, len(draw))` of them, and those passed over; an error if too few
+    fit."""
+    n = min(s1.n_shots, len(segments[0]))
+    cands = (d for i, seg in enumerate(segments)
+             for d in demo_records([gold_by_id[r["id"]] for r in seg], labels_of(i, seg), None, s1.demo_choice, fmt))
+    demos, passed = fit_demos(cands, n, prompt_tokens, budget)
+    if len(demos) < n:
+        why = ", ".join(f"{k}: {v}" for k, v in Counter(p["reason"] for p in passed).items())
+        raise ValueError(f"stage1: only {len(demos)} of {n} weak-ICL demonstrations fit after "
+                         f"{len(demos) + len(passed)} candidates ({why}; length = the weak solution hit "
+                         f"sampling.max_new_tokens, too_long = an ICL prompt would pass {budget} tokens, the strong "
+                         "model's context minus sampling.max_new_tokens): lower stage1.n_shots or "
+                         "sampling.max_new_tokens"
+                         + (", or choose other stage1.demo_ids" if s1.demo_choice == "fixed" else ""))
+    return demos, passed
+
+def d_weak_demos(d_weak: list[dict], gold2: list[dict], s1: Stage1Config, seed: int, fmt: str,
+                 prompt_tokens: Callable | None = None, budget: int | None = None) -> tuple[list[dict], list[dict]]:
+    "The paper's demonstrations: `D_weak` records chosen by `s1.demo_choice` (gold2 only judges `correct`), that fit."
+    segs = demo_segments(d_weak, s1.n_shots, s1.demo_choice, seed, s1.demo_ids, "D_gold,2 (d_weak.jsonl)")
+    return pick_demos(segs, lambda i, seg: seg, {r["id"]: r for r in gold2}, s1, fmt, prompt_tokens, budget)
+
+# %% ../nbs/08_weak.ipynb #0f5b2c88
+def icl_prompt_tokens(questions: list[dict], template: str, tokenizer, above: int | None = None,
+                      first: int = 16) -> Callable[[list[dict]], int]:
+    """A function of demonstrations: the tokens of the longest weak-ICL prompt (`stage1.icl_prompts`) over `questions`.
+    With `above`, the `first` longest questions (by characters) are counted first, and a prompt longer than `above`
+    found among them is returned at once (the rule's outcome is the same; a demonstration that does not fit costs one
+    small batch instead of every question)."""
+    from w2s_nb.stage1 import icl_prompts  # stage1 imports this module
+    ordered = sorted(questions, key=lambda q: len(q["question"]), reverse=True)
+    def count(qs: list[dict], demos: list[dict]) -> int:
+        "Tokens of the longest prompt for `qs` with `demos`."
+        prompts = [p["prompt"] for p in icl_prompts(qs, demos, template)]
+        return max(map(len, tokenizer(prompts)["input_ids"]), default=0) if prompts else 0
+    def longest(demos: list[dict]) -> int:
+        "Tokens of the longest prompt with `demos` (or of one longer than `above`)."
+        head = count(ordered[:first], demos)
+        if above is not None and head > above: return head
+        return max(head, count(ordered[first:], demos))
+    return longest
+
+def demo_budget(cfg: RunConfig, questions: list[dict]) -> tuple[int | None, int | None, Callable | None]:
+    """The strong model's context, the prompt budget (context − `sampling.max_new_tokens`) and the token counter
+    `icl_prompt_tokens` with the strong tokenizer; all None where the context is unknown."""
+    ctx = context_length(base_ref(cfg.strong), cfg.strong)
+    if ctx is None: return None, None, None
+    budget = ctx - cfg.sampling.max_new_tokens
+    if budget <= 0:
+        raise ValueError(f"sampling.max_new_tokens={cfg.sampling.max_new_tokens}: leaves no room for a prompt in the "
+                         f"strong model's context of {ctx} tokens ({cfg.strong.path}); expected fewer than {ctx}")
+    tok = load_tokenizer(base_ref(cfg.strong), cfg.strong)
+    return ctx, budget, icl_prompt_tokens(questions, cfg.data.prompt_template, tok, above=budget)
 
 # %% ../nbs/08_weak.ipynb #d6c630a1
 def weak_model(cfg: RunConfig, rd: RunDir, device: str) -> tuple[ModelRef, str]:
@@ -83,18 +185,26 @@ def run_weak(cfg: RunConfig, rd: RunDir) -> dict:
                              seed=cfg.seed, device=dev, out_dir=rd.path("weak", sub), num_processes=cfg.num_processes,
                              accelerate_config=cfg.accelerate_config)
         return label_records(recs, out, fmt, cfg.data.answer_extraction)
-    d_weak = answer(read_jsonl(rd.path("data", "gold2_questions.jsonl")), "d_weak_shards")
+    q2 = read_jsonl(rd.path("data", "gold2_questions.jsonl"))
+    d_weak = answer(q2, "d_weak_shards")
     atomic_write_jsonl(rd.path("weak", "d_weak.jsonl"), d_weak)
+    test = rd.path("data", "test.jsonl")  # evaluation's weak-ICL prompts use the same demonstrations
+    ctx, budget, tokens = demo_budget(cfg, q2 + (read_jsonl(test) if test.exists() else []))
     if s1.demo_source == "d_weak":      # D_gold,2 gold only marks (or, for demo_choice=correct, picks) right demos
-        demos = d_weak_demos(d_weak, read_jsonl(rd.path("data", "gold2_gold.jsonl")), s1, cfg.seed, fmt)
+        gold2 = read_jsonl(rd.path("data", "gold2_gold.jsonl"))
+        demos, passed = d_weak_demos(d_weak, gold2, s1, cfg.seed, fmt, tokens, budget)
     else:
-        cands = choose_demo_questions(read_jsonl(rd.path("data", "gold1.jsonl")), s1.n_shots, s1.demo_choice, cfg.seed,
-                                      s1.demo_ids, "D_gold,1")
-        demos = demo_records(cands, answer(cands, "demo_shards"), s1.n_shots, s1.demo_choice, fmt)
+        gold1 = read_jsonl(rd.path("data", "gold1.jsonl"))
+        segs = demo_segments(gold1, s1.n_shots, s1.demo_choice, cfg.seed, s1.demo_ids, "D_gold,1")
+        demos, passed = pick_demos(segs, lambda i, seg: answer(seg, "demo_shards" if i == 0 else f"demo_shards_{i}"),
+                                   {r["id"]: r for r in gold1}, s1, fmt, tokens, budget)
     atomic_write_jsonl(rd.path("weak", "demos.jsonl"), demos)
     atomic_write_json(rd.path("weak", "models.json"), {"weak": model_entry(weak, rd, "weak", "weak_floor", label)})
-    summary = dict(d_weak=len(d_weak), d_weak_answered=sum(bool(r["pred"]) for r in d_weak), demo_source=s1.demo_source,
+    summary = dict(d_weak=len(d_weak), d_weak_answered=sum(bool(r["pred"]) for r in d_weak),
+                   d_weak_cut=sum(was_cut(r["finish"]) for r in d_weak), demo_source=s1.demo_source,
                    demo_ids=[d["id"] for d in demos], demos_correct=sum(d["correct"] for d in demos),
-                   wall_s=round(time.time() - t0, 1))
+                   demos_replaced=len(passed), demos_replaced_why=dict(Counter(p["reason"] for p in passed)),
+                   demos_passed_over=passed, strong_context=ctx, max_new_tokens=cfg.sampling.max_new_tokens,
+                   icl_prompt_tokens=tokens(demos) if tokens else None, wall_s=round(time.time() - t0, 1))
     atomic_write_json(rd.path("weak", "weak_metrics.json"), summary)
     return summary
