@@ -98,6 +98,8 @@ class ModelConfig:
     trust_remote_code: bool = opt(False)
     revision: Optional[str] = opt(None, help="hub revision (a commit hash) of a hub id `path`, so a resumed run never "
                                   "mixes model versions; ignored for local folders")
+    context_length: Optional[int] = opt(None, ge=1, help="positions prompt + new tokens may use (None: the model config's "
+                                        "max_position_embeddings); set above it only where measured (configs/default.yaml)")
     lora: LoraSettings = opt(default_factory=LoraSettings)
     sft: SFTSettings = opt(default_factory=SFTSettings)
 

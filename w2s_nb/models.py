@@ -160,8 +160,10 @@ def load_tokenizer(ref: ModelRef, cfg: ModelConfig, padding_side: str = "left"):
 
 # %% ../nbs/04_models.ipynb #2beec328
 def context_length(ref: ModelRef, cfg: ModelConfig) -> Optional[int]:
-    """The positions the base model was trained for (`max_position_embeddings`, of the text model in a multimodal
-    config), read from its config alone (no weights); None when the config does not say."""
+    """The positions prompt + new tokens may use: `cfg.context_length` where set, else the positions the base model
+    was trained for (`max_position_embeddings`, of the text model in a multimodal config), read from its config alone
+    (no weights); None when neither says."""
+    if cfg.context_length: return cfg.context_length  # set by the config: a measured choice (see ModelConfig)
     from transformers import AutoConfig
     path, gguf = _source(ref, cfg)
     c = AutoConfig.from_pretrained(path, **hub_kwargs(cfg, gguf))
