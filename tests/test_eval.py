@@ -206,7 +206,7 @@ def _fake_generate(calls):
     "A sampler stand-in whose accuracy depends on the model: ceiling 3/3, hybrid 2/3, DPO 3/3, weak 1/3, base 0/3."
     right = {"ceiling": 3, "hybrid": 2, "dpo": 3, "weak": 1}
     def gen(ref, cfg, prompts, sampling, n=1, temperature=0.0, top_p=1.0, seed=0, device="cpu", out_dir=None,
-            num_processes=1, accelerate_config=None):
+            num_processes=1, accelerate_config=None, engine=None):
         calls.append(dict(adapters=list(ref.adapters), n=n, temperature=temperature, max_new_tokens=sampling.max_new_tokens))
         k = next((v for key, v in right.items() if ref.adapters and key in ref.adapters[-1]), 0)
         return [dict(id=p["id"], prompt=p["prompt"], samples=[f"#### {2 * int(p['id'][1:]) + (i >= k)}"] * n)
