@@ -301,3 +301,39 @@ def test_run_models_skips_aliases_and_run_eval_needs_inputs(tmp_path):
     rd.path("data", "test.jsonl").unlink()
     with pytest.raises(FileNotFoundError, match="test split"):
         run_eval(_cfg(str(tmp_path / "strong_base")), rd)
+
+
+def test_run_eval_scores_the_models_of_one_base_with_one_vllm_engine(tmp_path, tiny_model_dir, monkeypatch):
+    """sampling.backend vllm (the stand-in engine of tests/test_sample.py): the strong models over the strong base (weak-ICL,
+    the Stage I model, the ceiling) share one engine with a LoRA slot per adapter; the weak model's base is another engine,
+    shut down before the strong one starts; a model of two adapters (DPO over the Stage I adapter) gets a merged copy and an
+    engine of its own. A resumed evaluation starts no engine."""
+    import json as _json
+    from pathlib import Path
+    from test_sample import fake_vllm
+    import w2s_nb.sample as S
+    calls = []
+    fake_vllm(monkeypatch, calls)
+    monkeypatch.setattr(S, "choose_backend", lambda backend, device: "vllm")
+    def save_merged(ref, cfg, target):
+        Path(target).mkdir(parents=True); (Path(target) / "config.json").write_text("{}")
+    monkeypatch.setattr(S, "save_merged", save_merged)
+    rd = _run_dir(tmp_path, tiny_model_dir, with_stage2=True)
+    for a in ("weak/model/adapter", "stage1/round1/hybrid/adapter", "stage1/ceiling/adapter", "stage2/dpo/adapter"):
+        rd.path(a).mkdir(parents=True)
+        (rd.path(a) / "adapter_config.json").write_text(_json.dumps({"r": 8}))
+    cfg = _cfg(tiny_model_dir, max_new_tokens=4)
+    cfg.sampling.backend = "vllm"
+    m = run_eval(cfg, rd)
+    assert list(m["models"]) == ["weak", "weak_icl", "s1_r1_hybrid", "ceiling", "m_pro_dpo"]  # stage order kept
+    assert [c[0] for c in calls] == ["LLM", "generate", "engine_core.shutdown",              # weak base: weak
+                                     "LLM", "generate", "generate", "generate", "engine_core.shutdown",  # strong base
+                                     "LLM", "generate", "engine_core.shutdown"]               # DPO's merged copy
+    engines = [c[1] for c in calls if c[0] == "LLM"]
+    assert [e.get("max_loras") for e in engines] == [1, 2, None]
+    strong = [c[2] for c in calls[4:7]]
+    assert strong[0] is None and [r.lora_path for r in strong[1:]] == [str(rd.path("stage1/round1/hybrid/adapter")),
+                                                                        str(rd.path("stage1/ceiling/adapter"))]
+    assert engines[2]["model"].endswith("merged-model")
+    calls.clear()
+    assert run_eval(cfg, rd) == m and calls == []                    # every result exists: no engine started

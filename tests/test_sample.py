@@ -258,16 +258,81 @@ def test_finished_out_dir_returns_without_launching(tiny_model_dir, tmp_path, mo
         generate_texts(ref, cfg, [dict(PROMPTS[0], prompt="Question: something else")] + PROMPTS[1:4], sc, out_dir=tmp_path)
 
 
-def test_vllm_keeps_one_process(tiny_model_dir, tmp_path, monkeypatch):
-    "backend vllm with num_processes=2 samples in this process (vLLM parallelises itself); nothing is launched."
+def test_vllm_keeps_one_process_when_one_engine_takes_every_gpu(tiny_model_dir, tmp_path, monkeypatch):
+    "backend vllm, num_processes=2, tensor_parallel_size=2: one engine spans both GPUs, in this process; nothing is launched."
     import w2s_nb.sample as S
     calls = []
     fake_vllm(monkeypatch, calls)
     monkeypatch.setattr(S, "choose_backend", lambda backend, device: "vllm")
     monkeypatch.setattr(S, "launch_job", lambda *a, **k: pytest.fail("vLLM sampling was launched"))
-    recs = generate_texts(ModelRef(tiny_model_dir), ModelConfig(path=tiny_model_dir), PROMPTS, SamplingConfig(backend="vllm"),
-                          out_dir=tmp_path, num_processes=2, accelerate_config=CPU_2PROC)
+    recs = generate_texts(ModelRef(tiny_model_dir), ModelConfig(path=tiny_model_dir),
+                          PROMPTS, SamplingConfig(backend="vllm", tensor_parallel_size=2), out_dir=tmp_path, num_processes=2,
+                          accelerate_config=CPU_2PROC)
     assert [r["samples"] for r in recs] == [[p["prompt"][-3:] + " = 9"] for p in PROMPTS]  # cut at "Question"
+    assert calls[0][1]["tensor_parallel_size"] == 2
+
+
+def test_sampling_launches_carry_a_long_process_group_timeout(tiny_model_dir, tmp_path, monkeypatch):
+    """A launched sampling job carries timeout_s (default 6 hours, not torch's 10 minutes), and each rank's process group
+    is started with it; vLLM with num_processes=4, tensor_parallel_size=2 launches 2 engine ranks."""
+    import datetime
+    import w2s_nb.sample as S
+    jobs = []
+    monkeypatch.setattr(S, "launch_job", lambda job, out_dir, n, acc, **k: jobs.append((job, n)) or [])
+    ref, cfg = ModelRef(tiny_model_dir), ModelConfig(path=tiny_model_dir, finetune="lora")
+    generate_texts(ref, cfg, PROMPTS, SamplingConfig(), out_dir=tmp_path / "a", num_processes=2)
+    generate_texts(ref, cfg, PROMPTS, SamplingConfig(), out_dir=tmp_path / "b", num_processes=2, timeout_s=120)
+    monkeypatch.setattr(S, "choose_backend", lambda backend, device: "vllm")
+    generate_texts(ref, cfg, PROMPTS, SamplingConfig(backend="vllm", tensor_parallel_size=2), out_dir=tmp_path / "c",
+                   num_processes=4)
+    assert [(j["timeout_s"], j["backend"], n) for j, n in jobs] == [(6 * 3600, "hf", 2), (120, "hf", 2), (6 * 3600, "vllm", 2)]
+    assert jobs[2][0]["sampling"]["tensor_parallel_size"] == 2
+    seen = []
+    monkeypatch.setattr(S.torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(S.torch.distributed, "init_process_group", lambda backend, timeout=None: seen.append((backend, timeout)))
+    S._start_process_group("cpu", 120)
+    assert seen == [("gloo", datetime.timedelta(seconds=120))]
+
+
+FAKE_VLLM_PACKAGE = """
+import atexit, json, os, sys
+sys.path.insert(0, {tests!r})
+import test_sample
+calls = []
+mods = test_sample.fake_vllm_modules(calls)
+def dump():
+    with open(os.path.join({log!r}, f"{{os.getpid()}}.json"), "w") as f:
+        json.dump(dict(visible=mods[0].visible, calls=[c[0] for c in calls], rank_env=os.environ.get("RANK")), f)
+atexit.register(dump)
+for m in mods: sys.modules[m.__name__] = m
+"""
+
+
+@pytest.mark.slow
+def test_data_parallel_vllm_one_engine_per_rank_on_its_own_gpus(tiny_model_dir, tmp_path, monkeypatch):
+    """backend vllm, num_processes=2, tensor_parallel_size=1: two launched ranks (2 CPU processes; the stand-in vLLM in each),
+    each an engine pinned to its own GPU (CUDA_VISIBLE_DEVICES 0 and 1, torchrun's variables hidden from vLLM), each its
+    slice into its own shards, each engine shut down; the records equal one engine's."""
+    import w2s_nb.sample as S
+    pkg, log = tmp_path / "fake" / "vllm", tmp_path / "log"
+    pkg.mkdir(parents=True); log.mkdir()
+    (pkg / "__init__.py").write_text(FAKE_VLLM_PACKAGE.format(tests=str(ROOT / "tests"), log=str(log)))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "fake"), str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    calls = []
+    fake_vllm(monkeypatch, calls)
+    monkeypatch.setattr(S, "choose_backend", lambda backend, device: "vllm")
+    ref, cfg = ModelRef(tiny_model_dir), ModelConfig(path=tiny_model_dir)
+    sc = SamplingConfig(backend="vllm", shard_size=2, stop=["Question"])
+    one = generate_texts(ref, cfg, PROMPTS, sc, out_dir=tmp_path / "one")
+    two = generate_texts(ref, cfg, PROMPTS, sc, out_dir=tmp_path / "two", num_processes=2, accelerate_config=CPU_2PROC)
+    assert two == one
+    assert sorted(p.name for p in (tmp_path / "two").glob("shard-*.jsonl")) == [
+        f"shard-0000{i}-r{r}.jsonl" for i in range(3) for r in (0, 1)]  # 5 records per rank, 2 per shard
+    ranks = [json.loads(p.read_text()) for p in log.glob("*.json")]
+    ranks = [r for r in ranks if r["visible"]]                          # the ranks that started an engine
+    assert sorted(v for r in ranks for v in r["visible"]) == ["0", "1"] and all(r["rank_env"] is None for r in ranks)
+    assert all(r["calls"][0] == "LLM" and r["calls"][-1] == "engine_core.shutdown" for r in ranks)
 
 
 CHILD = """
@@ -387,15 +452,22 @@ SAMPLING_FIELDS = {"n", "temperature", "top_p", "top_k", "seed", "stop", "max_to
 
 
 def fake_vllm(monkeypatch, calls: list, version: str = "0.27.1"):
-    """A stand-in `vllm` module (no GPU here) following vLLM 0.27.1's API, recording what the engine is built with and
-    asked for: `LLM(model, **kwargs)` (its own keywords only), `llm.llm_engine.engine_core.shutdown()` (and no
-    `llm_engine.shutdown`), `generate(prompts, sampling_params, *, use_tqdm, lora_request)` with one SamplingParams or a
-    list of one per prompt, `RequestOutput` / `CompletionOutput` (text, token_ids, finish_reason), `LoRARequest(lora_name,
-    lora_int_id, lora_path)`."""
+    "Install the stand-in `vllm` modules (`fake_vllm_modules`) for this test."
+    mods = fake_vllm_modules(calls, version)
+    for m in mods: monkeypatch.setitem(sys.modules, m.__name__, m)
+    return mods[0]
+
+
+def fake_vllm_modules(calls: list, version: str = "0.27.1"):
+    """Stand-in `vllm`, `vllm.lora`, `vllm.lora.request` modules (no GPU here) following vLLM 0.27.1's API, recording what
+    the engine is built with and asked for: `LLM(model, **kwargs)` (its own keywords only; `vllm.visible` notes the
+    CUDA_VISIBLE_DEVICES each engine saw), `llm.llm_engine.engine_core.shutdown()` (and no `llm_engine.shutdown`),
+    `generate(prompts, sampling_params, *, use_tqdm, lora_request)` with one SamplingParams or a list of one per prompt,
+    `RequestOutput` / `CompletionOutput` (text, token_ids, finish_reason), `LoRARequest(lora_name, lora_int_id, lora_path)`."""
     import types
     from dataclasses import dataclass
     vllm, lora, req = (types.ModuleType(n) for n in ("vllm", "vllm.lora", "vllm.lora.request"))
-    vllm.__version__ = version
+    vllm.__version__, vllm.visible = version, []
 
     @dataclass
     class CompletionOutput:
@@ -443,6 +515,7 @@ def fake_vllm(monkeypatch, calls: list, version: str = "0.27.1"):
         def __init__(self, model, **kw):
             if unknown := set(kw) - LLM_KWARGS - ENGINE_ARGS: raise TypeError(f"LLM: unexpected keyword arguments {unknown}")
             calls.append(("LLM", dict(model=model, **kw)))
+            vllm.visible.append(os.environ.get("CUDA_VISIBLE_DEVICES"))
             self.kw, self.llm_engine = kw, LLMEngine()
 
         def generate(self, prompts, sampling_params=None, *, use_tqdm=True, lora_request=None, priority=None):
@@ -457,8 +530,7 @@ def fake_vllm(monkeypatch, calls: list, version: str = "0.27.1"):
 
     vllm.LLM, vllm.SamplingParams, vllm.RequestOutput, vllm.CompletionOutput = LLM, SamplingParams, RequestOutput, CompletionOutput
     req.LoRARequest = LoRARequest
-    for m in (vllm, lora, req): monkeypatch.setitem(sys.modules, m.__name__, m)
-    return vllm
+    return vllm, lora, req
 
 
 def adapter_dir(path, r: int):

@@ -32,13 +32,14 @@ from .train import check_job_world, in_launch, launch_job, read_job, world_size 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'FINISH_REASONS', 'VLLM_TESTED', 'VLLM_OVERRIDE', 'VLLM_MEMORY_SLACK', 'VLLM_LORA_RANKS', 'finish_reason',
-           'hf_generate', 'read_shards', 'rank_and_world', 'shard_name', 'finished_records', 'finish_reasons',
-           'complete_samples', 'batch_bounds', 'model_context', 'token_caps', 'check_prompts_fit', 'context_overflow',
-           'remove_stale_tmp', 'sample', 'installed_vllm_version', 'vllm_version_problem', 'vllm_problem',
-           'choose_backend', 'vllm_preflight', 'shutdown_vllm', 'gpu_free_bytes', 'check_memory_back', 'vllm_lora_rank',
-           'VllmPlan', 'vllm_dtype', 'vllm_shares_base', 'vllm_engine_args', 'vllm_finish', 'vllm_generate_fn',
-           'VllmEngine', 'launch_sampling', 'generate_texts', 'run_sample_job', 'main']
+__all__ = ['log', 'FINISH_REASONS', 'VLLM_TESTED', 'VLLM_OVERRIDE', 'VLLM_MEMORY_SLACK', 'VLLM_LORA_RANKS', 'SAMPLING_TIMEOUT_S',
+           'TORCHRUN_ENV', 'finish_reason', 'hf_generate', 'read_shards', 'rank_and_world', 'shard_name',
+           'finished_records', 'finish_reasons', 'complete_samples', 'batch_bounds', 'model_context', 'token_caps',
+           'check_prompts_fit', 'context_overflow', 'remove_stale_tmp', 'sample', 'installed_vllm_version',
+           'vllm_version_problem', 'vllm_problem', 'choose_backend', 'vllm_preflight', 'shutdown_vllm',
+           'gpu_free_bytes', 'check_memory_back', 'vllm_lora_rank', 'VllmPlan', 'vllm_dtype', 'vllm_shares_base',
+           'vllm_engine_args', 'vllm_finish', 'vllm_generate_fn', 'VllmEngine', 'launch_sampling', 'vllm_data_parallel',
+           'generate_texts', 'rank_gpus', 'run_sample_job', 'main']
 
 # %% ../nbs/06_sample.ipynb #ac873821
 FINISH_REASONS = ("stop", "length")  # why a sample ended: EOS or a stop string / the token cap
@@ -223,18 +224,19 @@ def _check_outputs(batch: list, outs: list, n: int) -> list:
 def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
            max_new_tokens: int = 256, stop=None, batch_size: int = 32, seed: int = 0, out_dir=None,
            shard_size: int = 256, generate_fn: Optional[Callable] = None, max_batch_tokens: Optional[int] = None,
-           context_limit: Optional[int] = None) -> list:
+           context_limit: Optional[int] = None, rank_world: Optional[tuple] = None) -> list:
     """`n` completions per prompt → `[{id, prompt, samples, finish}]` in input order; resumable via JSONL shards in
     `out_dir`. `batch_size` counts generated sequences per `generate` call, `max_batch_tokens` (optional) their prompt +
     new tokens; `temperature=0` is greedy. With a tokenizer, prompt + new tokens never pass the model's context
     (`context_limit`, default `model_context(model)`). `generate_fn(prompts, seed, caps)` (default: transformers on
-    `model`) answers per prompt `(samples, finish)`, with at most `caps[i]` new tokens for prompt `i`."""
+    `model`) answers per prompt `(samples, finish)`, with at most `caps[i]` new tokens for prompt `i`. `rank_world`:
+    this process's (rank, number of processes) of a launch, default from the environment (`rank_and_world`)."""
     if n < 1: raise ValueError(f"n={n}: expected >= 1")
     if temperature < 0: raise ValueError(f"temperature={temperature}: expected >= 0")
     if not 0 < top_p <= 1: raise ValueError(f"top_p={top_p}: expected 0 < top_p <= 1")
     recs = _as_records(prompts)
     done = {} if out_dir is None else _open_out_dir(out_dir, recs, n, temperature, top_p, max_new_tokens, stop, seed)
-    rank, world = rank_and_world() if out_dir is not None else (0, 1)
+    rank, world = (rank_world or rank_and_world()) if out_dir is not None else (0, 1)
     if out_dir is not None: remove_stale_tmp(out_dir, rank, world)  # a killed run's unfinished write
     _barrier(world)  # every rank has read the same shards before any rank writes one
     todo = [r for r in recs if r["id"] not in done]
@@ -247,7 +249,9 @@ def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_
         if rank == 0 and (msg := context_overflow(lens, max_new_tokens, limit)):
             log.warning(msg)  # once per launch, counted over every rank's prompts
     else: lens = [len(r["prompt"]) for r in todo]
-    todo, lens = todo[rank::world], lens[rank::world]  # data parallel: each rank its slice, into its own shards
+    mine = {r["id"] for r in recs[rank::world]}  # data parallel: each rank a fixed share of the prompts (whatever the
+    keep = [i for i, r in enumerate(todo) if r["id"] in mine]  # other ranks have written so far), into its own shards
+    todo, lens = [todo[i] for i in keep], [lens[i] for i in keep]
     if todo:
         generate_fn = generate_fn or (lambda ps, s, caps: hf_generate(model, tokenizer, ps, n, temperature, top_p,
                                                                       min(caps), stop, s))
@@ -443,15 +447,21 @@ class VllmEngine:
 
     def serves(self, ref: ModelRef) -> bool: return ref in self.refs
 
+    def prepare(self) -> VllmPlan:
+        "The engine's plan, with the merged copy it needs written (once: data-parallel ranks find it made by the launcher)."
+        if self.plan is not None: return self.plan
+        self.max_model_len = context_length(self.refs[0], self.cfg)
+        work_dir = self.work_dir or tempfile.mkdtemp(prefix="w2s-vllm-")
+        plan = vllm_engine_args(self.refs, self.cfg, self.sampling, self.seed, work_dir, self.max_model_len)
+        if plan.merge_to and not (Path(plan.merge_to) / "config.json").exists(): save_merged(self.refs[0], self.cfg, plan.merge_to)
+        self.plan = plan
+        return plan
+
     def llm(self):
         "The started engine (started now if not yet: merged copy written if needed, GPU memory noted before it loads)."
         if self._llm is not None: return self._llm
         from vllm import LLM
-        self.max_model_len = context_length(self.refs[0], self.cfg)
-        work_dir = self.work_dir or tempfile.mkdtemp(prefix="w2s-vllm-")
-        self.plan = vllm_engine_args(self.refs, self.cfg, self.sampling, self.seed, work_dir, self.max_model_len)
-        if self.plan.merge_to and not (Path(self.plan.merge_to) / "config.json").exists():
-            save_merged(self.refs[0], self.cfg, self.plan.merge_to)
+        self.prepare()
         self._free_before = gpu_free_bytes()
         self._llm = LLM(**self.plan.engine)
         return self._llm
@@ -487,36 +497,51 @@ def _hf_sample(ref: ModelRef, cfg: ModelConfig, recs: list, kw: dict, device: st
     model, tok = load_model(ref, cfg, device, mode=mode), load_tokenizer(ref, cfg, padding_side="left")
     return sample(model, tok, recs, **kw)
 
+SAMPLING_TIMEOUT_S = 6 * 3600  # a sampling launch's process-group timeout: its ranks may finish hours apart
+
 def launch_sampling(ref: ModelRef, cfg: ModelConfig, recs: list, kw: dict, device: str, num_processes: int,
-                    accelerate_config: Optional[str] = None) -> list:
+                    accelerate_config: Optional[str] = None, sampling: Optional[SamplingConfig] = None,
+                    timeout_s: int = SAMPLING_TIMEOUT_S) -> list:
     """Sample `recs` on `num_processes` ranks under `accelerate launch` (`python -m w2s_nb.sample JOB.json`), each into
-    its own shards in `kw['out_dir']` (a temporary folder when None); the records in input order."""
+    its own shards in `kw['out_dir']` (a temporary folder when None); the records in input order. With `sampling` given,
+    each rank runs its own vLLM engine on its `sampling.tensor_parallel_size` GPUs, else transformers; `timeout_s`: how
+    long a rank waits for the others at a barrier."""
     if kw["out_dir"] is None:  # the ranks hand their records back in shards
         with tempfile.TemporaryDirectory() as d:
-            return launch_sampling(ref, cfg, recs, {**kw, "out_dir": d}, device, num_processes, accelerate_config)
+            return launch_sampling(ref, cfg, recs, {**kw, "out_dir": d}, device, num_processes, accelerate_config,
+                                   sampling, timeout_s)
     out_dir = Path(kw["out_dir"])
     _open_out_dir(recs=recs, **kw)  # other settings or prompts: the error here, not in every rank
+    if sampling is not None: VllmEngine(ref, cfg, sampling, kw["seed"], out_dir).prepare()  # a merged copy once, here
     job = dict(kind="sample", ref=ref.to_dict(), cfg=to_dict(cfg), prompts=recs, sample={**kw, "out_dir": str(out_dir)},
-               device=device, num_processes=num_processes)
+               device=device, num_processes=num_processes, timeout_s=timeout_s,
+               backend="hf" if sampling is None else "vllm", sampling=None if sampling is None else to_dict(sampling))
     return launch_job(job, out_dir, num_processes, accelerate_config, module="w2s_nb.sample",
                       result=lambda: finished_records(recs=recs, **kw))  # None: a record is missing, an error
 
-def _vllm_sample(engine: VllmEngine, ref: ModelRef, cfg: ModelConfig, recs: list, kw: dict, sampling: SamplingConfig) -> list:
+def vllm_data_parallel(num_processes: int, tensor_parallel_size: int) -> int:
+    "vLLM engines side by side: one per `tensor_parallel_size` of the run's `num_processes` GPUs (at least one)."
+    return max(1, num_processes // tensor_parallel_size)
+
+def _vllm_sample(engine: VllmEngine, ref: ModelRef, cfg: ModelConfig, recs: list, kw: dict, sampling: SamplingConfig,
+                 rank_world: Optional[tuple] = None) -> list:
     "Sample `recs` for `ref` on a vLLM `engine` that serves it: whole shards per call, each prompt capped at the context."
     lora = engine.lora_request(ref)  # starts the engine if it is not running yet
     fn = vllm_generate_fn(engine.llm(), kw["n"], kw["temperature"], kw["top_p"], kw["stop"], lora)
     whole_shards = dict(batch_size=sampling.shard_size * (1 if kw["temperature"] == 0 else kw["n"]), max_batch_tokens=None)
     return sample(None, load_tokenizer(ref, cfg, padding_side="left"), recs, **{**kw, **whole_shards}, generate_fn=fn,
-                  context_limit=engine.max_model_len)
+                  context_limit=engine.max_model_len, rank_world=rank_world)
 
 def generate_texts(ref: ModelRef, cfg: ModelConfig, prompts: list, sampling: SamplingConfig, n: int = 1,
                    temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, device: str = "cpu",
                    out_dir=None, num_processes: int = 1, accelerate_config: Optional[str] = None,
-                   engine: Optional[VllmEngine] = None) -> list:
+                   engine: Optional[VllmEngine] = None, timeout_s: int = SAMPLING_TIMEOUT_S) -> list:
     """Load `ref` and sample `n` completions per `{id, prompt}` → `[{id, prompt, samples, finish}]` in input order.
     With transformers and `num_processes > 1`, sampling runs under `accelerate launch` on that many ranks
-    (`launch_sampling`). vLLM keeps one process: it spreads a model over GPUs itself (tensor parallelism); `engine`
-    (a `VllmEngine` serving `ref`) is used and left running for the next model, else one is started and shut down."""
+    (`launch_sampling`, `timeout_s` its process-group timeout). vLLM spreads one model over `tensor_parallel_size` GPUs
+    itself and runs `num_processes // tensor_parallel_size` engines side by side (one per launched rank) when that is
+    more than one; `engine` (a `VllmEngine` serving `ref`) is used in this process and left running for the next
+    model, else an engine is started and shut down."""
     recs = _as_records(prompts)
     kw = dict(n=n, temperature=temperature, top_p=top_p, max_new_tokens=sampling.max_new_tokens, stop=sampling.stop,
               batch_size=sampling.batch_size, max_batch_tokens=sampling.max_batch_tokens, seed=seed, out_dir=out_dir,
@@ -527,24 +552,56 @@ def generate_texts(ref: ModelRef, cfg: ModelConfig, prompts: list, sampling: Sam
     device = resolve_device(device)
     if choose_backend(sampling.backend, device) == "vllm":
         if engine is not None: return _vllm_sample(engine, ref, cfg, recs, kw, sampling)
+        if (dp := vllm_data_parallel(num_processes, sampling.tensor_parallel_size)) > 1 and not in_launch():
+            return launch_sampling(ref, cfg, recs, kw, device, dp, accelerate_config, sampling, timeout_s)
         with VllmEngine(ref, cfg, sampling, seed, out_dir) as own:
             return _vllm_sample(own, ref, cfg, recs, kw, sampling)
     if num_processes > 1 and not in_launch():
-        return launch_sampling(ref, cfg, recs, kw, device, num_processes, accelerate_config)
+        return launch_sampling(ref, cfg, recs, kw, device, num_processes, accelerate_config, timeout_s=timeout_s)
     return _hf_sample(ref, cfg, recs, kw, device)
 
 # %% ../nbs/06_sample.ipynb #5a3e0c72
-def _start_process_group(device: str):
-    "Join this launch's process group (NCCL on CUDA, gloo on CPU), so that `sample`'s ranks can wait for each other."
+def _start_process_group(device: str, timeout_s: int = SAMPLING_TIMEOUT_S):
+    """Join this launch's process group (NCCL on CUDA, gloo on CPU), so that `sample`'s ranks can wait for each other;
+    `timeout_s` long (torch's default of 10 minutes kills an hours-long sampling run whose ranks finish apart)."""
+    import datetime
     import torch.distributed as dist
     if dist.is_initialized(): return
     if device.startswith("cuda"): torch.cuda.set_device(_local_device(device))
-    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
+
+TORCHRUN_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
+                "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
+
+def rank_gpus(local_rank: int, tensor_parallel_size: int, local_world: int, visible: Optional[str] = None) -> str:
+    """`CUDA_VISIBLE_DEVICES` for data-parallel vLLM rank `local_rank` of `local_world` on this machine: its own
+    `tensor_parallel_size` GPUs, taken in order from `visible` (the launch's `CUDA_VISIBLE_DEVICES`; unset: 0, 1, ...)."""
+    gpus = visible.split(",") if visible else [str(i) for i in range(local_world * tensor_parallel_size)]
+    mine = gpus[local_rank * tensor_parallel_size:(local_rank + 1) * tensor_parallel_size]
+    if len(mine) < tensor_parallel_size:
+        raise RuntimeError(f"vLLM rank {local_rank} of {local_world} needs tensor_parallel_size={tensor_parallel_size} GPUs "
+                           f"of its own, but only {len(gpus)} are visible ({visible!r}): lower num_processes or tensor_parallel_size")
+    return ",".join(mine)
+
+def _vllm_rank(job: dict) -> list:
+    """One data-parallel vLLM rank: pinned to its own GPUs, the launch's torchrun variables hidden from vLLM (its engine
+    is a process of its own), its slice of the prompts into its own shards; no process group (the launcher reads them)."""
+    rank, world = rank_and_world()
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    sampling = from_dict(SamplingConfig, job["sampling"])
+    os.environ["CUDA_VISIBLE_DEVICES"] = rank_gpus(int(os.environ.get("LOCAL_RANK", rank)), sampling.tensor_parallel_size,
+                                                   local_world, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    for k in TORCHRUN_ENV: os.environ.pop(k, None)
+    ref, cfg, kw = ModelRef.from_dict(job["ref"]), validate(from_dict(ModelConfig, job["cfg"])), job["sample"]
+    with VllmEngine(ref, cfg, sampling, kw["seed"], kw["out_dir"]) as engine:
+        return _vllm_sample(engine, ref, cfg, job["prompts"], kw, sampling, rank_world=(rank, world))
 
 def run_sample_job(job: dict) -> list:
-    "One rank of a launched sampling job (as `launch_sampling` writes it): the whole model on this rank's device, its slice of the prompts."
+    """One rank of a launched sampling job (as `launch_sampling` writes it): with transformers the whole model on this
+    rank's device, with vLLM an engine on this rank's GPUs; its slice of the prompts."""
     check_job_world(job)
-    _start_process_group(job["device"])
+    if job.get("backend", "hf") == "vllm": return _vllm_rank(job)
+    _start_process_group(job["device"], job.get("timeout_s", SAMPLING_TIMEOUT_S))
     try: return _hf_sample(ModelRef.from_dict(job["ref"]), validate(from_dict(ModelConfig, job["cfg"])), job["prompts"],
                            job["sample"], job["device"], mode="ddp")  # data parallel under any accelerate config
     finally:
