@@ -177,7 +177,8 @@ FORMAT_KEYS = {"label", "group", "round", "variant", "method", "accuracy", "corr
 
 
 def test_run_eval_with_a_real_tiny_model(tmp_path, tiny_model_dir):
-    """Every listed model (no alias) plus weak-ICL is evaluated for real; files follow the run-directory layout (nbs/01_rundir.ipynb)."""
+    """Every listed model (no alias) plus weak-ICL is evaluated for real; files follow the run-directory layout
+    (nbs/01_rundir.ipynb)."""
     rd = _run_dir(tmp_path, tiny_model_dir, adapters=False)
     m = run_eval(_cfg(tiny_model_dir, max_new_tokens=4), rd)
     assert m == read_json(rd.path("eval", "metrics.json"))
@@ -304,10 +305,10 @@ def test_run_models_skips_aliases_and_run_eval_needs_inputs(tmp_path):
 
 
 def test_run_eval_scores_the_models_of_one_base_with_one_vllm_engine(tmp_path, tiny_model_dir, monkeypatch):
-    """sampling.backend vllm (the stand-in engine of tests/test_sample.py): the strong models over the strong base (weak-ICL,
-    the Stage I model, the ceiling) share one engine with a LoRA slot per adapter; the weak model's base is another engine,
-    shut down before the strong one starts; a model of two adapters (DPO over the Stage I adapter) gets a merged copy and an
-    engine of its own. A resumed evaluation starts no engine."""
+    """sampling.backend vllm (the stand-in engine of tests/test_sample.py): the strong models over the strong base
+    (weak-ICL, the Stage I model, the ceiling) share one engine with a LoRA slot per adapter; the weak model's base is
+    another engine, shut down before the strong one starts; a model of two adapters (DPO over the Stage I adapter) gets
+    a merged copy and an engine of its own. A resumed evaluation starts no engine."""
     import json as _json
     from pathlib import Path
     from test_sample import fake_vllm

@@ -74,9 +74,9 @@ def test_token_budget_shrinks_batches_of_long_prompts(mt, monkeypatch):
 
 
 def test_prompts_are_capped_at_the_context(mt, monkeypatch, caplog):
-    """prompt + new tokens never pass the model's max_position_embeddings: the long prompts' new tokens are capped (their
-    samples finish "length"), prompts that fit keep their samples, a note counts the capped ones; a prompt that alone fills
-    the context is an error naming it, before anything is generated."""
+    """prompt + new tokens never pass the model's max_position_embeddings: the long prompts' new tokens are capped
+    (their samples finish "length"), prompts that fit keep their samples, a note counts the capped ones; a prompt that
+    alone fills the context is an error naming it, before anything is generated."""
     model, tok = mt
     lens = {p["id"]: len(ids) for p, ids in zip(PROMPTS, tok([p["prompt"] for p in PROMPTS])["input_ids"])}
     free = {r["id"]: r for r in sample(model, tok, PROMPTS, max_new_tokens=8, batch_size=4)}  # the full 256 positions
@@ -95,24 +95,27 @@ def test_prompts_are_capped_at_the_context(mt, monkeypatch, caplog):
         if i in over:
             assert r["finish"] == ["length"]
         else: assert r == free[i]                                       # prompts that fit: the same samples
-    assert f"{len(over)} of {len(PROMPTS)} prompts plus max_new_tokens=8 would run past the model's context of {limit} positions" in caplog.text
+    note = f"{len(over)} of {len(PROMPTS)} prompts plus max_new_tokens=8 would run past the model's context of {limit}"
+    assert note in caplog.text
     calls.clear()
     big = max(lens, key=lens.get)
     monkeypatch.setattr(model.config, "max_position_embeddings", lens[big])
-    with pytest.raises(ValueError, match=rf"leave no room for a new token in the model's context of {lens[big]} positions: id '{big}' \({lens[big]} tokens\)"):
+    n_big = lens[big]
+    full = rf"no room for a new token in the model's context of {n_big} positions: id '{big}' \({n_big} tokens\)"
+    with pytest.raises(ValueError, match=full):
         sample(model, tok, PROMPTS, max_new_tokens=8, batch_size=4)
     assert calls == []                                                  # nothing generated
 
 
 def test_every_record_says_why_its_samples_ended(mt, tmp_path):
-    """finish per sample: a short cap gives "length", a stop string "stop"; greedy repeats the one reason n times like the
-    samples; an old shard without finish resumes unchanged (unknown: None, kept by complete_samples)."""
+    """finish per sample: a short cap gives "length", a stop string "stop"; greedy repeats the one reason n times like
+    the samples; an old shard without finish resumes unchanged (unknown: None, kept by complete_samples)."""
     from w2s_nb.sample import complete_samples, finish_reasons
     model, tok = mt
     cut = sample(model, tok, PROMPTS[:3], n=3, max_new_tokens=3)
     assert [r["finish"] for r in cut] == [["length"] * 3] * 3 and all(complete_samples(r) == [] for r in cut)
     free = sample(model, tok, PROMPTS[:1], max_new_tokens=40)[0]["samples"][0]
-    stop = next(free[i:i + 3] for i in range(4, len(free) - 3) if free[i:i + 3].isascii() and free[i:i + 3].isprintable())
+    stop = next(w for w in (free[i:i + 3] for i in range(4, len(free) - 3)) if w.isascii() and w.isprintable())
     stopped = sample(model, tok, PROMPTS[:1], n=2, temperature=0.0, max_new_tokens=40, stop=[stop])[0]
     assert stopped["finish"] == ["stop", "stop"] and complete_samples(stopped) == stopped["samples"]
     sampled = sample(model, tok, PROMPTS[:2], n=3, temperature=1.0, max_new_tokens=3, seed=1)
@@ -184,7 +187,8 @@ def test_two_ranks_sample_their_slices_into_own_shards(mt, tiny_model_dir, tmp_p
     the prompts that outgrow the model's trained length are counted over both ranks, in one warning."""
     lens = [len(ids) for ids in mt[1]([p["prompt"] for p in PROMPTS])["input_ids"]]
     limit = max(lens) + 3
-    one = sample(*mt, PROMPTS, max_new_tokens=6, batch_size=2, shard_size=2, out_dir=tmp_path / "one", context_limit=limit)
+    one = sample(*mt, PROMPTS, max_new_tokens=6, batch_size=2, shard_size=2, out_dir=tmp_path / "one",
+                 context_limit=limit)
     over = sum(n + 6 > limit for n in lens)
     assert 1 < over < len(PROMPTS)  # on both ranks' slices: each rank alone would count fewer
     script = tmp_path / "child.py"; script.write_text(RANK_CHILD)
@@ -259,22 +263,22 @@ def test_finished_out_dir_returns_without_launching(tiny_model_dir, tmp_path, mo
 
 
 def test_vllm_keeps_one_process_when_one_engine_takes_every_gpu(tiny_model_dir, tmp_path, monkeypatch):
-    "backend vllm, num_processes=2, tensor_parallel_size=2: one engine spans both GPUs, in this process; nothing is launched."
+    "backend vllm, num_processes=2, tensor_parallel_size=2: one engine spans both GPUs, in this process, no launch."
     import w2s_nb.sample as S
     calls = []
     fake_vllm(monkeypatch, calls)
     monkeypatch.setattr(S, "choose_backend", lambda backend, device: "vllm")
     monkeypatch.setattr(S, "launch_job", lambda *a, **k: pytest.fail("vLLM sampling was launched"))
     recs = generate_texts(ModelRef(tiny_model_dir), ModelConfig(path=tiny_model_dir),
-                          PROMPTS, SamplingConfig(backend="vllm", tensor_parallel_size=2), out_dir=tmp_path, num_processes=2,
-                          accelerate_config=CPU_2PROC)
+                          PROMPTS, SamplingConfig(backend="vllm", tensor_parallel_size=2), out_dir=tmp_path,
+                          num_processes=2, accelerate_config=CPU_2PROC)
     assert [r["samples"] for r in recs] == [[p["prompt"][-3:] + " = 9"] for p in PROMPTS]  # cut at "Question"
     assert calls[0][1]["tensor_parallel_size"] == 2
 
 
 def test_sampling_launches_carry_a_long_process_group_timeout(tiny_model_dir, tmp_path, monkeypatch):
-    """A launched sampling job carries timeout_s (default 6 hours, not torch's 10 minutes), and each rank's process group
-    is started with it; vLLM with num_processes=4, tensor_parallel_size=2 launches 2 engine ranks."""
+    """A launched sampling job carries timeout_s (default 6 hours, not torch's 10 minutes), and each rank's process
+    group is started with it; vLLM with num_processes=4, tensor_parallel_size=2 launches 2 engine ranks."""
     import datetime
     import w2s_nb.sample as S
     jobs = []
@@ -285,11 +289,12 @@ def test_sampling_launches_carry_a_long_process_group_timeout(tiny_model_dir, tm
     monkeypatch.setattr(S, "choose_backend", lambda backend, device: "vllm")
     generate_texts(ref, cfg, PROMPTS, SamplingConfig(backend="vllm", tensor_parallel_size=2), out_dir=tmp_path / "c",
                    num_processes=4)
-    assert [(j["timeout_s"], j["backend"], n) for j, n in jobs] == [(6 * 3600, "hf", 2), (120, "hf", 2), (6 * 3600, "vllm", 2)]
+    got = [(j["timeout_s"], j["backend"], n) for j, n in jobs]
+    assert got == [(6 * 3600, "hf", 2), (120, "hf", 2), (6 * 3600, "vllm", 2)]
     assert jobs[2][0]["sampling"]["tensor_parallel_size"] == 2
     seen = []
     monkeypatch.setattr(S.torch.distributed, "is_initialized", lambda: False)
-    monkeypatch.setattr(S.torch.distributed, "init_process_group", lambda backend, timeout=None: seen.append((backend, timeout)))
+    monkeypatch.setattr(S.torch.distributed, "init_process_group", lambda b, timeout=None: seen.append((b, timeout)))
     S._start_process_group("cpu", 120)
     assert seen == [("gloo", datetime.timedelta(seconds=120))]
 
@@ -310,14 +315,15 @@ for m in mods: sys.modules[m.__name__] = m
 
 @pytest.mark.slow
 def test_data_parallel_vllm_one_engine_per_rank_on_its_own_gpus(tiny_model_dir, tmp_path, monkeypatch):
-    """backend vllm, num_processes=2, tensor_parallel_size=1: two launched ranks (2 CPU processes; the stand-in vLLM in each),
-    each an engine pinned to its own GPU (CUDA_VISIBLE_DEVICES 0 and 1, torchrun's variables hidden from vLLM), each its
-    slice into its own shards, each engine shut down; the records equal one engine's."""
+    """backend vllm, num_processes=2, tensor_parallel_size=1: two launched ranks (2 CPU processes; the stand-in vLLM in
+    each), each an engine pinned to its own GPU (CUDA_VISIBLE_DEVICES 0 and 1, torchrun's variables hidden from vLLM),
+    each its slice into its own shards, each engine shut down; the records equal one engine's."""
     import w2s_nb.sample as S
     pkg, log = tmp_path / "fake" / "vllm", tmp_path / "log"
     pkg.mkdir(parents=True); log.mkdir()
     (pkg / "__init__.py").write_text(FAKE_VLLM_PACKAGE.format(tests=str(ROOT / "tests"), log=str(log)))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "fake"), str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    paths = [str(tmp_path / "fake"), str(ROOT), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     calls = []
     fake_vllm(monkeypatch, calls)
@@ -422,8 +428,8 @@ def test_vllm_gets_the_dtype_transformers_uses(tmp_path, monkeypatch):
 
 
 def test_vllm_gets_whole_shards_and_is_shut_down(tiny_model_dir, tmp_path, monkeypatch):
-    """With the vLLM backend (the stand-in: no GPU here), each engine call is one whole shard with one SamplingParams per
-    prompt, each record carries vLLM's finish_reason, and the engine core is shut down (vLLM 0.27's LLMEngine has no
+    """With the vLLM backend (the stand-in: no GPU here), each engine call is one whole shard with one SamplingParams
+    per prompt, each record carries vLLM's finish_reason, and the engine core is shut down (vLLM 0.27's LLMEngine has no
     shutdown of its own: the old code, which called llm_engine.shutdown only if it existed, never stopped it)."""
     import w2s_nb.sample as S
     calls = []
@@ -442,11 +448,12 @@ def test_vllm_gets_whole_shards_and_is_shut_down(tiny_model_dir, tmp_path, monke
 
 
 FAKE_TAIL = " = 9Question 9"  # what the stand-in engine appends to a prompt's last 3 characters
-# vllm.LLM's keyword arguments in 0.27.1 (vllm/entrypoints/llm.py) plus the EngineArgs fields sample passes through **kwargs
+# vllm.LLM's keyword arguments in 0.27.1 (vllm/entrypoints/llm.py), plus the EngineArgs fields sample passes (**kwargs)
 LLM_KWARGS = {"runner", "convert", "tokenizer", "tokenizer_mode", "skip_tokenizer_init", "trust_remote_code",
-              "allowed_local_media_path", "allowed_media_domains", "tensor_parallel_size", "dtype", "quantization", "revision",
-              "tokenizer_revision", "chat_template", "seed", "gpu_memory_utilization", "cpu_offload_gb", "enforce_eager",
-              "hf_token", "hf_overrides", "kv_cache_memory_bytes", "compilation_config", "quantization_config"}
+              "allowed_local_media_path", "allowed_media_domains", "tensor_parallel_size", "dtype", "quantization",
+              "revision", "tokenizer_revision", "chat_template", "seed", "gpu_memory_utilization", "cpu_offload_gb",
+              "enforce_eager", "hf_token", "hf_overrides", "kv_cache_memory_bytes", "compilation_config",
+              "quantization_config"}
 ENGINE_ARGS = {"max_model_len", "enable_lora", "max_loras", "max_lora_rank", "data_parallel_size"}
 SAMPLING_FIELDS = {"n", "temperature", "top_p", "top_k", "seed", "stop", "max_tokens", "min_tokens", "logprobs"}
 
@@ -459,11 +466,12 @@ def fake_vllm(monkeypatch, calls: list, version: str = "0.27.1"):
 
 
 def fake_vllm_modules(calls: list, version: str = "0.27.1"):
-    """Stand-in `vllm`, `vllm.lora`, `vllm.lora.request` modules (no GPU here) following vLLM 0.27.1's API, recording what
-    the engine is built with and asked for: `LLM(model, **kwargs)` (its own keywords only; `vllm.visible` notes the
+    """Stand-in `vllm`, `vllm.lora`, `vllm.lora.request` modules (no GPU here) following vLLM 0.27.1's API, recording
+    what the engine is built with and asked for: `LLM(model, **kwargs)` (its own keywords only; `vllm.visible` notes the
     CUDA_VISIBLE_DEVICES each engine saw), `llm.llm_engine.engine_core.shutdown()` (and no `llm_engine.shutdown`),
     `generate(prompts, sampling_params, *, use_tqdm, lora_request)` with one SamplingParams or a list of one per prompt,
-    `RequestOutput` / `CompletionOutput` (text, token_ids, finish_reason), `LoRARequest(lora_name, lora_int_id, lora_path)`."""
+    `RequestOutput` / `CompletionOutput` (text, token_ids, finish_reason), `LoRARequest(lora_name, lora_int_id,
+    lora_path)`."""
     import types
     from dataclasses import dataclass
     vllm, lora, req = (types.ModuleType(n) for n in ("vllm", "vllm.lora", "vllm.lora.request"))
@@ -502,7 +510,8 @@ def fake_vllm_modules(calls: list, version: str = "0.27.1"):
         def __post_init__(self):
             if self.lora_int_id < 1: raise ValueError(f"id must be > 0, got {self.lora_int_id}")
             assert self.lora_path, "lora_path cannot be empty"
-        def __eq__(self, other): return isinstance(other, LoRARequest) and self.lora_name == other.lora_name  # as vLLM's
+        def __eq__(self, other):  # by name, as vLLM's
+            return isinstance(other, LoRARequest) and self.lora_name == other.lora_name
         def __hash__(self): return hash(self.lora_name)
 
     class EngineCoreClient:
@@ -513,7 +522,8 @@ def fake_vllm_modules(calls: list, version: str = "0.27.1"):
 
     class LLM:
         def __init__(self, model, **kw):
-            if unknown := set(kw) - LLM_KWARGS - ENGINE_ARGS: raise TypeError(f"LLM: unexpected keyword arguments {unknown}")
+            if unknown := set(kw) - LLM_KWARGS - ENGINE_ARGS:
+                raise TypeError(f"LLM: unexpected keyword arguments {unknown}")
             calls.append(("LLM", dict(model=model, **kw)))
             vllm.visible.append(os.environ.get("CUDA_VISIBLE_DEVICES"))
             self.kw, self.llm_engine = kw, LLMEngine()
@@ -528,7 +538,8 @@ def fake_vllm_modules(calls: list, version: str = "0.27.1"):
             return [RequestOutput(str(k), p, [], None, [completion(p, i, sp) for i in range(sp.n)], True)
                     for k, (p, sp) in enumerate(zip(prompts, sps))]
 
-    vllm.LLM, vllm.SamplingParams, vllm.RequestOutput, vllm.CompletionOutput = LLM, SamplingParams, RequestOutput, CompletionOutput
+    vllm.LLM, vllm.SamplingParams = LLM, SamplingParams
+    vllm.RequestOutput, vllm.CompletionOutput = RequestOutput, CompletionOutput
     req.LoRARequest = LoRARequest
     return vllm, lora, req
 
@@ -556,7 +567,8 @@ def test_vllm_serves_a_qlora_adapter_over_the_base(tiny_model_dir, tmp_path, mon
                                     max_lora_rank=16))  # the tiny model's 256 positions, set explicitly
     lora = sys.modules["vllm.lora.request"].LoRARequest("adapter-1", 1, a)
     assert [c[:3] for c in calls[1:-1]] == [("generate", k, lora) for k in (2, 2, 1)]
-    assert all(c[2].lora_int_id == 1 and c[2].lora_path == a for c in calls[1:-1]) and calls[-1] == ("engine_core.shutdown",)
+    assert all(c[2].lora_int_id == 1 and c[2].lora_path == a for c in calls[1:-1])
+    assert calls[-1] == ("engine_core.shutdown",)
     assert [r["samples"] for r in recs] == [[p["prompt"][-3:] + " = 9"] for p in PROMPTS[:5]]  # cut at the stop string
     assert [r["finish"] for r in recs] == [["stop"]] * 5  # max_new_tokens 512: the stand-in stopped by itself
 
@@ -583,9 +595,9 @@ def test_vllm_merges_a_stack_of_adapters_once(tiny_model_dir, tmp_path, monkeypa
 
 
 def test_vllm_caps_each_prompt_at_the_context(tiny_model_dir, tmp_path, monkeypatch):
-    """vLLM gets the model's context as max_model_len and, per prompt, max_tokens = what fits after it (one SamplingParams
-    each): a prompt near the context is capped (finish "length"), the others keep max_new_tokens; a prompt that fills the
-    context is an error before the engine is even asked."""
+    """vLLM gets the model's context as max_model_len and, per prompt, max_tokens = what fits after it (one
+    SamplingParams each): a prompt near the context is capped (finish "length"), the others keep max_new_tokens; a
+    prompt that fills the context is an error before the engine is even asked."""
     import w2s_nb.sample as S
     calls = []
     fake_vllm(monkeypatch, calls)
@@ -596,8 +608,8 @@ def test_vllm_caps_each_prompt_at_the_context(tiny_model_dir, tmp_path, monkeypa
     n_long = len(tok(long["prompt"])["input_ids"])
     assert max(len(ids) for ids in tok([p["prompt"] for p in PROMPTS[:3]])["input_ids"]) + 20 <= n_long + 5
     monkeypatch.setattr(S, "context_length", lambda ref, cfg: n_long + 5)
-    recs = generate_texts(ModelRef(tiny_model_dir), cfg, [long] + PROMPTS[:3], SamplingConfig(backend="vllm", max_new_tokens=20),
-                          out_dir=tmp_path)
+    recs = generate_texts(ModelRef(tiny_model_dir), cfg, [long] + PROMPTS[:3],
+                          SamplingConfig(backend="vllm", max_new_tokens=20), out_dir=tmp_path)
     assert calls[0][1]["max_model_len"] == n_long + 5
     caps = [c[3] for c in calls if c[0] == "generate"]
     assert caps == [[5], [20, 20, 20]]                                  # longest first: the capped one, batched apart
@@ -610,16 +622,17 @@ def test_vllm_caps_each_prompt_at_the_context(tiny_model_dir, tmp_path, monkeypa
 
 
 def test_one_vllm_engine_serves_every_model_of_a_base(tiny_model_dir, tmp_path, monkeypatch):
-    """A VllmEngine over one base serves the base and two adapters: one LLM (max_loras=2, rank for the larger adapter), a
-    LoRARequest with its own id per adapter, left running between models and shut down once, at the end; generate_texts
-    refuses a model the engine does not serve."""
+    """A VllmEngine over one base serves the base and two adapters: one LLM (max_loras=2, rank for the larger adapter),
+    a LoRARequest with its own id per adapter, left running between models and shut down once, at the end;
+    generate_texts refuses a model the engine does not serve."""
     import w2s_nb.sample as S
     calls = []
     fake_vllm(monkeypatch, calls)
     monkeypatch.setattr(S, "choose_backend", lambda backend, device: "vllm")
     cfg, sc = ModelConfig(path=tiny_model_dir, finetune="lora"), SamplingConfig(backend="vllm", stop=[])
     base = ModelRef(tiny_model_dir)
-    refs = [base, ModelRef(tiny_model_dir, [adapter_dir(tmp_path / "a1", 8)]), ModelRef(tiny_model_dir, [adapter_dir(tmp_path / "a2", 32)])]
+    a1, a2 = adapter_dir(tmp_path / "a1", 8), adapter_dir(tmp_path / "a2", 32)
+    refs = [base, ModelRef(tiny_model_dir, [a1]), ModelRef(tiny_model_dir, [a2])]
     with S.VllmEngine(refs + [refs[1]], cfg, sc) as engine:
         assert calls == []                                              # started on first use only
         for i, ref in enumerate(refs):
@@ -631,14 +644,14 @@ def test_one_vllm_engine_serves_every_model_of_a_base(tiny_model_dir, tmp_path, 
     engine_kw = calls[0][1]
     assert (engine_kw["enable_lora"], engine_kw["max_loras"], engine_kw["max_lora_rank"]) == (True, 2, 32)
     loras = [c[2] for c in calls if c[0] == "generate"]
-    assert loras[0] is None and [(r.lora_int_id, r.lora_path) for r in loras[1:]] == [(1, str(tmp_path / "a1")), (2, str(tmp_path / "a2"))]
+    assert loras[0] is None and [(r.lora_int_id, r.lora_path) for r in loras[1:]] == [(1, a1), (2, a2)]
     assert loras[1] != loras[2]                                         # vLLM tells adapters apart by name
 
 
 def test_shutdown_stops_the_engine_core_and_checks_memory(tiny_model_dir, tmp_path, monkeypatch):
-    """Leaving a VllmEngine shuts the engine core down (the old shutdown_vllm called llm_engine.shutdown only if it existed:
-    never, in 0.27.1) and compares the free GPU memory with what was free before the engine loaded: an error when it did
-    not come back, naming how much."""
+    """Leaving a VllmEngine shuts the engine core down (the old shutdown_vllm called llm_engine.shutdown only if it
+    existed: never, in 0.27.1) and compares the free GPU memory with what was free before the engine loaded: an error
+    when it did not come back, naming how much."""
     import w2s_nb.sample as S
     calls, free = [], iter([100 * 2**30, 99 * 2**30, 100 * 2**30, 10 * 2**30])  # before/after, twice
     fake_vllm(monkeypatch, calls)
@@ -651,7 +664,8 @@ def test_shutdown_stops_the_engine_core_and_checks_memory(tiny_model_dir, tmp_pa
     assert [c[0] for c in calls] == ["LLM", "engine_core.shutdown", "empty_cache"]  # 1 GiB short: within the slack
     engine = S.VllmEngine(ModelRef(tiny_model_dir), cfg, sc)
     engine.llm()
-    with pytest.raises(RuntimeError, match=r"90.0 GiB of GPU memory did not come back \(10.0 GiB free, 100.0 GiB before it loaded\)"):
+    lost = r"90.0 GiB of GPU memory did not come back \(10.0 GiB free, 100.0 GiB before it loaded\)"
+    with pytest.raises(RuntimeError, match=lost):
         engine.close()
     assert engine._llm is None                                          # the engine's own reference is gone either way
 
@@ -664,8 +678,8 @@ def test_vllm_version_is_checked_at_the_start(monkeypatch, caplog):
     monkeypatch.delenv("W2S_ALLOW_UNTESTED_VLLM", raising=False)
     monkeypatch.setattr(S, "installed_vllm_version", lambda: "0.34.0")
     for backend in ("vllm", "auto"):
-        with pytest.raises(RuntimeError, match=r"vLLM 0.34.0 is installed, but w2s_nb is tested with vllm>=0.27.1,<0.28.*"
-                                               r"W2S_ALLOW_UNTESTED_VLLM=1"):
+        with pytest.raises(RuntimeError, match=r"vLLM 0.34.0 is installed, but w2s_nb is tested with "
+                                               r"vllm>=0.27.1,<0.28.*W2S_ALLOW_UNTESTED_VLLM=1"):
             S.vllm_preflight(backend, "cpu")
     assert S.vllm_preflight("hf", "cpu") == "hf"
     monkeypatch.setenv("W2S_ALLOW_UNTESTED_VLLM", "1")

@@ -247,10 +247,12 @@ def run_eval(cfg: RunConfig, rd: RunDir) -> dict:
                 model_cfg = cfg.weak if e.get("role") == "weak" else cfg.strong
                 rows = _eval_one(rd, name, ref, model_cfg, test, prompts, cfg, fmt, device, engine)
                 s = summarize(rows)
-                scored[name] = {**{k: e.get(k) for k in META_KEYS}, **{k: s[k] for k in ("accuracy", "correct", "n", "ci95")},
+                scored[name] = {**{k: e.get(k) for k in META_KEYS},
+                                **{k: s[k] for k in ("accuracy", "correct", "n", "ci95")},
                                 "pgr": None, "pass_at_n": s["pass_at_n"], "majority_n": s["majority_n"],
                                 "by_difficulty": accuracy_by_difficulty(rows, diff)}
-                print(f"{name}: accuracy {s['accuracy']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] ({time.time() - t0:.0f}s)")
+                lo, hi = s["ci95"]
+                print(f"{name}: accuracy {s['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] ({time.time() - t0:.0f}s)")
     models = {name: scored[name] for name, *_ in jobs}  # stage order, whatever order the engines took them in
     known = any(d is not None for d in diff.values())
     metrics = dict(answer_format=fmt, n_test=len(test), models=add_pgr(models), weak_floor="weak",

@@ -187,12 +187,13 @@ def check_prompts_fit(ids: list, lens: list, limit: Optional[int]):
     full = [(i, n) for i, n in zip(ids, lens) if limit and n >= limit]
     if not full: return
     named = ", ".join(f"id {i!r} ({n} tokens)" for i, n in full[:5]) + (", ..." if len(full) > 5 else "")
-    raise ValueError(f"{len(full)} prompt(s) leave no room for a new token in the model's context of {limit} positions: "
-                     f"{named}. Shorten them (fewer or shorter demonstrations) or use a model with a longer context.")
+    raise ValueError(f"{len(full)} prompt(s) leave no room for a new token in the model's context of {limit} "
+                     f"positions: {named}. Shorten them (fewer or shorter demonstrations) or use a model with a "
+                     "longer context.")
 
 def context_overflow(lens: list, max_new_tokens: int, limit: Optional[int]) -> Optional[str]:
     """A note when prompts of token lengths `lens` plus `max_new_tokens` would run past `limit`, the model's context
-    (`max_position_embeddings`): their new tokens are capped there; None when every prompt fits or the limit is unknown."""
+    (`max_position_embeddings`): their new tokens are capped there; None when all fit or the limit is unknown."""
     if not limit or not lens or (over := sum(n + max_new_tokens > limit for n in lens)) == 0: return None
     return (f"{over} of {len(lens)} prompts plus max_new_tokens={max_new_tokens} would run past the model's context of "
             f"{limit} positions (longest prompt {max(lens)} tokens): their new tokens are capped at {limit} minus the "
@@ -296,17 +297,19 @@ def vllm_version_problem(version: Optional[str] = None) -> Optional[str]:
     if os.environ.get(VLLM_OVERRIDE) == "1":
         log.warning("%s; running anyway (%s=1)", msg, VLLM_OVERRIDE)
         return None
-    return f"{msg}. Install the tested one (pip install -e '.[cuda]', or pip install 'vllm{VLLM_TESTED}'), or set {VLLM_OVERRIDE}=1 to run with {version} anyway"
+    return (f"{msg}. Install the tested one (pip install -e '.[cuda]', or pip install 'vllm{VLLM_TESTED}'), or set "
+            f"{VLLM_OVERRIDE}=1 to run with {version} anyway")
 
 def vllm_problem(device: str) -> Optional[str]:
     "None if the vLLM backend can run here, else why not."
     if not device.startswith("cuda") or not torch.cuda.is_available(): return "vLLM needs a CUDA device"
-    if importlib.util.find_spec("vllm") is None: return "vLLM is not installed (pip install -e '.[cuda]')"
+    if "vllm" not in sys.modules and importlib.util.find_spec("vllm") is None:
+        return "vLLM is not installed (pip install -e '.[cuda]')"
     return None
 
 def choose_backend(backend: str, device: str) -> str:
-    """`hf` or `vllm` for a configured `sampling.backend`: `vllm` that cannot run is an error; `auto` falls back (logged);
-    an installed vLLM outside the tested versions is an error for both (`vllm_version_problem`)."""
+    """`hf` or `vllm` for a configured `sampling.backend`: `vllm` that cannot run is an error; `auto` falls back
+    (logged); an installed vLLM outside the tested versions is an error for both (`vllm_version_problem`)."""
     if backend == "hf": return "hf"
     if backend not in ("vllm", "auto"): raise ValueError(f"sampling.backend={backend!r}: expected hf, vllm or auto")
     if (problem := vllm_problem(device)) is None:
@@ -329,7 +332,9 @@ def shutdown_vllm(llm):
     """Stop a `vllm.LLM`'s engine: its engine core (`llm.llm_engine.engine_core.shutdown()`: the engine process and its
     workers, which hold the model and KV cache) and vLLM's parallel state. The caller drops its references."""
     core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-    if core is None: raise RuntimeError(f"{type(llm).__name__} has no llm_engine.engine_core to shut down (vLLM {installed_vllm_version()}; tested: {VLLM_TESTED})")
+    if core is None:
+        raise RuntimeError(f"{type(llm).__name__} has no llm_engine.engine_core to shut down (vLLM "
+                           f"{installed_vllm_version()}; tested: {VLLM_TESTED})")
     core.shutdown()
     try:
         from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
@@ -349,10 +354,10 @@ def check_memory_back(free_before: Optional[int], slack: int = VLLM_MEMORY_SLACK
     free = gpu_free_bytes()
     if free < free_before - slack:
         gib = lambda b: f"{b / 2**30:.1f} GiB"
-        raise RuntimeError(f"the vLLM engine was shut down, but {gib(free_before - free)} of GPU memory did not come back "
-                           f"({gib(free)} free, {gib(free_before)} before it loaded): a reference to it is still alive or "
-                           "its worker processes did not exit (nvidia-smi lists them). The next model would not fit; "
-                           "re-run the stage in a fresh process (finished samples are kept in their shards).")
+        raise RuntimeError(f"the vLLM engine was shut down, but {gib(free_before - free)} of GPU memory did not come "
+                           f"back ({gib(free)} free, {gib(free_before)} before it loaded): a reference to it is still "
+                           "alive or its worker processes did not exit (nvidia-smi lists them). The next model would "
+                           "not fit; re-run the stage in a fresh process (finished samples are kept in their shards).")
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM's `max_lora_rank` accepts
 
@@ -392,7 +397,8 @@ def vllm_engine_args(refs, cfg: ModelConfig, sampling: SamplingConfig, seed: int
     """How one vLLM engine serves `refs` (a `ModelRef` or several sharing one base), with the context `max_model_len`
     set explicitly (when known); no vLLM needed: the plan can be checked anywhere. See `VllmPlan`."""
     refs = _refs(refs)
-    if len({r.base for r in refs}) != 1: raise ValueError(f"one vLLM engine serves one base, got {sorted({r.base for r in refs})}")
+    bases = sorted({r.base for r in refs})
+    if len(bases) != 1: raise ValueError(f"one vLLM engine serves one base, got {bases}")
     path, gguf = _source(refs[0], cfg)
     kw = dict(model=path, dtype=vllm_dtype(cfg.dtype), seed=seed, trust_remote_code=cfg.trust_remote_code,
               tensor_parallel_size=sampling.tensor_parallel_size)
@@ -405,8 +411,8 @@ def vllm_engine_args(refs, cfg: ModelConfig, sampling: SamplingConfig, seed: int
         rank = max(vllm_lora_rank(a) for a in loras)
         return VllmPlan({**kw, "enable_lora": True, "max_loras": len(loras), "max_lora_rank": rank}, loras=loras)
     if len(refs) > 1:
-        raise ValueError(f"one vLLM engine cannot serve {len(refs)} models when one needs a merged copy (several adapters, "
-                         "a GGUF base or vllm_adapters: merge): give that model its own engine")
+        raise ValueError(f"one vLLM engine cannot serve {len(refs)} models when one needs a merged copy (several "
+                         "adapters, a GGUF base or vllm_adapters: merge): give that model its own engine")
     ref = refs[0]
     if ref.adapters:
         if sampling.vllm_adapters == "lora":
@@ -417,13 +423,13 @@ def vllm_engine_args(refs, cfg: ModelConfig, sampling: SamplingConfig, seed: int
     return VllmPlan({**kw, "model": str(Path(path) / gguf)} if gguf else kw)
 
 def vllm_finish(reason) -> str:
-    "A vLLM `CompletionOutput.finish_reason` as a sample's `finish` (\"stop\": EOS or a stop string; \"length\": the cap)."
+    "A vLLM `CompletionOutput.finish_reason` as a sample's `finish` (\"stop\": EOS or a stop string; \"length\": cap)."
     if reason in FINISH_REASONS: return reason
     raise RuntimeError(f"vLLM ended a sample with finish_reason={reason!r}; expected one of {FINISH_REASONS}")
 
 def vllm_generate_fn(llm, n: int, temperature: float, top_p: float, stop, lora_request=None) -> Callable:
     """A `generate_fn(prompts, seed, caps)` for `sample` backed by a `vllm.LLM` (and the LoRA adapter to apply, if any):
-    one `SamplingParams` per prompt, `max_tokens` its cap, so no prompt + new tokens pass the engine's `max_model_len`."""
+    one `SamplingParams` per prompt, `max_tokens` its cap, so no prompt + new tokens pass the engine's max_model_len."""
     from vllm import SamplingParams
     greedy = temperature == 0
     copies = n if greedy else 1
@@ -448,12 +454,13 @@ class VllmEngine:
     def serves(self, ref: ModelRef) -> bool: return ref in self.refs
 
     def prepare(self) -> VllmPlan:
-        "The engine's plan, with the merged copy it needs written (once: data-parallel ranks find it made by the launcher)."
+        "The engine's plan, with the merged copy it needs written (once: data-parallel ranks find the launcher's)."
         if self.plan is not None: return self.plan
         self.max_model_len = context_length(self.refs[0], self.cfg)
         work_dir = self.work_dir or tempfile.mkdtemp(prefix="w2s-vllm-")
         plan = vllm_engine_args(self.refs, self.cfg, self.sampling, self.seed, work_dir, self.max_model_len)
-        if plan.merge_to and not (Path(plan.merge_to) / "config.json").exists(): save_merged(self.refs[0], self.cfg, plan.merge_to)
+        if plan.merge_to and not (Path(plan.merge_to) / "config.json").exists():
+            save_merged(self.refs[0], self.cfg, plan.merge_to)
         self.plan = plan
         return plan
 
@@ -467,8 +474,9 @@ class VllmEngine:
         return self._llm
 
     def lora_request(self, ref: ModelRef):
-        "The `LoRARequest` to pass with `ref`'s calls (its adapter's own id, 1-based), None for the base or a merged copy."
-        if not self.serves(ref): raise ValueError(f"this vLLM engine serves {[r.to_dict() for r in self.refs]}, not {ref.to_dict()}")
+        "The `LoRARequest` for `ref`'s calls (its adapter's own id, from 1), None for the base or a merged copy."
+        if not self.serves(ref):
+            raise ValueError(f"this vLLM engine serves {[r.to_dict() for r in self.refs]}, not {ref.to_dict()}")
         self.llm()
         if not self.plan.loras or not ref.adapters: return None
         from vllm.lora.request import LoRARequest
@@ -525,10 +533,11 @@ def vllm_data_parallel(num_processes: int, tensor_parallel_size: int) -> int:
 
 def _vllm_sample(engine: VllmEngine, ref: ModelRef, cfg: ModelConfig, recs: list, kw: dict, sampling: SamplingConfig,
                  rank_world: Optional[tuple] = None) -> list:
-    "Sample `recs` for `ref` on a vLLM `engine` that serves it: whole shards per call, each prompt capped at the context."
+    "Sample `recs` for `ref` on a vLLM `engine`: whole shards per call, each prompt capped at the context."
     lora = engine.lora_request(ref)  # starts the engine if it is not running yet
     fn = vllm_generate_fn(engine.llm(), kw["n"], kw["temperature"], kw["top_p"], kw["stop"], lora)
-    whole_shards = dict(batch_size=sampling.shard_size * (1 if kw["temperature"] == 0 else kw["n"]), max_batch_tokens=None)
+    seqs_per_prompt = 1 if kw["temperature"] == 0 else kw["n"]
+    whole_shards = dict(batch_size=sampling.shard_size * seqs_per_prompt, max_batch_tokens=None)
     return sample(None, load_tokenizer(ref, cfg, padding_side="left"), recs, **{**kw, **whole_shards}, generate_fn=fn,
                   context_limit=engine.max_model_len, rank_world=rank_world)
 
@@ -568,29 +577,32 @@ def _start_process_group(device: str, timeout_s: int = SAMPLING_TIMEOUT_S):
     import torch.distributed as dist
     if dist.is_initialized(): return
     if device.startswith("cuda"): torch.cuda.set_device(_local_device(device))
-    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
 
 TORCHRUN_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
                 "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
 
 def rank_gpus(local_rank: int, tensor_parallel_size: int, local_world: int, visible: Optional[str] = None) -> str:
     """`CUDA_VISIBLE_DEVICES` for data-parallel vLLM rank `local_rank` of `local_world` on this machine: its own
-    `tensor_parallel_size` GPUs, taken in order from `visible` (the launch's `CUDA_VISIBLE_DEVICES`; unset: 0, 1, ...)."""
+    `tensor_parallel_size` GPUs, in order from `visible` (the launch's `CUDA_VISIBLE_DEVICES`; unset: 0, 1, ...)."""
     gpus = visible.split(",") if visible else [str(i) for i in range(local_world * tensor_parallel_size)]
     mine = gpus[local_rank * tensor_parallel_size:(local_rank + 1) * tensor_parallel_size]
     if len(mine) < tensor_parallel_size:
-        raise RuntimeError(f"vLLM rank {local_rank} of {local_world} needs tensor_parallel_size={tensor_parallel_size} GPUs "
-                           f"of its own, but only {len(gpus)} are visible ({visible!r}): lower num_processes or tensor_parallel_size")
+        raise RuntimeError(f"vLLM rank {local_rank} of {local_world} needs tensor_parallel_size={tensor_parallel_size} "
+                           f"GPUs of its own, but only {len(gpus)} are visible ({visible!r}): lower num_processes or "
+                           "tensor_parallel_size")
     return ",".join(mine)
 
 def _vllm_rank(job: dict) -> list:
     """One data-parallel vLLM rank: pinned to its own GPUs, the launch's torchrun variables hidden from vLLM (its engine
-    is a process of its own), its slice of the prompts into its own shards; no process group (the launcher reads them)."""
+    is a process of its own), its share of the prompts into own shards; no process group (the launcher reads them)."""
     rank, world = rank_and_world()
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     sampling = from_dict(SamplingConfig, job["sampling"])
-    os.environ["CUDA_VISIBLE_DEVICES"] = rank_gpus(int(os.environ.get("LOCAL_RANK", rank)), sampling.tensor_parallel_size,
-                                                   local_world, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = rank_gpus(local_rank, sampling.tensor_parallel_size, local_world, visible)
     for k in TORCHRUN_ENV: os.environ.pop(k, None)
     ref, cfg, kw = ModelRef.from_dict(job["ref"]), validate(from_dict(ModelConfig, job["cfg"])), job["sample"]
     with VllmEngine(ref, cfg, sampling, kw["seed"], kw["out_dir"]) as engine:
