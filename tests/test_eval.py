@@ -173,7 +173,7 @@ def _cfg(path, **eval_kw):
 
 
 FORMAT_KEYS = {"label", "group", "round", "variant", "method", "accuracy", "correct", "n", "ci95", "pgr", "pass_at_n", "majority_n",
-               "by_difficulty"}
+               "by_difficulty", "n_cut"}
 
 
 def test_run_eval_with_a_real_tiny_model(tmp_path, tiny_model_dir):
@@ -191,7 +191,10 @@ def test_run_eval_with_a_real_tiny_model(tmp_path, tiny_model_dir):
         assert e["n"] == 3 and e["majority_n"] == 1 and e["pass_at_n"] is None
         rows = read_jsonl(rd.path("eval", f"{name}.jsonl"))
         assert [r["id"] for r in rows] == ["t0", "t1", "t2"]
-        assert set(rows[0]) == {"id", "prediction", "extracted", "gold", "correct"}
+        assert set(rows[0]) == {"id", "prediction", "extracted", "gold", "correct", "n_cut"}
+        samples = w2s_nb.sample.read_shards(rd.path("eval", "samples", name))
+        assert [r["n_cut"] for r in rows] == [samples[r["id"]]["finish"].count("length") for r in rows]
+        assert e["n_cut"] == sum(r["n_cut"] for r in rows)  # samples cut by max_new_tokens=4
         assert e["correct"] == sum(r["correct"] for r in rows)
         assert e["by_difficulty"] == [dict(difficulty=1, accuracy=e["accuracy"], correct=e["correct"], n=3, ci95=e["ci95"])]
     assert m["models"]["weak_icl"]["group"] == "weak_icl"
@@ -227,6 +230,7 @@ def test_run_eval_pgr_resume_and_settings_change(tmp_path, monkeypatch):
     assert pgrs == pytest.approx(dict(weak=None, weak_icl=-0.5, s1_r1_hybrid=0.5, ceiling=None, m_pro_dpo=1.0))
     assert m["models"]["m_pro_dpo"]["method"] == "dpo" and m["models"]["s1_r1_hybrid"]["round"] == 1
     assert len(calls) == 5 and {c["max_new_tokens"] for c in calls} == {7} and {c["temperature"] for c in calls} == {0.0}
+    assert {e["n_cut"] for e in m["models"].values()} == {None}  # the fake sampler records no finish: unknown
     # resume: results exist for the same inputs, so nothing is generated again
     assert run_eval(_cfg(str(tmp_path / "strong_base"), max_new_tokens=7), rd) == m and len(calls) == 5
     # other settings: everything is evaluated again (majority vote of 3 at eval.temperature)

@@ -23,7 +23,7 @@ from .rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_json, re
 # %% auto #0
 __all__ = ['DIFFICULTY_NAMES', 'META_KEYS', 'wilson_interval', 'pass_at_k', 'score_predictions', 'summarize', 'solution_lines',
            'difficulty', 'accuracy_by_difficulty', 'PGR', 'pgr', 'paired_counts', 'mcnemar', 'eval_sampling',
-           'evaluate', 'run_models', 'add_pgr', 'engine_groups', 'run_eval']
+           'cut_count', 'evaluate', 'run_models', 'add_pgr', 'total_cut', 'engine_groups', 'run_eval']
 
 # %% ../nbs/11_eval.ipynb #31dc44c9
 def wilson_interval(correct: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -152,6 +152,12 @@ def eval_sampling(cfg: EvalConfig, sampling: SamplingConfig) -> SamplingConfig:
     "The sampling settings of an evaluation: `eval.max_new_tokens` (if set) over `sampling.max_new_tokens`."
     return dataclasses.replace(sampling, max_new_tokens=cfg.max_new_tokens or sampling.max_new_tokens)
 
+def cut_count(record: dict) -> Optional[int]:
+    "How many of a sampler record's samples hit the token cap (`finish` \"length\"); None when that is not recorded."
+    from w2s_nb.sample import finish_reasons
+    finish = finish_reasons(record)
+    return None if None in finish else finish.count("length")
+
 def evaluate(ref, model_cfg: ModelConfig, test_records: list[dict], prompts: list[dict], cfg: EvalConfig,
              sampling: SamplingConfig, fmt: str, out_path=None, seed: int = 0, device: str = "cpu",
              samples_dir=None, rule: str = "strict", num_processes: int = 1, accelerate_config: Optional[str] = None,
@@ -169,6 +175,8 @@ def evaluate(ref, model_cfg: ModelConfig, test_records: list[dict], prompts: lis
                          out_dir=None if samples_dir is None else str(samples_dir), num_processes=num_processes,
                          accelerate_config=accelerate_config, engine=engine)
     rows = score_predictions(out, gold, fmt, sampling.stop, rule)
+    cut = {r["id"]: cut_count(r) for r in out}
+    rows = [{**row, "n_cut": cut[row["id"]]} for row in rows]  # samples the cap cut off: unfinished solutions
     if out_path is not None: atomic_write_jsonl(out_path, rows)
     return rows
 
@@ -185,6 +193,11 @@ def add_pgr(models: dict[str, dict], floor: str = "weak", ceiling: str = "ceilin
     for name, m in models.items():
         m["pgr"] = None if name in (floor, ceiling) else pgr(m["accuracy"], acc(floor), acc(ceiling)).value
     return models
+
+def total_cut(rows: list[dict]) -> Optional[int]:
+    "Samples of a model's result rows that hit the token cap; None when a row does not say (results of an older version)."
+    cuts = [r.get("n_cut") for r in rows]
+    return None if None in cuts else sum(cuts)
 
 def engine_groups(jobs: list, cfg: RunConfig) -> list:
     """`[(engine, jobs)]`: the evaluation `jobs` (`(name, ref, entry, prompts)`) grouped so that one vLLM engine
@@ -250,7 +263,7 @@ def run_eval(cfg: RunConfig, rd: RunDir) -> dict:
                 scored[name] = {**{k: e.get(k) for k in META_KEYS},
                                 **{k: s[k] for k in ("accuracy", "correct", "n", "ci95")},
                                 "pgr": None, "pass_at_n": s["pass_at_n"], "majority_n": s["majority_n"],
-                                "by_difficulty": accuracy_by_difficulty(rows, diff)}
+                                "by_difficulty": accuracy_by_difficulty(rows, diff), "n_cut": total_cut(rows)}
                 lo, hi = s["ci95"]
                 print(f"{name}: accuracy {s['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] ({time.time() - t0:.0f}s)")
     models = {name: scored[name] for name, *_ in jobs}  # stage order, whatever order the engines took them in
