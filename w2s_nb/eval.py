@@ -195,7 +195,7 @@ def add_pgr(models: dict[str, dict], floor: str = "weak", ceiling: str = "ceilin
     return models
 
 def total_cut(rows: list[dict]) -> Optional[int]:
-    "Samples of a model's result rows that hit the token cap; None when a row does not say (results of an older version)."
+    "Samples of a model's result rows that hit the token cap; None when a row does not say (an older version's results)."
     cuts = [r.get("n_cut") for r in rows]
     return None if None in cuts else sum(cuts)
 
