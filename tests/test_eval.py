@@ -173,11 +173,12 @@ def _cfg(path, **eval_kw):
 
 
 FORMAT_KEYS = {"label", "group", "round", "variant", "method", "accuracy", "correct", "n", "ci95", "pgr", "pass_at_n", "majority_n",
-               "by_difficulty"}
+               "by_difficulty", "n_cut"}
 
 
 def test_run_eval_with_a_real_tiny_model(tmp_path, tiny_model_dir):
-    """Every listed model (no alias) plus weak-ICL is evaluated for real; files follow the run-directory layout (nbs/01_rundir.ipynb)."""
+    """Every listed model (no alias) plus weak-ICL is evaluated for real; files follow the run-directory layout
+    (nbs/01_rundir.ipynb)."""
     rd = _run_dir(tmp_path, tiny_model_dir, adapters=False)
     m = run_eval(_cfg(tiny_model_dir, max_new_tokens=4), rd)
     assert m == read_json(rd.path("eval", "metrics.json"))
@@ -190,7 +191,10 @@ def test_run_eval_with_a_real_tiny_model(tmp_path, tiny_model_dir):
         assert e["n"] == 3 and e["majority_n"] == 1 and e["pass_at_n"] is None
         rows = read_jsonl(rd.path("eval", f"{name}.jsonl"))
         assert [r["id"] for r in rows] == ["t0", "t1", "t2"]
-        assert set(rows[0]) == {"id", "prediction", "extracted", "gold", "correct"}
+        assert set(rows[0]) == {"id", "prediction", "extracted", "gold", "correct", "n_cut"}
+        samples = w2s_nb.sample.read_shards(rd.path("eval", "samples", name))
+        assert [r["n_cut"] for r in rows] == [samples[r["id"]]["finish"].count("length") for r in rows]
+        assert e["n_cut"] == sum(r["n_cut"] for r in rows)  # samples cut by max_new_tokens=4
         assert e["correct"] == sum(r["correct"] for r in rows)
         assert e["by_difficulty"] == [dict(difficulty=1, accuracy=e["accuracy"], correct=e["correct"], n=3, ci95=e["ci95"])]
     assert m["models"]["weak_icl"]["group"] == "weak_icl"
@@ -206,7 +210,7 @@ def _fake_generate(calls):
     "A sampler stand-in whose accuracy depends on the model: ceiling 3/3, hybrid 2/3, DPO 3/3, weak 1/3, base 0/3."
     right = {"ceiling": 3, "hybrid": 2, "dpo": 3, "weak": 1}
     def gen(ref, cfg, prompts, sampling, n=1, temperature=0.0, top_p=1.0, seed=0, device="cpu", out_dir=None,
-            num_processes=1, accelerate_config=None):
+            num_processes=1, accelerate_config=None, engine=None):
         calls.append(dict(adapters=list(ref.adapters), n=n, temperature=temperature, max_new_tokens=sampling.max_new_tokens))
         k = next((v for key, v in right.items() if ref.adapters and key in ref.adapters[-1]), 0)
         return [dict(id=p["id"], prompt=p["prompt"], samples=[f"#### {2 * int(p['id'][1:]) + (i >= k)}"] * n)
@@ -226,6 +230,7 @@ def test_run_eval_pgr_resume_and_settings_change(tmp_path, monkeypatch):
     assert pgrs == pytest.approx(dict(weak=None, weak_icl=-0.5, s1_r1_hybrid=0.5, ceiling=None, m_pro_dpo=1.0))
     assert m["models"]["m_pro_dpo"]["method"] == "dpo" and m["models"]["s1_r1_hybrid"]["round"] == 1
     assert len(calls) == 5 and {c["max_new_tokens"] for c in calls} == {7} and {c["temperature"] for c in calls} == {0.0}
+    assert {e["n_cut"] for e in m["models"].values()} == {None}  # the fake sampler records no finish: unknown
     # resume: results exist for the same inputs, so nothing is generated again
     assert run_eval(_cfg(str(tmp_path / "strong_base"), max_new_tokens=7), rd) == m and len(calls) == 5
     # other settings: everything is evaluated again (majority vote of 3 at eval.temperature)
@@ -301,3 +306,39 @@ def test_run_models_skips_aliases_and_run_eval_needs_inputs(tmp_path):
     rd.path("data", "test.jsonl").unlink()
     with pytest.raises(FileNotFoundError, match="test split"):
         run_eval(_cfg(str(tmp_path / "strong_base")), rd)
+
+
+def test_run_eval_scores_the_models_of_one_base_with_one_vllm_engine(tmp_path, tiny_model_dir, monkeypatch):
+    """sampling.backend vllm (the stand-in engine of tests/test_sample.py): the strong models over the strong base
+    (weak-ICL, the Stage I model, the ceiling) share one engine with a LoRA slot per adapter; the weak model's base is
+    another engine, shut down before the strong one starts; a model of two adapters (DPO over the Stage I adapter) gets
+    a merged copy and an engine of its own. A resumed evaluation starts no engine."""
+    import json as _json
+    from pathlib import Path
+    from test_sample import fake_vllm
+    import w2s_nb.sample as S
+    calls = []
+    fake_vllm(monkeypatch, calls)
+    monkeypatch.setattr(S, "choose_backend", lambda backend, device: "vllm")
+    def save_merged(ref, cfg, target):
+        Path(target).mkdir(parents=True); (Path(target) / "config.json").write_text("{}")
+    monkeypatch.setattr(S, "save_merged", save_merged)
+    rd = _run_dir(tmp_path, tiny_model_dir, with_stage2=True)
+    for a in ("weak/model/adapter", "stage1/round1/hybrid/adapter", "stage1/ceiling/adapter", "stage2/dpo/adapter"):
+        rd.path(a).mkdir(parents=True)
+        (rd.path(a) / "adapter_config.json").write_text(_json.dumps({"r": 8}))
+    cfg = _cfg(tiny_model_dir, max_new_tokens=4)
+    cfg.sampling.backend = "vllm"
+    m = run_eval(cfg, rd)
+    assert list(m["models"]) == ["weak", "weak_icl", "s1_r1_hybrid", "ceiling", "m_pro_dpo"]  # stage order kept
+    assert [c[0] for c in calls] == ["LLM", "generate", "engine_core.shutdown",              # weak base: weak
+                                     "LLM", "generate", "generate", "generate", "engine_core.shutdown",  # strong base
+                                     "LLM", "generate", "engine_core.shutdown"]               # DPO's merged copy
+    engines = [c[1] for c in calls if c[0] == "LLM"]
+    assert [e.get("max_loras") for e in engines] == [1, 2, None]
+    strong = [c[2] for c in calls[4:7]]
+    assert strong[0] is None and [r.lora_path for r in strong[1:]] == [str(rd.path("stage1/round1/hybrid/adapter")),
+                                                                        str(rd.path("stage1/ceiling/adapter"))]
+    assert engines[2]["model"].endswith("merged-model")
+    calls.clear()
+    assert run_eval(cfg, rd) == m and calls == []                    # every result exists: no engine started

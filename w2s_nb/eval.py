@@ -5,6 +5,7 @@
 # %% ../nbs/11_eval.ipynb #5732d0d1
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import shutil
@@ -22,7 +23,7 @@ from .rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_json, re
 # %% auto #0
 __all__ = ['DIFFICULTY_NAMES', 'META_KEYS', 'wilson_interval', 'pass_at_k', 'score_predictions', 'summarize', 'solution_lines',
            'difficulty', 'accuracy_by_difficulty', 'PGR', 'pgr', 'paired_counts', 'mcnemar', 'eval_sampling',
-           'evaluate', 'run_models', 'add_pgr', 'run_eval']
+           'cut_count', 'evaluate', 'run_models', 'add_pgr', 'total_cut', 'engine_groups', 'run_eval']
 
 # %% ../nbs/11_eval.ipynb #31dc44c9
 def wilson_interval(correct: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -151,11 +152,19 @@ def eval_sampling(cfg: EvalConfig, sampling: SamplingConfig) -> SamplingConfig:
     "The sampling settings of an evaluation: `eval.max_new_tokens` (if set) over `sampling.max_new_tokens`."
     return dataclasses.replace(sampling, max_new_tokens=cfg.max_new_tokens or sampling.max_new_tokens)
 
+def cut_count(record: dict) -> Optional[int]:
+    "How many of a sampler record's samples hit the token cap (`finish` \"length\"); None when that is not recorded."
+    from w2s_nb.sample import finish_reasons
+    finish = finish_reasons(record)
+    return None if None in finish else finish.count("length")
+
 def evaluate(ref, model_cfg: ModelConfig, test_records: list[dict], prompts: list[dict], cfg: EvalConfig,
              sampling: SamplingConfig, fmt: str, out_path=None, seed: int = 0, device: str = "cpu",
-             samples_dir=None, rule: str = "strict", num_processes: int = 1, accelerate_config: Optional[str] = None) -> list[dict]:
+             samples_dir=None, rule: str = "strict", num_processes: int = 1, accelerate_config: Optional[str] = None,
+             engine=None) -> list[dict]:
     """Answer `prompts` (`{id, prompt}`) with model `ref`, score against `test_records` (`id`, `answer`); write the result
-    rows to `out_path` (if given) and return them (`summarize` gives the accuracy and its interval)."""
+    rows to `out_path` (if given) and return them (`summarize` gives the accuracy and its interval). `engine`: a
+    `sample.VllmEngine` serving `ref`, reused across models (vLLM backend)."""
     from w2s_nb.sample import generate_texts
     gold = {r["id"]: r["answer"] for r in test_records}
     if missing := [p["id"] for p in prompts if p["id"] not in gold]:
@@ -164,8 +173,10 @@ def evaluate(ref, model_cfg: ModelConfig, test_records: list[dict], prompts: lis
     out = generate_texts(ref, model_cfg, prompts, eval_sampling(cfg, sampling), n=cfg.n,
                          temperature=0.0 if greedy else cfg.temperature, top_p=1.0, seed=seed, device=device,
                          out_dir=None if samples_dir is None else str(samples_dir), num_processes=num_processes,
-                         accelerate_config=accelerate_config)
+                         accelerate_config=accelerate_config, engine=engine)
     rows = score_predictions(out, gold, fmt, sampling.stop, rule)
+    cut = {r["id"]: cut_count(r) for r in out}
+    rows = [{**row, "n_cut": cut[row["id"]]} for row in rows]  # samples the cap cut off: unfinished solutions
     if out_path is not None: atomic_write_jsonl(out_path, rows)
     return rows
 
@@ -183,8 +194,29 @@ def add_pgr(models: dict[str, dict], floor: str = "weak", ceiling: str = "ceilin
         m["pgr"] = None if name in (floor, ceiling) else pgr(m["accuracy"], acc(floor), acc(ceiling)).value
     return models
 
+def total_cut(rows: list[dict]) -> Optional[int]:
+    "Samples of a model's result rows that hit the token cap; None when a row does not say (an older version's results)."
+    cuts = [r.get("n_cut") for r in rows]
+    return None if None in cuts else sum(cuts)
+
+def engine_groups(jobs: list, cfg: RunConfig) -> list:
+    """`[(engine, jobs)]`: the evaluation `jobs` (`(name, ref, entry, prompts)`) grouped so that one vLLM engine
+    (`sample.VllmEngine`, started only if a model of its group samples) serves every model over one base (the
+    weak base, the strong base); a model that needs a merged copy gets a group (and an engine) of its own. With the
+    transformers backend: one group, no engine, the jobs in order."""
+    from w2s_nb.sample import VllmEngine, vllm_shares_base
+    if cfg.sampling.backend == "hf": return [(None, list(jobs))]
+    groups: dict = {}
+    for job in jobs:
+        name, ref, e, _ = job
+        role = "weak" if e.get("role") == "weak" else "strong"
+        shared = vllm_shares_base(ref, getattr(cfg, role), cfg.sampling)
+        groups.setdefault((role, ref.base) if shared else (role, name), (role, []))[1].append(job)
+    return [(VllmEngine([j[1] for j in group], getattr(cfg, role), cfg.sampling, cfg.seed), group)
+            for role, group in groups.values()]
+
 def _eval_one(rd: RunDir, name: str, ref, model_cfg: ModelConfig, test: list[dict], prompts: list[dict],
-              cfg: RunConfig, fmt: str, device: str) -> list[dict]:
+              cfg: RunConfig, fmt: str, device: str, engine=None) -> list[dict]:
     "Evaluate one model unless results for the same inputs exist; return its result rows."
     samp = eval_sampling(cfg.eval, cfg.sampling)
     key = stable_hash(dict(ref=ref.to_dict(), model=dataclasses.asdict(model_cfg), prompts=prompts, fmt=fmt,
@@ -199,7 +231,7 @@ def _eval_one(rd: RunDir, name: str, ref, model_cfg: ModelConfig, test: list[dic
         atomic_write_json(key_file, dict(key=key, ref=ref.to_dict()))
     return evaluate(ref, model_cfg, test, prompts, cfg.eval, cfg.sampling, fmt, out_path=out, seed=cfg.seed,
                     device=device, samples_dir=samples, rule=cfg.data.answer_extraction, num_processes=cfg.num_processes,
-                    accelerate_config=cfg.accelerate_config)
+                    accelerate_config=cfg.accelerate_config, engine=engine)
 
 def run_eval(cfg: RunConfig, rd: RunDir) -> dict:
     "Evaluate every model of the run plus weak-ICL on `data/test.jsonl`; write `eval/<name>.jsonl` and `eval/metrics.json`."
@@ -220,16 +252,21 @@ def run_eval(cfg: RunConfig, rd: RunDir) -> dict:
     icl = dict(role="strong", group="weak_icl", label=f"weak-ICL ({len(demos)}-shot, untrained strong)", round=None, variant=None, method=None)
     jobs.insert(1, ("weak_icl", base_ref(cfg.strong), icl, few_shot))
     diff = {r["id"]: difficulty(r, fmt) for r in test}
-    models = {}
-    for name, ref, e, prompts in jobs:
-        t0 = time.time()
-        model_cfg = cfg.weak if e.get("role") == "weak" else cfg.strong
-        rows = _eval_one(rd, name, ref, model_cfg, test, prompts, cfg, fmt, device)
-        s = summarize(rows)
-        models[name] = {**{k: e.get(k) for k in META_KEYS}, **{k: s[k] for k in ("accuracy", "correct", "n", "ci95")},
-                        "pgr": None, "pass_at_n": s["pass_at_n"], "majority_n": s["majority_n"],
-                        "by_difficulty": accuracy_by_difficulty(rows, diff)}
-        print(f"{name}: accuracy {s['accuracy']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] ({time.time() - t0:.0f}s)")
+    scored = {}
+    for engine, group in engine_groups(jobs, cfg):
+        with engine or contextlib.nullcontext():  # one engine per base, shut down before the next starts
+            for name, ref, e, prompts in group:
+                t0 = time.time()
+                model_cfg = cfg.weak if e.get("role") == "weak" else cfg.strong
+                rows = _eval_one(rd, name, ref, model_cfg, test, prompts, cfg, fmt, device, engine)
+                s = summarize(rows)
+                scored[name] = {**{k: e.get(k) for k in META_KEYS},
+                                **{k: s[k] for k in ("accuracy", "correct", "n", "ci95")},
+                                "pgr": None, "pass_at_n": s["pass_at_n"], "majority_n": s["majority_n"],
+                                "by_difficulty": accuracy_by_difficulty(rows, diff), "n_cut": total_cut(rows)}
+                lo, hi = s["ci95"]
+                print(f"{name}: accuracy {s['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] ({time.time() - t0:.0f}s)")
+    models = {name: scored[name] for name, *_ in jobs}  # stage order, whatever order the engines took them in
     known = any(d is not None for d in diff.values())
     metrics = dict(answer_format=fmt, n_test=len(test), models=add_pgr(models), weak_floor="weak",
                    ceiling="ceiling" if "ceiling" in models else None, difficulty=DIFFICULTY_NAMES.get(fmt) if known else None)

@@ -5,7 +5,10 @@
 # %% ../nbs/06_sample.ipynb #f21d7617
 from __future__ import annotations
 
+import gc
 import hashlib
+import importlib.metadata
+import importlib.util
 import json
 import logging
 import os
@@ -21,23 +24,34 @@ from tqdm.auto import tqdm
 
 from .answers import cut_at_stop
 from .config import ModelConfig, SamplingConfig, from_dict, to_dict, validate
-from .models import (ModelRef, _adapter_dir, _local_device, _source, load_model, load_tokenizer, resolve_device,
-                           resolve_dtype, save_merged)
+from .models import (ModelRef, _adapter_dir, _local_device, _source, context_length, load_model, load_tokenizer,
+                           resolve_device, resolve_dtype, save_merged)
 from .rundir import atomic_write_text
 from .train import check_job_world, in_launch, launch_job, read_job, world_size  # the launcher training uses
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'VLLM_LORA_RANKS', 'hf_generate', 'read_shards', 'rank_and_world', 'shard_name', 'finished_records',
-           'batch_bounds', 'context_overflow', 'remove_stale_tmp', 'sample', 'vllm_problem', 'choose_backend',
-           'shutdown_vllm', 'vllm_lora_rank', 'VllmPlan', 'vllm_dtype', 'vllm_engine_args', 'vllm_generate_fn',
-           'launch_sampling', 'generate_texts', 'run_sample_job', 'main']
+__all__ = ['log', 'FINISH_REASONS', 'VLLM_TESTED', 'VLLM_OVERRIDE', 'VLLM_MEMORY_SLACK', 'VLLM_LORA_RANKS', 'SAMPLING_TIMEOUT_S',
+           'TORCHRUN_ENV', 'finish_reason', 'hf_generate', 'read_shards', 'rank_and_world', 'shard_name',
+           'finished_records', 'finish_reasons', 'complete_samples', 'batch_bounds', 'model_context', 'token_caps',
+           'check_prompts_fit', 'context_overflow', 'remove_stale_tmp', 'sample', 'installed_vllm_version',
+           'vllm_version_problem', 'vllm_problem', 'choose_backend', 'vllm_preflight', 'shutdown_vllm',
+           'gpu_free_bytes', 'check_memory_back', 'vllm_lora_rank', 'VllmPlan', 'vllm_dtype', 'vllm_shares_base',
+           'vllm_engine_args', 'vllm_finish', 'vllm_generate_fn', 'VllmEngine', 'launch_sampling', 'vllm_data_parallel',
+           'generate_texts', 'rank_gpus', 'run_sample_job', 'main']
 
 # %% ../nbs/06_sample.ipynb #ac873821
+FINISH_REASONS = ("stop", "length")  # why a sample ended: EOS or a stop string / the token cap
+
+def finish_reason(new_ids: list, eos_ids: set, text: str, stop) -> str:
+    """Why one generated sequence ended: "stop" when it holds an EOS token or its text (`text`, decoded, not yet cut)
+    a stop string, else "length" (it ran to the token cap: a cut-off solution)."""
+    return "stop" if eos_ids & set(new_ids) or any(s in text for s in stop or ()) else "length"
+
 def hf_generate(model, tokenizer, prompts: list, n: int, temperature: float, top_p: float, max_new_tokens: int,
                 stop, seed: int) -> list:
-    "Generate for one batch of prompt strings: a list (per prompt) of `n` trimmed texts."
+    "Generate for one batch of prompt strings: per prompt `(n trimmed texts, n finish reasons)`."
     from transformers import GenerationConfig
     greedy = temperature == 0
     eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tokenizer.eos_token_id
@@ -49,10 +63,13 @@ def hf_generate(model, tokenizer, prompts: list, n: int, temperature: float, top
     torch.manual_seed(seed)
     with torch.inference_mode():
         out = model.generate(**enc, generation_config=gc, tokenizer=tokenizer if stop else None)
-    texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    texts = [cut_at_stop(t, stop or ()) for t in texts]
-    k = 1 if greedy else n
-    return [texts[i * k:(i + 1) * k] * (n if greedy else 1) for i in range(len(prompts))]
+    new = out[:, enc["input_ids"].shape[1]:]
+    raw = tokenizer.batch_decode(new, skip_special_tokens=True)
+    eos_ids = {eos} if isinstance(eos, int) else set(eos or ())
+    finish = [finish_reason(ids, eos_ids, t, stop) for ids, t in zip(new.tolist(), raw)]
+    texts = [cut_at_stop(t, stop or ()) for t in raw]
+    k, copies = (1, n) if greedy else (n, 1)  # greedy: one sequence, repeated n times
+    return [(texts[i * k:(i + 1) * k] * copies, finish[i * k:(i + 1) * k] * copies) for i in range(len(prompts))]
 
 # %% ../nbs/06_sample.ipynb #add10232
 def read_shards(out_dir) -> dict:
@@ -125,11 +142,26 @@ def _batch_seed(seed: int, first_id) -> int:
     "A batch's seed: from the run seed and the batch's first id (stable when a resumed run re-forms batches)."
     return int(hashlib.sha256(f"{seed}:{first_id}".encode()).hexdigest()[:8], 16)
 
+# %% ../nbs/06_sample.ipynb #add10233
+def finish_reasons(rec: dict) -> list:
+    """Why each of a record's samples ended: "stop", "length" or None (unknown: a shard written before `finish` was
+    recorded, which resumes as it is)."""
+    return rec.get("finish") or [None] * len(rec["samples"])
+
+def complete_samples(rec: dict) -> list:
+    "A record's samples that ended by themselves: every one but those cut by the token cap (`finish` \"length\")."
+    return [s for s, f in zip(rec["samples"], finish_reasons(rec)) if f != "length"]
+
 # %% ../nbs/06_sample.ipynb #5cd35c97
 def batch_bounds(lens: list, seqs_per_prompt: int, batch_size: int, max_new_tokens: int,
-                 max_batch_tokens: Optional[int] = None) -> list:
-    "`[(start, stop)]` batches over prompts of token lengths `lens` (sorted longest first) within both limits."
+                 max_batch_tokens: Optional[int] = None, capped: int = 0) -> list:
+    """`[(start, stop)]` batches over prompts of token lengths `lens` (sorted longest first) within both limits; the
+    first `capped` prompts (their new tokens capped by the model's context) are batched apart from the others."""
     if any(a < b for a, b in zip(lens, lens[1:])): raise ValueError("batch_bounds: lens must be sorted longest first")
+    if capped:
+        head = batch_bounds(lens[:capped], seqs_per_prompt, batch_size, max_new_tokens, max_batch_tokens)
+        tail = batch_bounds(lens[capped:], seqs_per_prompt, batch_size, max_new_tokens, max_batch_tokens)
+        return head + [(b + capped, e + capped) for b, e in tail]
     per_batch, out, b = max(1, batch_size // seqs_per_prompt), [], 0
     while b < len(lens):
         k = per_batch if max_batch_tokens is None else \
@@ -139,13 +171,33 @@ def batch_bounds(lens: list, seqs_per_prompt: int, batch_size: int, max_new_toke
     return out
 
 # %% ../nbs/06_sample.ipynb #07d5136e
+def model_context(model) -> Optional[int]:
+    "The positions a transformers model takes: `max_position_embeddings` of its (text) config; None when unknown."
+    config = getattr(model, "config", None)
+    if config is None: return None
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(text, "max_position_embeddings", None)
+
+def token_caps(lens: list, max_new_tokens: int, limit: Optional[int]) -> list:
+    "Per prompt of token length `lens[i]`, the new tokens it may take: `max_new_tokens`, capped at the context `limit`."
+    return [max_new_tokens if not limit else min(max_new_tokens, limit - n) for n in lens]
+
+def check_prompts_fit(ids: list, lens: list, limit: Optional[int]):
+    "An error naming every prompt (id, token length) that alone fills the model's context `limit`: no new token fits."
+    full = [(i, n) for i, n in zip(ids, lens) if limit and n >= limit]
+    if not full: return
+    named = ", ".join(f"id {i!r} ({n} tokens)" for i, n in full[:5]) + (", ..." if len(full) > 5 else "")
+    raise ValueError(f"{len(full)} prompt(s) leave no room for a new token in the model's context of {limit} "
+                     f"positions: {named}. Shorten them (fewer or shorter demonstrations) or use a model with a "
+                     "longer context.")
+
 def context_overflow(lens: list, max_new_tokens: int, limit: Optional[int]) -> Optional[str]:
-    """A warning when prompts of token lengths `lens` plus `max_new_tokens` can run past `limit`, the model's
-    `max_position_embeddings` (the length it was trained on); None when they fit or the limit is unknown."""
+    """A note when prompts of token lengths `lens` plus `max_new_tokens` would run past `limit`, the model's context
+    (`max_position_embeddings`): their new tokens are capped there; None when all fit or the limit is unknown."""
     if not limit or not lens or (over := sum(n + max_new_tokens > limit for n in lens)) == 0: return None
-    return (f"{over} of {len(lens)} prompts plus max_new_tokens={max_new_tokens} can run past the model's "
-            f"max_position_embeddings={limit} (longest prompt {max(lens)} tokens): tokens generated there lie beyond the "
-            f"length the model was trained on and may be worse; shorten the prompts or max_new_tokens if that matters")
+    return (f"{over} of {len(lens)} prompts plus max_new_tokens={max_new_tokens} would run past the model's context of "
+            f"{limit} positions (longest prompt {max(lens)} tokens): their new tokens are capped at {limit} minus the "
+            f"prompt's length, and samples cut there are recorded with finish 'length'")
 
 # %% ../nbs/06_sample.ipynb #d4216479
 def _barrier(world: int) -> bool:
@@ -161,42 +213,61 @@ def remove_stale_tmp(out_dir, rank: int = 0, world: int = 1) -> list:
     for p in stale: p.unlink(missing_ok=True)
     return [p.name for p in stale]
 
+def _check_outputs(batch: list, outs: list, n: int) -> list:
+    "A `generate_fn`'s answer for `batch`: per prompt `(n samples, n finish reasons)`, checked."
+    if len(outs) != len(batch): raise ValueError(f"generate_fn returned {len(outs)} outputs for {len(batch)} prompts")
+    for r, (texts, finish) in zip(batch, outs):
+        if len(texts) != n or len(finish) != n or not set(finish) <= set(FINISH_REASONS):
+            raise ValueError(f"generate_fn for id {r['id']!r}: expected {n} samples and {n} finish reasons out of "
+                             f"{FINISH_REASONS}, got {len(texts)} samples and finish {finish!r}")
+    return outs
+
 def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
            max_new_tokens: int = 256, stop=None, batch_size: int = 32, seed: int = 0, out_dir=None,
-           shard_size: int = 256, generate_fn: Optional[Callable] = None, max_batch_tokens: Optional[int] = None) -> list:
-    """`n` completions per prompt → `[{id, prompt, samples}]` in input order; resumable via JSONL shards in `out_dir`.
-    `batch_size` counts generated sequences per `generate` call, `max_batch_tokens` (optional) their prompt + new
-    tokens; `temperature=0` is greedy."""
+           shard_size: int = 256, generate_fn: Optional[Callable] = None, max_batch_tokens: Optional[int] = None,
+           context_limit: Optional[int] = None, rank_world: Optional[tuple] = None) -> list:
+    """`n` completions per prompt → `[{id, prompt, samples, finish}]` in input order; resumable via JSONL shards in
+    `out_dir`. `batch_size` counts generated sequences per `generate` call, `max_batch_tokens` (optional) their prompt +
+    new tokens; `temperature=0` is greedy. With a tokenizer, prompt + new tokens never pass the model's context
+    (`context_limit`, default `model_context(model)`). `generate_fn(prompts, seed, caps)` (default: transformers on
+    `model`) answers per prompt `(samples, finish)`, with at most `caps[i]` new tokens for prompt `i`. `rank_world`:
+    this process's (rank, number of processes) of a launch, default from the environment (`rank_and_world`)."""
     if n < 1: raise ValueError(f"n={n}: expected >= 1")
     if temperature < 0: raise ValueError(f"temperature={temperature}: expected >= 0")
     if not 0 < top_p <= 1: raise ValueError(f"top_p={top_p}: expected 0 < top_p <= 1")
     recs = _as_records(prompts)
     done = {} if out_dir is None else _open_out_dir(out_dir, recs, n, temperature, top_p, max_new_tokens, stop, seed)
-    rank, world = rank_and_world() if out_dir is not None else (0, 1)
+    rank, world = (rank_world or rank_and_world()) if out_dir is not None else (0, 1)
     if out_dir is not None: remove_stale_tmp(out_dir, rank, world)  # a killed run's unfinished write
     _barrier(world)  # every rank has read the same shards before any rank writes one
     todo = [r for r in recs if r["id"] not in done]
+    limit = None
     if todo and tokenizer is not None:
         tokenizer.padding_side = "left"
         lens = [len(ids) for ids in tokenizer([r["prompt"] for r in todo])["input_ids"]]  # one batched call
-        limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        limit = context_limit or model_context(model)
+        check_prompts_fit([r["id"] for r in todo], lens, limit)  # before anything is generated, on every rank
         if rank == 0 and (msg := context_overflow(lens, max_new_tokens, limit)):
             log.warning(msg)  # once per launch, counted over every rank's prompts
     else: lens = [len(r["prompt"]) for r in todo]
-    todo, lens = todo[rank::world], lens[rank::world]  # data parallel: each rank its slice, into its own shards
+    mine = {r["id"] for r in recs[rank::world]}  # data parallel: each rank a fixed share of the prompts (whatever the
+    keep = [i for i, r in enumerate(todo) if r["id"] in mine]  # other ranks have written so far), into its own shards
+    todo, lens = [todo[i] for i in keep], [lens[i] for i in keep]
     if todo:
-        generate_fn = generate_fn or (lambda ps, s: hf_generate(model, tokenizer, ps, n, temperature, top_p,
-                                                                max_new_tokens, stop, s))
+        generate_fn = generate_fn or (lambda ps, s, caps: hf_generate(model, tokenizer, ps, n, temperature, top_p,
+                                                                      min(caps), stop, s))
         order = sorted(range(len(todo)), key=lambda i: -lens[i])  # longest first: OOM shows early
         todo, lens = [todo[i] for i in order], [lens[i] for i in order]
+        caps = token_caps(lens, max_new_tokens, limit)
         bounds = batch_bounds(lens, 1 if temperature == 0 else n, batch_size, max_new_tokens,
-                              max_batch_tokens if tokenizer is not None else None)
+                              max_batch_tokens if tokenizer is not None else None,
+                              capped=sum(c < max_new_tokens for c in caps))
         shard, buf = (_next_shard(out_dir, rank, world) if out_dir is not None else 0), []
         for b, e in tqdm(bounds, desc="sampling"):
             batch = todo[b:e]
-            outs = generate_fn([r["prompt"] for r in batch], _batch_seed(seed, batch[0]["id"]))
-            for r, s in zip(batch, outs):
-                done[r["id"]] = rec = {**r, "samples": s}
+            outs = generate_fn([r["prompt"] for r in batch], _batch_seed(seed, batch[0]["id"]), caps[b:e])
+            for r, (texts, finish) in zip(batch, _check_outputs(batch, outs, n)):
+                done[r["id"]] = rec = {**r, "samples": list(texts), "finish": list(finish)}
                 buf.append(rec)
             while out_dir is not None and (len(buf) >= shard_size or (buf and e >= len(todo))):
                 part, buf = buf[:shard_size], buf[shard_size:]
@@ -206,36 +277,87 @@ def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_
     return [done[r["id"]] for r in recs if r["id"] in done]
 
 # %% ../nbs/06_sample.ipynb #c9623a60
+VLLM_TESTED = ">=0.27.1,<0.28"  # the vLLM versions this package is tested with (settings.ini's cuda extra pins them)
+VLLM_OVERRIDE = "W2S_ALLOW_UNTESTED_VLLM"  # set to 1 to run with a vLLM outside VLLM_TESTED anyway
+
+def installed_vllm_version() -> Optional[str]:
+    "The installed vLLM's version (from its package metadata: vLLM is not imported), None when it is not installed."
+    try: return importlib.metadata.version("vllm")
+    except importlib.metadata.PackageNotFoundError: return None
+
+def vllm_version_problem(version: Optional[str] = None) -> Optional[str]:
+    """None when vLLM `version` (default: the installed one) is in the tested range `VLLM_TESTED`, or is absent, or the
+    override `W2S_ALLOW_UNTESTED_VLLM=1` is set (logged); else why it must not run."""
+    from packaging.specifiers import SpecifierSet
+    version = version or installed_vllm_version()
+    if version is None or version in SpecifierSet(VLLM_TESTED, prereleases=True): return None
+    msg = (f"vLLM {version} is installed, but w2s_nb is tested with vllm{VLLM_TESTED} (its wheel has the bitsandbytes "
+           f"4-bit loading the QLoRA configs use and LoRA serving, and needs torch 2.13 like this package; vLLM 0.34.0 "
+           f"has no bitsandbytes and needs torch 2.14)")
+    if os.environ.get(VLLM_OVERRIDE) == "1":
+        log.warning("%s; running anyway (%s=1)", msg, VLLM_OVERRIDE)
+        return None
+    return (f"{msg}. Install the tested one (pip install -e '.[cuda]', or pip install 'vllm{VLLM_TESTED}'), or set "
+            f"{VLLM_OVERRIDE}=1 to run with {version} anyway")
+
 def vllm_problem(device: str) -> Optional[str]:
     "None if the vLLM backend can run here, else why not."
     if not device.startswith("cuda") or not torch.cuda.is_available(): return "vLLM needs a CUDA device"
-    try: import vllm  # noqa: F401
-    except ImportError: return "vLLM is not installed (pip install vllm)"
+    if "vllm" not in sys.modules and importlib.util.find_spec("vllm") is None:
+        return "vLLM is not installed (pip install -e '.[cuda]')"
     return None
 
 def choose_backend(backend: str, device: str) -> str:
-    "`hf` or `vllm` for a configured `sampling.backend`: `vllm` that cannot run is an error; `auto` falls back (logged)."
+    """`hf` or `vllm` for a configured `sampling.backend`: `vllm` that cannot run is an error; `auto` falls back
+    (logged); an installed vLLM outside the tested versions is an error for both (`vllm_version_problem`)."""
     if backend == "hf": return "hf"
     if backend not in ("vllm", "auto"): raise ValueError(f"sampling.backend={backend!r}: expected hf, vllm or auto")
-    if (problem := vllm_problem(device)) is None: return "vllm"
+    if (problem := vllm_problem(device)) is None:
+        if bad := vllm_version_problem(): raise RuntimeError(f"sampling.backend={backend}: {bad}")
+        return "vllm"
     if backend == "vllm":
         raise RuntimeError(f"sampling.backend=vllm cannot run here: {problem}. Use backend: hf, or backend: auto to fall "
                            "back to transformers where vLLM cannot run.")
     log.warning("sampling.backend=auto: %s; using transformers generate", problem)
     return "hf"
 
+def vllm_preflight(backend: str, device: str) -> str:
+    """What a run calls at its start, before any work: the backend its sampling will use (`hf` or `vllm`), or the error
+    sampling would stop with hours later (vLLM asked for where it cannot run, or a vLLM outside the tested versions)."""
+    return choose_backend(backend, resolve_device(device))
+
+VLLM_MEMORY_SLACK = 2 * 2**30  # bytes of GPU memory a shut-down engine may keep (CUDA context, allocator caches)
+
 def shutdown_vllm(llm):
-    "Stop a `vllm.LLM`'s engine and return its GPU memory."
-    import gc
-    engine = getattr(llm, "llm_engine", None)
-    if hasattr(engine, "shutdown"): engine.shutdown()
+    """Stop a `vllm.LLM`'s engine: its engine core (`llm.llm_engine.engine_core.shutdown()`: the engine process and its
+    workers, which hold the model and KV cache) and vLLM's parallel state. The caller drops its references."""
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is None:
+        raise RuntimeError(f"{type(llm).__name__} has no llm_engine.engine_core to shut down (vLLM "
+                           f"{installed_vllm_version()}; tested: {VLLM_TESTED})")
+    core.shutdown()
     try:
         from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
-        destroy_model_parallel(); destroy_distributed_environment()
+        destroy_model_parallel()
+        destroy_distributed_environment()
     except Exception as e: log.debug("vLLM parallel state not torn down: %s", e)
-    del llm, engine
+
+def gpu_free_bytes() -> Optional[int]:
+    "Free memory on the current CUDA device (`torch.cuda.mem_get_info`), None without CUDA."
+    return torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else None
+
+def check_memory_back(free_before: Optional[int], slack: int = VLLM_MEMORY_SLACK):
+    "After an engine's shutdown: an error when the GPU memory free before it loaded (`free_before`) did not come back."
     gc.collect()
-    if torch.cuda.is_available(): torch.cuda.empty_cache()
+    if free_before is None or not torch.cuda.is_available(): return
+    torch.cuda.empty_cache()
+    free = gpu_free_bytes()
+    if free < free_before - slack:
+        gib = lambda b: f"{b / 2**30:.1f} GiB"
+        raise RuntimeError(f"the vLLM engine was shut down, but {gib(free_before - free)} of GPU memory did not come "
+                           f"back ({gib(free)} free, {gib(free_before)} before it loaded): a reference to it is still "
+                           "alive or its worker processes did not exit (nvidia-smi lists them). The next model would "
+                           "not fit; re-run the stage in a fresh process (finished samples are kept in their shards).")
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM's `max_lora_rank` accepts
 
@@ -249,26 +371,49 @@ def vllm_lora_rank(adapter_dir) -> int:
 
 @dataclass(frozen=True)
 class VllmPlan:
-    """How `ref` is served by vLLM: `engine` (the keyword arguments of `vllm.LLM`, nothing else), `merge_to` (write a
-    merged copy there first: several adapters, a GGUF base, or `vllm_adapters: merge`) and `lora` (the one adapter to
-    request per call, served over the base with vLLM's LoRA support: no merged copy of a 70B model per sampled model)."""
+    """How models are served by one vLLM engine: `engine` (the keyword arguments of `vllm.LLM`, nothing else),
+    `merge_to` (write a merged copy of the one model there first: several adapters, a GGUF base, or
+    `vllm_adapters: merge`) and `loras` (the adapters served over the base with vLLM's LoRA support, one
+    `LoRARequest` each: no merged copy of a 70B model per sampled model)."""
     engine: dict
     merge_to: Optional[str] = None
-    lora: Optional[str] = None
+    loras: tuple = ()
 
 def vllm_dtype(dtype: str) -> str:
     "The dtype vLLM gets: the one `load_model` uses on CUDA (`auto`: bf16, fp16 without bf16), so both backends agree."
     return str(resolve_dtype(dtype, "cuda")).removeprefix("torch.")
 
-def vllm_engine_args(ref: ModelRef, cfg: ModelConfig, sampling: SamplingConfig, seed: int, work_dir) -> VllmPlan:
-    "How vLLM serves `ref` (no vLLM needed: the plan can be checked anywhere); see `VllmPlan`."
-    path, gguf = _source(ref, cfg)
+def _refs(refs) -> list:
+    "`refs` (one `ModelRef` or several) as a list, each model once."
+    refs = [refs] if isinstance(refs, ModelRef) else list(refs)
+    return [r for i, r in enumerate(refs) if r not in refs[:i]]
+
+def vllm_shares_base(ref: ModelRef, cfg: ModelConfig, sampling: SamplingConfig) -> bool:
+    "Whether `ref` can be served over its base by a shared engine (the base itself, or one LoRA adapter over it)."
+    return len(ref.adapters) <= 1 and sampling.vllm_adapters == "lora" and _source(ref, cfg)[1] is None
+
+def vllm_engine_args(refs, cfg: ModelConfig, sampling: SamplingConfig, seed: int, work_dir,
+                     max_model_len: Optional[int] = None) -> VllmPlan:
+    """How one vLLM engine serves `refs` (a `ModelRef` or several sharing one base), with the context `max_model_len`
+    set explicitly (when known); no vLLM needed: the plan can be checked anywhere. See `VllmPlan`."""
+    refs = _refs(refs)
+    bases = sorted({r.base for r in refs})
+    if len(bases) != 1: raise ValueError(f"one vLLM engine serves one base, got {bases}")
+    path, gguf = _source(refs[0], cfg)
     kw = dict(model=path, dtype=vllm_dtype(cfg.dtype), seed=seed, trust_remote_code=cfg.trust_remote_code,
               tensor_parallel_size=sampling.tensor_parallel_size)
+    if cfg.revision: kw["revision"] = cfg.revision
+    if max_model_len: kw["max_model_len"] = max_model_len
     if cfg.finetune == "qlora": kw["quantization"] = "bitsandbytes"  # vLLM quantises the base to 4-bit as it loads
-    if len(ref.adapters) == 1 and not gguf and sampling.vllm_adapters == "lora":
-        adapter = _adapter_dir(ref.adapters[0])
-        return VllmPlan({**kw, "enable_lora": True, "max_loras": 1, "max_lora_rank": vllm_lora_rank(adapter)}, lora=adapter)
+    if all(vllm_shares_base(r, cfg, sampling) for r in refs):
+        loras = tuple(dict.fromkeys(_adapter_dir(r.adapters[0]) for r in refs if r.adapters))
+        if not loras: return VllmPlan(kw)
+        rank = max(vllm_lora_rank(a) for a in loras)
+        return VllmPlan({**kw, "enable_lora": True, "max_loras": len(loras), "max_lora_rank": rank}, loras=loras)
+    if len(refs) > 1:
+        raise ValueError(f"one vLLM engine cannot serve {len(refs)} models when one needs a merged copy (several "
+                         "adapters, a GGUF base or vllm_adapters: merge): give that model its own engine")
+    ref = refs[0]
     if ref.adapters:
         if sampling.vllm_adapters == "lora":
             log.warning("vLLM serves one LoRA adapter per model; %d adapters%s: writing a merged full-precision copy",
@@ -277,28 +422,82 @@ def vllm_engine_args(ref: ModelRef, cfg: ModelConfig, sampling: SamplingConfig, 
         return VllmPlan({**kw, "model": merged}, merge_to=merged)
     return VllmPlan({**kw, "model": str(Path(path) / gguf)} if gguf else kw)
 
-def vllm_generate_fn(llm, n: int, temperature: float, top_p: float, max_new_tokens: int, stop,
-                     lora_request=None) -> Callable:
-    "A `generate_fn(prompts, seed)` for `sample` backed by a `vllm.LLM` (and the LoRA adapter to apply, if any)."
+def vllm_finish(reason) -> str:
+    "A vLLM `CompletionOutput.finish_reason` as a sample's `finish` (\"stop\": EOS or a stop string; \"length\": cap)."
+    if reason in FINISH_REASONS: return reason
+    raise RuntimeError(f"vLLM ended a sample with finish_reason={reason!r}; expected one of {FINISH_REASONS}")
+
+def vllm_generate_fn(llm, n: int, temperature: float, top_p: float, stop, lora_request=None) -> Callable:
+    """A `generate_fn(prompts, seed, caps)` for `sample` backed by a `vllm.LLM` (and the LoRA adapter to apply, if any):
+    one `SamplingParams` per prompt, `max_tokens` its cap, so no prompt + new tokens pass the engine's max_model_len."""
     from vllm import SamplingParams
-    def fn(prompts, seed):
-        greedy = temperature == 0
-        sp = SamplingParams(n=1 if greedy else n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
-                            stop=list(stop) if stop else None, seed=seed)
-        outs = llm.generate(prompts, sp, use_tqdm=False, lora_request=lora_request)
-        return [[cut_at_stop(o.text, stop or ()) for o in out.outputs] * (n if greedy else 1) for out in outs]
+    greedy = temperature == 0
+    copies = n if greedy else 1
+    def fn(prompts, seed, caps):
+        params = [SamplingParams(n=1 if greedy else n, temperature=temperature, top_p=top_p, max_tokens=cap,
+                                 stop=list(stop) if stop else None, seed=seed) for cap in caps]
+        outs = llm.generate(prompts, params, use_tqdm=False, lora_request=lora_request)
+        return [([cut_at_stop(o.text, stop or ()) for o in out.outputs] * copies,
+                 [vllm_finish(o.finish_reason) for o in out.outputs] * copies) for out in outs]
     return fn
 
-def _load_vllm(ref: ModelRef, cfg: ModelConfig, sampling: SamplingConfig, seed: int, work_dir):
-    "Start a vLLM engine for `ref`: (engine, the `LoRARequest` to pass with each call or None)."
-    from vllm import LLM
-    plan = vllm_engine_args(ref, cfg, sampling, seed, work_dir)
-    if plan.merge_to and not (Path(plan.merge_to) / "config.json").exists(): save_merged(ref, cfg, plan.merge_to)
-    llm = LLM(**plan.engine)
-    if plan.lora is None: return llm, None
-    from vllm.lora.request import LoRARequest
-    return llm, LoRARequest("adapter", 1, plan.lora)
+class VllmEngine:
+    """One vLLM engine for a base model, reused by every model it serves (`refs`: the base itself and models of one LoRA
+    adapter over it, `max_loras` = their adapters, a `LoRARequest` with its own id per adapter), or for one model that
+    needs a merged copy. Started on first use (`llm()`), so a stage whose samples all exist loads nothing; a context
+    manager: leaving it shuts the engine down for real and checks that its GPU memory came back."""
+    def __init__(self, refs, cfg: ModelConfig, sampling: SamplingConfig, seed: int = 0, work_dir=None):
+        self.refs = _refs(refs)
+        self.cfg, self.sampling, self.seed, self.work_dir = cfg, sampling, seed, work_dir
+        self._llm, self._free_before, self.plan, self.max_model_len = None, None, None, None
 
+    def serves(self, ref: ModelRef) -> bool: return ref in self.refs
+
+    def prepare(self) -> VllmPlan:
+        "The engine's plan, with the merged copy it needs written (once: data-parallel ranks find the launcher's)."
+        if self.plan is not None: return self.plan
+        self.max_model_len = context_length(self.refs[0], self.cfg)
+        work_dir = self.work_dir or tempfile.mkdtemp(prefix="w2s-vllm-")
+        plan = vllm_engine_args(self.refs, self.cfg, self.sampling, self.seed, work_dir, self.max_model_len)
+        if plan.merge_to and not (Path(plan.merge_to) / "config.json").exists():
+            save_merged(self.refs[0], self.cfg, plan.merge_to)
+        self.plan = plan
+        return plan
+
+    def llm(self):
+        "The started engine (started now if not yet: merged copy written if needed, GPU memory noted before it loads)."
+        if self._llm is not None: return self._llm
+        from vllm import LLM
+        self.prepare()
+        self._free_before = gpu_free_bytes()
+        self._llm = LLM(**self.plan.engine)
+        return self._llm
+
+    def lora_request(self, ref: ModelRef):
+        "The `LoRARequest` for `ref`'s calls (its adapter's own id, from 1), None for the base or a merged copy."
+        if not self.serves(ref):
+            raise ValueError(f"this vLLM engine serves {[r.to_dict() for r in self.refs]}, not {ref.to_dict()}")
+        self.llm()
+        if not self.plan.loras or not ref.adapters: return None
+        from vllm.lora.request import LoRARequest
+        path = _adapter_dir(ref.adapters[0])
+        i = self.plan.loras.index(path) + 1
+        return LoRARequest(f"adapter-{i}", i, path)
+
+    def close(self):
+        "Shut the engine down (if started), drop its last reference here, and check that its GPU memory came back."
+        if self._llm is None: return
+        llm, self._llm = self._llm, None
+        shutdown_vllm(llm)
+        del llm
+        check_memory_back(self._free_before)
+
+    def __enter__(self): return self
+    def __exit__(self, kind, *exc):
+        try: self.close()
+        except RuntimeError as e:  # memory not back: never hide the error that ended the block
+            if kind is None: raise
+            log.error("%s", e)
 
 # %% ../nbs/06_sample.ipynb #da01c6d9
 def _hf_sample(ref: ModelRef, cfg: ModelConfig, recs: list, kw: dict, device: str, mode: Optional[str] = None) -> list:
@@ -306,54 +505,115 @@ def _hf_sample(ref: ModelRef, cfg: ModelConfig, recs: list, kw: dict, device: st
     model, tok = load_model(ref, cfg, device, mode=mode), load_tokenizer(ref, cfg, padding_side="left")
     return sample(model, tok, recs, **kw)
 
+SAMPLING_TIMEOUT_S = 6 * 3600  # a sampling launch's process-group timeout: its ranks may finish hours apart
+
 def launch_sampling(ref: ModelRef, cfg: ModelConfig, recs: list, kw: dict, device: str, num_processes: int,
-                    accelerate_config: Optional[str] = None) -> list:
+                    accelerate_config: Optional[str] = None, sampling: Optional[SamplingConfig] = None,
+                    timeout_s: int = SAMPLING_TIMEOUT_S) -> list:
     """Sample `recs` on `num_processes` ranks under `accelerate launch` (`python -m w2s_nb.sample JOB.json`), each into
-    its own shards in `kw['out_dir']` (a temporary folder when None); the records in input order."""
+    its own shards in `kw['out_dir']` (a temporary folder when None); the records in input order. With `sampling` given,
+    each rank runs its own vLLM engine on its `sampling.tensor_parallel_size` GPUs, else transformers; `timeout_s`: how
+    long a rank waits for the others at a barrier."""
     if kw["out_dir"] is None:  # the ranks hand their records back in shards
         with tempfile.TemporaryDirectory() as d:
-            return launch_sampling(ref, cfg, recs, {**kw, "out_dir": d}, device, num_processes, accelerate_config)
+            return launch_sampling(ref, cfg, recs, {**kw, "out_dir": d}, device, num_processes, accelerate_config,
+                                   sampling, timeout_s)
     out_dir = Path(kw["out_dir"])
     _open_out_dir(recs=recs, **kw)  # other settings or prompts: the error here, not in every rank
+    if sampling is not None: VllmEngine(ref, cfg, sampling, kw["seed"], out_dir).prepare()  # a merged copy once, here
     job = dict(kind="sample", ref=ref.to_dict(), cfg=to_dict(cfg), prompts=recs, sample={**kw, "out_dir": str(out_dir)},
-               device=device, num_processes=num_processes)
+               device=device, num_processes=num_processes, timeout_s=timeout_s,
+               backend="hf" if sampling is None else "vllm", sampling=None if sampling is None else to_dict(sampling))
     return launch_job(job, out_dir, num_processes, accelerate_config, module="w2s_nb.sample",
                       result=lambda: finished_records(recs=recs, **kw))  # None: a record is missing, an error
 
+def vllm_data_parallel(num_processes: int, tensor_parallel_size: int) -> int:
+    "vLLM engines side by side: one per `tensor_parallel_size` of the run's `num_processes` GPUs (at least one)."
+    return max(1, num_processes // tensor_parallel_size)
+
+def _vllm_sample(engine: VllmEngine, ref: ModelRef, cfg: ModelConfig, recs: list, kw: dict, sampling: SamplingConfig,
+                 rank_world: Optional[tuple] = None) -> list:
+    "Sample `recs` for `ref` on a vLLM `engine`: whole shards per call, each prompt capped at the context."
+    lora = engine.lora_request(ref)  # starts the engine if it is not running yet
+    fn = vllm_generate_fn(engine.llm(), kw["n"], kw["temperature"], kw["top_p"], kw["stop"], lora)
+    seqs_per_prompt = 1 if kw["temperature"] == 0 else kw["n"]
+    whole_shards = dict(batch_size=sampling.shard_size * seqs_per_prompt, max_batch_tokens=None)
+    return sample(None, load_tokenizer(ref, cfg, padding_side="left"), recs, **{**kw, **whole_shards}, generate_fn=fn,
+                  context_limit=engine.max_model_len, rank_world=rank_world)
+
 def generate_texts(ref: ModelRef, cfg: ModelConfig, prompts: list, sampling: SamplingConfig, n: int = 1,
                    temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, device: str = "cpu",
-                   out_dir=None, num_processes: int = 1, accelerate_config: Optional[str] = None) -> list:
-    """Load `ref` and sample `n` completions per `{id, prompt}` → `[{id, prompt, samples}]` in input order.
+                   out_dir=None, num_processes: int = 1, accelerate_config: Optional[str] = None,
+                   engine: Optional[VllmEngine] = None, timeout_s: int = SAMPLING_TIMEOUT_S) -> list:
+    """Load `ref` and sample `n` completions per `{id, prompt}` → `[{id, prompt, samples, finish}]` in input order.
     With transformers and `num_processes > 1`, sampling runs under `accelerate launch` on that many ranks
-    (`launch_sampling`). vLLM keeps one process: it spreads a model over GPUs itself (tensor parallelism)."""
+    (`launch_sampling`, `timeout_s` its process-group timeout). vLLM spreads one model over `tensor_parallel_size` GPUs
+    itself and runs `num_processes // tensor_parallel_size` engines side by side (one per launched rank) when that is
+    more than one; `engine` (a `VllmEngine` serving `ref`) is used in this process and left running for the next
+    model, else an engine is started and shut down."""
     recs = _as_records(prompts)
     kw = dict(n=n, temperature=temperature, top_p=top_p, max_new_tokens=sampling.max_new_tokens, stop=sampling.stop,
               batch_size=sampling.batch_size, max_batch_tokens=sampling.max_batch_tokens, seed=seed, out_dir=out_dir,
               shard_size=sampling.shard_size)
+    if engine is not None and not engine.serves(ref):
+        raise ValueError(f"the vLLM engine passed serves {[r.to_dict() for r in engine.refs]}, not {ref.to_dict()}")
     if (done := finished_records(recs=recs, **kw)) is not None: return done  # nothing to sample: no model loaded
     device = resolve_device(device)
     if choose_backend(sampling.backend, device) == "vllm":
-        llm, lora = _load_vllm(ref, cfg, sampling, seed, out_dir or tempfile.mkdtemp())
-        whole_shards = dict(batch_size=sampling.shard_size * (1 if temperature == 0 else n), max_batch_tokens=None)
-        try: return sample(None, None, recs, **{**kw, **whole_shards}, generate_fn=vllm_generate_fn(
-                llm, n, temperature, top_p, sampling.max_new_tokens, sampling.stop, lora))
-        finally: shutdown_vllm(llm)
+        if engine is not None: return _vllm_sample(engine, ref, cfg, recs, kw, sampling)
+        if (dp := vllm_data_parallel(num_processes, sampling.tensor_parallel_size)) > 1 and not in_launch():
+            return launch_sampling(ref, cfg, recs, kw, device, dp, accelerate_config, sampling, timeout_s)
+        with VllmEngine(ref, cfg, sampling, seed, out_dir) as own:
+            return _vllm_sample(own, ref, cfg, recs, kw, sampling)
     if num_processes > 1 and not in_launch():
-        return launch_sampling(ref, cfg, recs, kw, device, num_processes, accelerate_config)
+        return launch_sampling(ref, cfg, recs, kw, device, num_processes, accelerate_config, timeout_s=timeout_s)
     return _hf_sample(ref, cfg, recs, kw, device)
 
 # %% ../nbs/06_sample.ipynb #5a3e0c72
-def _start_process_group(device: str):
-    "Join this launch's process group (NCCL on CUDA, gloo on CPU), so that `sample`'s ranks can wait for each other."
+def _start_process_group(device: str, timeout_s: int = SAMPLING_TIMEOUT_S):
+    """Join this launch's process group (NCCL on CUDA, gloo on CPU), so that `sample`'s ranks can wait for each other;
+    `timeout_s` long (torch's default of 10 minutes kills an hours-long sampling run whose ranks finish apart)."""
+    import datetime
     import torch.distributed as dist
     if dist.is_initialized(): return
     if device.startswith("cuda"): torch.cuda.set_device(_local_device(device))
-    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+
+TORCHRUN_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
+                "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
+
+def rank_gpus(local_rank: int, tensor_parallel_size: int, local_world: int, visible: Optional[str] = None) -> str:
+    """`CUDA_VISIBLE_DEVICES` for data-parallel vLLM rank `local_rank` of `local_world` on this machine: its own
+    `tensor_parallel_size` GPUs, in order from `visible` (the launch's `CUDA_VISIBLE_DEVICES`; unset: 0, 1, ...)."""
+    gpus = visible.split(",") if visible else [str(i) for i in range(local_world * tensor_parallel_size)]
+    mine = gpus[local_rank * tensor_parallel_size:(local_rank + 1) * tensor_parallel_size]
+    if len(mine) < tensor_parallel_size:
+        raise RuntimeError(f"vLLM rank {local_rank} of {local_world} needs tensor_parallel_size={tensor_parallel_size} "
+                           f"GPUs of its own, but only {len(gpus)} are visible ({visible!r}): lower num_processes or "
+                           "tensor_parallel_size")
+    return ",".join(mine)
+
+def _vllm_rank(job: dict) -> list:
+    """One data-parallel vLLM rank: pinned to its own GPUs, the launch's torchrun variables hidden from vLLM (its engine
+    is a process of its own), its share of the prompts into own shards; no process group (the launcher reads them)."""
+    rank, world = rank_and_world()
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    sampling = from_dict(SamplingConfig, job["sampling"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = rank_gpus(local_rank, sampling.tensor_parallel_size, local_world, visible)
+    for k in TORCHRUN_ENV: os.environ.pop(k, None)
+    ref, cfg, kw = ModelRef.from_dict(job["ref"]), validate(from_dict(ModelConfig, job["cfg"])), job["sample"]
+    with VllmEngine(ref, cfg, sampling, kw["seed"], kw["out_dir"]) as engine:
+        return _vllm_sample(engine, ref, cfg, job["prompts"], kw, sampling, rank_world=(rank, world))
 
 def run_sample_job(job: dict) -> list:
-    "One rank of a launched sampling job (as `launch_sampling` writes it): the whole model on this rank's device, its slice of the prompts."
+    """One rank of a launched sampling job (as `launch_sampling` writes it): with transformers the whole model on this
+    rank's device, with vLLM an engine on this rank's GPUs; its slice of the prompts."""
     check_job_world(job)
-    _start_process_group(job["device"])
+    if job.get("backend", "hf") == "vllm": return _vllm_rank(job)
+    _start_process_group(job["device"], job.get("timeout_s", SAMPLING_TIMEOUT_S))
     try: return _hf_sample(ModelRef.from_dict(job["ref"]), validate(from_dict(ModelConfig, job["cfg"])), job["prompts"],
                            job["sample"], job["device"], mode="ddp")  # data parallel under any accelerate config
     finally:
