@@ -107,6 +107,23 @@ def test_prompts_are_capped_at_the_context(mt, monkeypatch, caplog):
     assert calls == []                                                  # nothing generated
 
 
+def test_the_configs_context_length_sets_the_cap(mt):
+    """`ModelConfig.context_length` is the context `generate_texts` caps at (None: the model's own, as
+    configs/default.yaml overrides it for the world): below the model's positions it cuts long prompts' samples, which
+    is what a capped prompt gets instead of the model's max_position_embeddings."""
+    model, tok = mt
+    lens = {p["id"]: len(ids) for p, ids in zip(PROMPTS, tok([p["prompt"] for p in PROMPTS])["input_ids"])}
+    limit = max(lens.values()) + 3
+    over = {i for i, n in lens.items() if n + 8 > limit}
+    ref, sc = ModelRef(model.name_or_path), SamplingConfig(batch_size=4, max_new_tokens=8, stop=[])
+    def run(**kw): return {r["id"]: r for r in generate_texts(
+        ref, ModelConfig(path=model.name_or_path, finetune="lora", **kw), PROMPTS, sc)}
+    own, small = run(), run(context_length=limit)
+    assert {i for i, r in small.items() if r["finish"] == ["length"]} >= over
+    assert all(small[i] == own[i] for i in lens if i not in over)          # prompts that fit: the same samples
+    assert any(small[i]["samples"] != own[i]["samples"] for i in over)     # the cap cut the long ones
+
+
 def test_every_record_says_why_its_samples_ended(mt, tmp_path):
     """finish per sample: a short cap gives "length", a stop string "stop"; greedy repeats the one reason n times like
     the samples; an old shard without finish resumes unchanged (unknown: None, kept by complete_samples)."""

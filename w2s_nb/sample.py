@@ -503,7 +503,7 @@ class VllmEngine:
 def _hf_sample(ref: ModelRef, cfg: ModelConfig, recs: list, kw: dict, device: str, mode: Optional[str] = None) -> list:
     "Sample `recs` with transformers in this process (`kw`: `sample`'s settings; `mode`: the launch mode to load for)."
     model, tok = load_model(ref, cfg, device, mode=mode), load_tokenizer(ref, cfg, padding_side="left")
-    return sample(model, tok, recs, **kw)
+    return sample(model, tok, recs, **kw, context_limit=cfg.context_length)  # None: the model's own positions
 
 SAMPLING_TIMEOUT_S = 6 * 3600  # a sampling launch's process-group timeout: its ranks may finish hours apart
 
