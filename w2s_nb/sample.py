@@ -34,12 +34,12 @@ log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['log', 'FINISH_REASONS', 'VLLM_TESTED', 'VLLM_OVERRIDE', 'VLLM_MEMORY_SLACK', 'VLLM_LORA_RANKS', 'SAMPLING_TIMEOUT_S',
            'TORCHRUN_ENV', 'finish_reason', 'hf_generate', 'read_shards', 'rank_and_world', 'shard_name',
-           'finished_records', 'finish_reasons', 'complete_samples', 'batch_bounds', 'model_context', 'token_caps',
-           'check_prompts_fit', 'context_overflow', 'remove_stale_tmp', 'sample', 'installed_vllm_version',
-           'vllm_version_problem', 'vllm_problem', 'choose_backend', 'vllm_preflight', 'shutdown_vllm',
-           'gpu_free_bytes', 'check_memory_back', 'vllm_lora_rank', 'VllmPlan', 'vllm_dtype', 'vllm_shares_base',
-           'vllm_engine_args', 'vllm_finish', 'vllm_generate_fn', 'VllmEngine', 'launch_sampling', 'vllm_data_parallel',
-           'generate_texts', 'rank_gpus', 'run_sample_job', 'main']
+           'finished_records', 'was_cut', 'finish_reasons', 'complete_samples', 'batch_bounds', 'model_context',
+           'token_caps', 'check_prompts_fit', 'context_overflow', 'remove_stale_tmp', 'sample',
+           'installed_vllm_version', 'vllm_version_problem', 'vllm_problem', 'choose_backend', 'vllm_preflight',
+           'shutdown_vllm', 'gpu_free_bytes', 'check_memory_back', 'vllm_lora_rank', 'VllmPlan', 'vllm_dtype',
+           'vllm_shares_base', 'vllm_engine_args', 'vllm_finish', 'vllm_generate_fn', 'VllmEngine', 'launch_sampling',
+           'vllm_data_parallel', 'generate_texts', 'rank_gpus', 'run_sample_job', 'main']
 
 # %% ../nbs/06_sample.ipynb #ac873821
 FINISH_REASONS = ("stop", "length")  # why a sample ended: EOS or a stop string / the token cap
@@ -143,6 +143,10 @@ def _batch_seed(seed: int, first_id) -> int:
     return int(hashlib.sha256(f"{seed}:{first_id}".encode()).hexdigest()[:8], 16)
 
 # %% ../nbs/06_sample.ipynb #add10233
+def was_cut(finish: str | None) -> bool:
+    "Whether a sample stopped at the token cap (`finish` \"length\"): cut mid-solution. None (not recorded) is not."
+    return finish == "length"
+
 def finish_reasons(rec: dict) -> list:
     """Why each of a record's samples ended: "stop", "length" or None (unknown: a shard written before `finish` was
     recorded, which resumes as it is)."""
@@ -150,7 +154,7 @@ def finish_reasons(rec: dict) -> list:
 
 def complete_samples(rec: dict) -> list:
     "A record's samples that ended by themselves: every one but those cut by the token cap (`finish` \"length\")."
-    return [s for s, f in zip(rec["samples"], finish_reasons(rec)) if f != "length"]
+    return [s for s, f in zip(rec["samples"], finish_reasons(rec)) if not was_cut(f)]
 
 # %% ../nbs/06_sample.ipynb #5cd35c97
 def batch_bounds(lens: list, seqs_per_prompt: int, batch_size: int, max_new_tokens: int,

@@ -12,9 +12,9 @@ from .config import RunConfig
 from .data import answer_format, few_shot_prompt, zero_shot_prompt
 from .models import ModelRef, base_ref, model_entry, resolve_device
 from .rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_jsonl
-from .sample import generate_texts
+from .sample import generate_texts, was_cut
 from .train import train_sft
-from .weak import gold_sft_examples, label_records, question_prompts, was_cut
+from .weak import gold_sft_examples, label_records, question_prompts
 
 # %% auto #0
 __all__ = ['GOLD_FIELDS', 'VARIANT_SIDES', 'GoldLeakError', 'assert_no_gold', 'icl_prompts', 'select_consistent',

@@ -14,10 +14,10 @@ from .config import RunConfig, Stage2Config
 from .data import answer_format, zero_shot_prompt
 from .models import model_entry, model_ref, read_models, resolve_device
 from .rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_jsonl, stable_hash
-from .sample import generate_texts
+from .sample import finish_reasons, generate_texts, was_cut
 from .stage1 import assert_no_gold, label_completion
 from .train import train_preference
-from .weak import question_prompts, sample_finishes, was_cut
+from .weak import question_prompts
 
 # %% auto #0
 __all__ = ['SKIP_REASONS', 'ORACLE_PAIRS', 'majority', 'question_pairs', 'distinct_samples', 'build_pairs', 'pair_quality',
@@ -74,7 +74,7 @@ def build_pairs(d_weak: list[dict], sampled: list[dict], cfg: Stage2Config, fmt:
     by_id = {r["id"]: r for r in sampled}
     conf_recs, pairs, skipped = [], [], Counter()
     for w in d_weak:
-        texts, cut = by_id[w["id"]]["samples"], [was_cut(f) for f in sample_finishes(by_id[w["id"]])]
+        texts, cut = by_id[w["id"]]["samples"], [was_cut(f) for f in finish_reasons(by_id[w["id"]])]
         weak_pred, *preds = canonical_answers([w["pred"]] + [extract_answer(s, fmt, rule=rule) for s in texts], fmt)
         a_plus, conf = majority(preds)
         qp, why = question_pairs(dict(w, pred=weak_pred), texts, preds, cfg, seed, cut)

@@ -15,13 +15,12 @@ from .config import RunConfig, Stage1Config
 from .data import answer_format, sft_examples, zero_shot_prompt
 from .models import base_ref, context_length, load_tokenizer, model_entry, resolve_device
 from .rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_jsonl, stable_hash
-from .sample import generate_texts
+from .sample import finish_reasons, generate_texts, was_cut
 from .train import train_sft
 
 # %% auto #0
-__all__ = ['gold_sft_examples', 'question_prompts', 'was_cut', 'sample_finishes', 'label_records', 'choose_demo_questions',
-           'demo_segments', 'demo_records', 'fit_demos', 'pick_demos', 'd_weak_demos', 'icl_prompt_tokens',
-           'demo_budget', 'weak_model', 'run_weak']
+__all__ = ['gold_sft_examples', 'question_prompts', 'label_records', 'choose_demo_questions', 'demo_segments', 'demo_records',
+           'fit_demos', 'pick_demos', 'd_weak_demos', 'icl_prompt_tokens', 'demo_budget', 'weak_model', 'run_weak']
 
 # %% ../nbs/08_weak.ipynb #1da60450
 def gold_sft_examples(records: list[dict], cfg: RunConfig) -> list[dict]:
@@ -33,18 +32,10 @@ def question_prompts(records: list[dict], cfg: RunConfig) -> list[dict]:
     "Zero-shot prompts `{id, prompt}` for question records."
     return [dict(id=r["id"], prompt=zero_shot_prompt(r["question"], cfg.data.prompt_template)) for r in records]
 
-def was_cut(finish: str | None) -> bool:
-    "Whether a sample stopped at the token cap (`finish` \"length\"): cut mid-solution. None (not recorded) is not."
-    return finish == "length"
-
-def sample_finishes(record: dict) -> list:
-    "Why each of a sampler record's `samples` ended (`finish`), None for each where the record does not say."
-    return record.get("finish") or [None] * len(record["samples"])
-
 def label_records(questions: list[dict], generated: list[dict], fmt: str, rule: str = "strict") -> list[dict]:
     """Join questions with their greedy generations: `{id, question, text, pred, finish}` (the first sample; `pred` by
     extraction `rule`; `finish`: why the sample ended, None if the sampler did not record it)."""
-    first = {g["id"]: (g["samples"][0], sample_finishes(g)[0]) for g in generated}
+    first = {g["id"]: (g["samples"][0], finish_reasons(g)[0]) for g in generated}
     out = []
     for q in questions:
         text, finish = first[q["id"]]
