@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import gc
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -38,8 +39,8 @@ __all__ = ['log', 'FINISH_REASONS', 'VLLM_TESTED', 'VLLM_OVERRIDE', 'VLLM_MEMORY
            'token_caps', 'check_prompts_fit', 'context_overflow', 'remove_stale_tmp', 'sample',
            'installed_vllm_version', 'vllm_version_problem', 'vllm_problem', 'choose_backend', 'vllm_preflight',
            'shutdown_vllm', 'gpu_free_bytes', 'check_memory_back', 'vllm_lora_rank', 'VllmPlan', 'vllm_dtype',
-           'vllm_shares_base', 'vllm_engine_args', 'vllm_finish', 'vllm_generate_fn', 'VllmEngine', 'launch_sampling',
-           'vllm_data_parallel', 'generate_texts', 'rank_gpus', 'run_sample_job', 'main']
+           'vllm_shares_base', 'vllm_engine_args', 'vllm_finish', 'vllm_generate_fn', 'VllmEngine', 'shared_engine',
+           'launch_sampling', 'vllm_data_parallel', 'generate_texts', 'rank_gpus', 'run_sample_job', 'main']
 
 # %% ../nbs/06_sample.ipynb #ac873821
 FINISH_REASONS = ("stop", "length")  # why a sample ended: EOS or a stop string / the token cap
@@ -502,6 +503,15 @@ class VllmEngine:
         except RuntimeError as e:  # memory not back: never hide the error that ended the block
             if kind is None: raise
             log.error("%s", e)
+
+# %% ../nbs/06_sample.ipynb #5524b06b
+def shared_engine(refs: list, cfg: ModelConfig, sampling: SamplingConfig, seed: int = 0):
+    """A context giving one `VllmEngine` for models sampled one after another (a Stage I round's two labellers), or
+    None where each model gets its own (transformers, or a model vLLM cannot serve over a shared base)."""
+    if sampling.backend == "hf" or not all(vllm_shares_base(r, cfg, sampling) for r in refs):
+        return contextlib.nullcontext(None)
+    if len({r.base for r in refs}) > 1: return contextlib.nullcontext(None)
+    return VllmEngine(refs, cfg, sampling, seed)
 
 # %% ../nbs/06_sample.ipynb #da01c6d9
 def _hf_sample(ref: ModelRef, cfg: ModelConfig, recs: list, kw: dict, device: str, mode: Optional[str] = None) -> list:

@@ -12,7 +12,7 @@ from .config import RunConfig
 from .data import answer_format, few_shot_prompt, zero_shot_prompt
 from .models import ModelRef, base_ref, model_entry, resolve_device
 from .rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_jsonl
-from .sample import generate_texts, was_cut
+from .sample import generate_texts, shared_engine, was_cut
 from .train import train_sft
 from .weak import gold_sft_examples, label_records, question_prompts
 
@@ -107,9 +107,10 @@ def run_stage1(cfg: RunConfig, rd: RunDir) -> dict:
     gold2 = {r["id"]: r for r in read_jsonl(rd.path("data", "gold2_gold.jsonl"))}  # reporting + ceiling only
     gold_ans = {i: r["answer"] for i, r in gold2.items()}
     base, run = base_ref(cfg.strong), dict(seed=cfg.seed, device=dev, num_processes=cfg.num_processes, accelerate_config=cfg.accelerate_config)
-    def label(ref: ModelRef, prompts: list[dict], out) -> list[dict]:
-        "Greedy labels of D_gold,2 by the strong model `ref`."
-        texts = generate_texts(ref, cfg.strong, prompts, cfg.sampling, n=1, temperature=0.0, out_dir=out, **run)
+    def label(ref: ModelRef, prompts: list[dict], out, engine=None) -> list[dict]:
+        "Greedy labels of D_gold,2 by the strong model `ref` (`engine`: a vLLM engine shared with the other labeller)."
+        texts = generate_texts(ref, cfg.strong, prompts, cfg.sampling, n=1, temperature=0.0, out_dir=out, engine=engine,
+                               **run)
         return label_records(q2, texts, fmt, cfg.data.answer_extraction)
     models, refs, rounds = {}, {}, []
     for t in range(1, cfg.stage1.rounds + 1):
@@ -118,8 +119,10 @@ def run_stage1(cfg: RunConfig, rd: RunDir) -> dict:
             lab_w, lab_i = d_weak, label(base, icl_prompts(q2, demos, tpl), rdir / "d_icl_shards")
             atomic_write_jsonl(rdir / "d_icl.jsonl", lab_i)
         else:
-            lab_w = label(refs[f"s1_r{t-1}_weak"], question_prompts(q2, cfg), rdir / "labels_weak_shards")
-            lab_i = label(refs[f"s1_r{t-1}_icl"], question_prompts(q2, cfg), rdir / "labels_icl_shards")
+            labellers = [refs[f"s1_r{t-1}_weak"], refs[f"s1_r{t-1}_icl"]]
+            with shared_engine(labellers, cfg.strong, cfg.sampling, cfg.seed) as engine:  # shut down before training
+                lab_w = label(labellers[0], question_prompts(q2, cfg), rdir / "labels_weak_shards", engine)
+                lab_i = label(labellers[1], question_prompts(q2, cfg), rdir / "labels_icl_shards", engine)
         atomic_write_jsonl(rdir / "labels_weak.jsonl", lab_w); atomic_write_jsonl(rdir / "labels_icl.jsonl", lab_i)
         sel = select_consistent(lab_w, lab_i, fmt)
         atomic_write_jsonl(rdir / "selection.jsonl", sel)
