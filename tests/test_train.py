@@ -306,12 +306,37 @@ def test_job_refuses_a_launch_with_another_number_of_processes(tiny_model_dir, t
     assert list(tmp_path.iterdir()) == []
 
 
-def test_grad_accum_must_split_over_processes(tiny_model_dir, tiny_examples, tmp_path):
+def test_global_batch_must_split_over_processes(tiny_model_dir, tiny_examples, tmp_path):
+    "Only a global batch the processes cannot share is refused, before anything is written."
     from w2s_nb.config import ConfigError
-    with pytest.raises(ConfigError, match="grad_accum=3: expected a multiple of num_processes=2"):
-        train_sft(ModelRef(tiny_model_dir), cfg_for(tiny_model_dir, grad_accum=3), tiny_examples, tmp_path, seed=0,
-                  num_processes=2)
+    with pytest.raises(ConfigError, match="grad_accum=1: the global batch batch_size × grad_accum = 3 × 1 = 3 does not "
+                                          "split over num_processes=2; .* set grad_accum=2"):
+        train_sft(ModelRef(tiny_model_dir), cfg_for(tiny_model_dir, batch_size=3, grad_accum=1), tiny_examples, tmp_path,
+                  seed=0, num_processes=2)
     assert list(tmp_path.iterdir()) == []
+
+
+GPU_CONFIGS = [Path(__file__).resolve().parent.parent / "configs" / "gpu-smoke.yaml",
+               *sorted(q for q in (Path(__file__).resolve().parent.parent / "configs" / "paper").glob("*.yaml")
+                       if not q.name.startswith("_"))]
+
+
+@pytest.mark.parametrize("path", GPU_CONFIGS, ids=lambda p: p.name)
+def test_trainers_get_the_configured_global_batch_on_any_gpu_count(path):
+    "The TRL configs every trainer of a paper / smoke config gets keep `batch_size × grad_accum` on 1, 2, 4, 8 processes."
+    from trl import SFTConfig
+    from w2s_nb.config import load_config
+    from w2s_nb.train import _common_args, _pref_args
+    for n in (1, 2, 4, 8):
+        cfg = load_config(path, [f"num_processes={n}"])
+        jobs = [(cfg.strong, cfg.strong.sft, SFTConfig), (cfg.strong, cfg.stage2.pref, None)]
+        if cfg.weak.finetune != "none": jobs.append((cfg.weak, cfg.weak.sft, SFTConfig))
+        for model, s, cls in jobs:
+            common = _common_args("o", s, model, 0, "cpu", n)
+            for args in ([cls(**common)] if cls else [_pref_args(m, s, common) for m in ("dpo", "orpo")]):
+                got = args.per_device_train_batch_size * args.gradient_accumulation_steps * n
+                assert got == s.batch_size * s.grad_accum, (path.name, n, s)
+                assert args.per_device_train_batch_size <= s.batch_size, (path.name, n, s)
 
 
 @pytest.mark.slow

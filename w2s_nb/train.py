@@ -15,7 +15,7 @@ from typing import Callable, Optional
 import torch
 from fastcore.imports import IN_NOTEBOOK
 
-from .config import ModelConfig, PrefSettings, TrainSettings, from_dict, per_device_grad_accum, to_dict, validate
+from .config import ModelConfig, PrefSettings, TrainSettings, from_dict, per_device_batch, to_dict, validate
 from .models import (ModelRef, effective_finetune, load_model, load_tokenizer, lora_config, resolve_device,
                            resolve_dtype, save_merged)
 from .rundir import atomic_write_text, replace_dir
@@ -53,8 +53,9 @@ def _common_args(out_dir, s: TrainSettings, cfg: ModelConfig, seed: int, device:
     """Keyword arguments shared by every TRL config: a trainer's settings `s`, mixed precision from `cfg.dtype`;
     `s.batch_size × s.grad_accum` is the global batch over `num_processes` ranks."""
     cuda, dtype = device.startswith("cuda"), resolve_dtype(cfg.dtype, device)
+    batch, accum = per_device_batch(s.batch_size, s.grad_accum, num_processes)
     return dict(output_dir=str(Path(out_dir) / "trainer"), num_train_epochs=s.epochs, learning_rate=s.lr,
-                per_device_train_batch_size=s.batch_size, gradient_accumulation_steps=per_device_grad_accum(s.grad_accum, num_processes),
+                per_device_train_batch_size=batch, gradient_accumulation_steps=accum,
                 max_length=s.max_length, warmup_steps=s.warmup_ratio, lr_scheduler_type=s.lr_scheduler,
                 weight_decay=s.weight_decay, report_to=s.report_to, logging_steps=1,
                 save_strategy="no", seed=seed, data_seed=seed, use_cpu=not cuda,
@@ -142,7 +143,7 @@ def train_sft(ref: ModelRef, cfg: ModelConfig, examples: list, out_dir, seed: in
     if (done := finished(out_dir)) is not None: return done
     examples = _check_examples(examples, ("prompt", "completion"), "train_sft")
     device = resolve_device(device)
-    per_device_grad_accum(cfg.sft.grad_accum, num_processes)  # a clear error here, not in every rank
+    per_device_batch(cfg.sft.batch_size, cfg.sft.grad_accum, num_processes)  # a clear error here, not in every rank
     if num_processes > 1 and not in_launch():
         return _launch(dict(kind="sft", ref=ref.to_dict(), cfg=to_dict(cfg), examples=examples,
                             out_dir=str(out_dir), seed=seed, device=device, num_processes=num_processes), out_dir, num_processes, accelerate_config)
@@ -205,7 +206,7 @@ def train_preference(ref: ModelRef, cfg: ModelConfig, pref: PrefSettings, method
     if (done := finished(out_dir)) is not None: return done
     pairs = _check_examples(pairs, ("prompt", "chosen", "rejected"), "train_preference")
     device = resolve_device(device)
-    per_device_grad_accum(pref.grad_accum, num_processes)
+    per_device_batch(pref.batch_size, pref.grad_accum, num_processes)
     if num_processes > 1 and not in_launch():
         return _launch(dict(kind="preference", ref=ref.to_dict(), cfg=to_dict(cfg), pref=to_dict(pref), method=method,
                             pairs=pairs, out_dir=str(out_dir), seed=seed, device=device, num_processes=num_processes),
