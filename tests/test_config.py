@@ -163,3 +163,25 @@ def test_an_unsplittable_global_batch_names_the_grad_accum_to_set():
     assert "strong.sft.grad_accum=1: the global batch batch_size × grad_accum = 6 × 1 = 6 does not split over " \
            "num_processes=4" in str(e.value) and "set grad_accum=2" in str(e.value)
     assert load_config(overrides={"num_processes": 4, "strong.sft.batch_size": 6, "strong.sft.grad_accum": 2})
+
+
+def test_an_override_inside_a_section_keeps_the_section_defaults():
+    "`--set strong.sft.lr=...` without a config file: strong stays world:strong (it became world:weak, the class default)."
+    cfg = load_config(overrides={"strong.sft.lr": 1e-3, "weak.lora.r": 4})
+    assert (cfg.strong.path, cfg.strong.sft.lr, cfg.weak.path, cfg.weak.lora.r) == ("world:strong", 1e-3, "world:weak", 4)
+    assert cfg == load_config(overrides={"strong.sft.lr": 1e-3, "weak.lora.r": 4, "strong.path": "world:strong"})
+
+
+@pytest.mark.parametrize("path", GPU_CONFIGS, ids=lambda p: p.name)
+def test_gpu_configs_pin_hub_models_pick_precision_by_hardware_and_checkpoint(path):
+    "Every hub model pinned to a commit, `dtype: auto` (bf16 / fp16 by GPU), paper weak SFT with gradient checkpointing."
+    import re
+    cfg = load_config(path)
+    for m in (cfg.weak, cfg.strong):
+        assert re.fullmatch(r"[0-9a-f]{40}", m.revision or ""), (path.name, m.path, m.revision)
+        assert m.dtype == "auto", (path.name, m.path)
+    assert cfg.strong.revision != cfg.weak.revision
+    if path.parent.name == "paper":
+        assert cfg.strong.sft.gradient_checkpointing and cfg.stage2.pref.gradient_checkpointing
+        assert cfg.weak.finetune == "none" or cfg.weak.sft.gradient_checkpointing, path.name
+        assert 0 < cfg.strong.sft.save_steps <= 200 and 0 < cfg.stage2.pref.save_steps <= 200

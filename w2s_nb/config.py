@@ -316,9 +316,14 @@ def from_dict(cls, d: dict | None, prefix: str = ""):
         tp = hints[k]
         if is_dataclass(tp):
             if not isinstance(v, dict): raise ConfigError(f"{prefix}{k}={v!r}: expected a mapping of {tp.__name__} fields")
-            kw[k] = from_dict(tp, v, prefix + k + ".")
+            kw[k] = from_dict(tp, _deep_merge(to_dict(_default(cls, k)), v), prefix + k + ".")
         else: kw[k] = v
     return cls(**kw)
+
+def _default(cls, name: str):
+    "The default value of field `name` of dataclass `cls` (e.g. `RunConfig.strong` is a ModelConfig of world:strong)."
+    f = next(f for f in fields(cls) if f.name == name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 def to_dict(cfg) -> dict:
     "A config as a plain nested dict (YAML/JSON ready)."
