@@ -127,3 +127,61 @@ def test_gpu_configs_are_valid_and_split_batches():
         assert (cfg.sampling.backend, cfg.sampling.vllm_adapters, cfg.sampling.tensor_parallel_size) == ("vllm", "lora", 1), p.name
     smoke = load_config(root / "gpu-smoke.yaml", ["num_processes=2"])
     assert (smoke.sampling.backend, smoke.strong.finetune, smoke.strong.path) == ("vllm", "qlora", "Qwen/Qwen2.5-1.5B")
+
+
+CONFIGS = __import__("pathlib").Path(__file__).resolve().parent.parent / "configs"
+GPU_CONFIGS = [CONFIGS / "gpu-smoke.yaml", *sorted(q for q in (CONFIGS / "paper").glob("*.yaml") if not q.name.startswith("_"))]
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 8])
+@pytest.mark.parametrize("path", GPU_CONFIGS, ids=lambda p: p.name)
+def test_gpu_configs_validate_on_any_gpu_count(path, n, capsys):
+    "`w2s config check CONFIG --set num_processes=N` accepts every paper config and the smoke config on 1-8 GPUs."
+    from w2s_nb.cli import main
+    assert load_config(path, [f"num_processes={n}"]).num_processes == n
+    assert main(["config", "check", str(path), "--set", f"num_processes={n}"]) == 0, capsys.readouterr().err
+    assert "valid" in capsys.readouterr().err
+
+
+def test_per_device_batch_keeps_the_global_batch():
+    from w2s_nb.config import per_device_batch
+    for b in range(1, 13):
+        for a in range(1, 9):
+            for n in (1, 2, 3, 4, 8):
+                if (b * a) % n:
+                    with pytest.raises(ConfigError, match=f"grad_accum={a}: the global batch .* num_processes={n}"):
+                        per_device_batch(b, a, n)
+                    continue
+                pb, pa = per_device_batch(b, a, n)
+                assert pb * pa * n == b * a and 1 <= pb <= b, (b, a, n, pb, pa)
+                if a % n == 0: assert (pb, pa) == (b, a // n)      # the split the old code made, where it made one
+
+
+def test_an_unsplittable_global_batch_names_the_grad_accum_to_set():
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides={"num_processes": 4, "strong.sft.batch_size": 6, "strong.sft.grad_accum": 1})
+    assert "strong.sft.grad_accum=1: the global batch batch_size × grad_accum = 6 × 1 = 6 does not split over " \
+           "num_processes=4" in str(e.value) and "set grad_accum=2" in str(e.value)
+    assert load_config(overrides={"num_processes": 4, "strong.sft.batch_size": 6, "strong.sft.grad_accum": 2})
+
+
+def test_an_override_inside_a_section_keeps_the_section_defaults():
+    "`--set strong.sft.lr=...` without a config file: strong stays world:strong (it became world:weak, the class default)."
+    cfg = load_config(overrides={"strong.sft.lr": 1e-3, "weak.lora.r": 4})
+    assert (cfg.strong.path, cfg.strong.sft.lr, cfg.weak.path, cfg.weak.lora.r) == ("world:strong", 1e-3, "world:weak", 4)
+    assert cfg == load_config(overrides={"strong.sft.lr": 1e-3, "weak.lora.r": 4, "strong.path": "world:strong"})
+
+
+@pytest.mark.parametrize("path", GPU_CONFIGS, ids=lambda p: p.name)
+def test_gpu_configs_pin_hub_models_pick_precision_by_hardware_and_checkpoint(path):
+    "Every hub model pinned to a commit, `dtype: auto` (bf16 / fp16 by GPU), paper weak SFT with gradient checkpointing."
+    import re
+    cfg = load_config(path)
+    for m in (cfg.weak, cfg.strong):
+        assert re.fullmatch(r"[0-9a-f]{40}", m.revision or ""), (path.name, m.path, m.revision)
+        assert m.dtype == "auto", (path.name, m.path)
+    assert cfg.strong.revision != cfg.weak.revision
+    if path.parent.name == "paper":
+        assert cfg.strong.sft.gradient_checkpointing and cfg.stage2.pref.gradient_checkpointing
+        assert cfg.weak.finetune == "none" or cfg.weak.sft.gradient_checkpointing, path.name
+        assert 0 < cfg.strong.sft.save_steps <= 200 and 0 < cfg.stage2.pref.save_steps <= 200

@@ -261,3 +261,47 @@ def test_shared_kernel_clean_namespace_same_process_and_replaced_when_dead(tmp_p
         assert (tmp_path / "pid_b").read_text() != pid
         km = k.km
     assert not km.has_kernel                                  # closed with the run
+
+
+def test_model_folders_are_fingerprinted_by_names_sizes_and_mtimes_without_reading_them(tmp_path, monkeypatch):
+    "`input_fingerprints` (computed at every `w2s run`) never opens a model file; a new size or mtime changes it."
+    import builtins
+    import io
+    from w2s_nb.pipeline import input_fingerprints
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"):
+        (model / name).write_bytes(b"w" * 4096)
+    cfg = load_config(overrides={"weak.path": str(model), "strong.path": str(model / "model-00001-of-00002.safetensors")})
+
+    def refuse(*a, **k): raise AssertionError(f"a model file was opened: {a[:1]}")
+    weak, strong = input_fingerprints(cfg, "weak"), input_fingerprints(cfg, "stage1")   # imports done before the patch
+    with monkeypatch.context() as m:
+        for mod, name in ((builtins, "open"), (io, "open"), (os, "open")): m.setattr(mod, name, refuse)
+        assert input_fingerprints(cfg, "weak") == weak and input_fingerprints(cfg, "stage1") == strong
+    shard = model / "model-00002-of-00002.safetensors"
+    st = shard.stat()
+    shard.write_bytes(b"v" * 4096)                                   # same size, other bytes: only the mtime tells
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert input_fingerprints(cfg, "weak") != weak
+    weak = input_fingerprints(cfg, "weak")
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    with open(shard, "ab") as f: f.write(b"x")                      # a new size at the same mtime
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert input_fingerprints(cfg, "weak") != weak
+
+
+def test_hub_models_are_fingerprinted_by_their_revision():
+    from w2s_nb.pipeline import input_fingerprints
+    pin = lambda rev: load_config(overrides={"strong.path": "meta-llama/Llama-2-70b-hf", "strong.revision": rev})
+    a, b = input_fingerprints(pin("a" * 40), "stage1"), input_fingerprints(pin("b" * 40), "stage1")
+    assert a == {"strong": {"hub": "meta-llama/Llama-2-70b-hf", "revision": "a" * 40}} and a != b
+
+
+def test_checkpoint_settings_leave_stage_keys_unchanged():
+    "How often a trainer checkpoints changes no result: turning it up or off keeps a finished run up to date."
+    from w2s_nb.pipeline import stage_params
+    base = load_config()
+    other = load_config(overrides={"weak.sft.save_steps": 0, "strong.sft.save_steps": 5, "stage2.pref.save_total_limit": 9})
+    assert all(stage_params(base, s) == stage_params(other, s) for s in STAGES)
+    assert stage_params(base, "stage1") != stage_params(load_config(overrides={"strong.sft.lr": 1e-3}), "stage1")

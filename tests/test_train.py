@@ -306,12 +306,37 @@ def test_job_refuses_a_launch_with_another_number_of_processes(tiny_model_dir, t
     assert list(tmp_path.iterdir()) == []
 
 
-def test_grad_accum_must_split_over_processes(tiny_model_dir, tiny_examples, tmp_path):
+def test_global_batch_must_split_over_processes(tiny_model_dir, tiny_examples, tmp_path):
+    "Only a global batch the processes cannot share is refused, before anything is written."
     from w2s_nb.config import ConfigError
-    with pytest.raises(ConfigError, match="grad_accum=3: expected a multiple of num_processes=2"):
-        train_sft(ModelRef(tiny_model_dir), cfg_for(tiny_model_dir, grad_accum=3), tiny_examples, tmp_path, seed=0,
-                  num_processes=2)
+    with pytest.raises(ConfigError, match="grad_accum=1: the global batch batch_size × grad_accum = 3 × 1 = 3 does not "
+                                          "split over num_processes=2; .* set grad_accum=2"):
+        train_sft(ModelRef(tiny_model_dir), cfg_for(tiny_model_dir, batch_size=3, grad_accum=1), tiny_examples, tmp_path,
+                  seed=0, num_processes=2)
     assert list(tmp_path.iterdir()) == []
+
+
+GPU_CONFIGS = [Path(__file__).resolve().parent.parent / "configs" / "gpu-smoke.yaml",
+               *sorted(q for q in (Path(__file__).resolve().parent.parent / "configs" / "paper").glob("*.yaml")
+                       if not q.name.startswith("_"))]
+
+
+@pytest.mark.parametrize("path", GPU_CONFIGS, ids=lambda p: p.name)
+def test_trainers_get_the_configured_global_batch_on_any_gpu_count(path):
+    "The TRL configs every trainer of a paper / smoke config gets keep `batch_size × grad_accum` on 1, 2, 4, 8 processes."
+    from trl import SFTConfig
+    from w2s_nb.config import load_config
+    from w2s_nb.train import _common_args, _pref_args
+    for n in (1, 2, 4, 8):
+        cfg = load_config(path, [f"num_processes={n}"])
+        jobs = [(cfg.strong, cfg.strong.sft, SFTConfig), (cfg.strong, cfg.stage2.pref, None)]
+        if cfg.weak.finetune != "none": jobs.append((cfg.weak, cfg.weak.sft, SFTConfig))
+        for model, s, cls in jobs:
+            common = _common_args("o", s, model, 0, "cpu", n)
+            for args in ([cls(**common)] if cls else [_pref_args(m, s, common) for m in ("dpo", "orpo")]):
+                got = args.per_device_train_batch_size * args.gradient_accumulation_steps * n
+                assert got == s.batch_size * s.grad_accum, (path.name, n, s)
+                assert args.per_device_train_batch_size <= s.batch_size, (path.name, n, s)
 
 
 @pytest.mark.slow
@@ -328,3 +353,108 @@ def test_accelerate_launch_cli(tiny_model_dir, tiny_examples, tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     assert finished(tmp_path / "out") == ModelRef(tiny_model_dir, [str((tmp_path / "out").resolve() / "adapter")])
     assert launch_command("j.json", 2)[-4:] == ["2", "-m", "w2s_nb.train", "j.json"]
+
+
+class Killed(Exception):
+    "Stands for a crash (OOM, a preempted node) in the middle of training."
+
+
+class KillAt(TrainerCallback):
+    "Raise right after optimizer step `step`, before that step's checkpoint is saved."
+    def __init__(self, step): self.step = step
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == self.step: raise Killed(f"killed after step {self.step}")
+
+
+def adapter_weights(out_dir) -> dict:
+    from safetensors.torch import load_file
+    return load_file(str(Path(out_dir) / "adapter" / "adapter_model.safetensors"))
+
+
+def check_resume_equals_uninterrupted(train, out, kill_at: int, resumed_at: int):
+    "`train(out_dir, callbacks)` once whole; once killed after `kill_at` steps then re-run: same weights and losses."
+    from w2s_nb.train import last_checkpoint
+    train(out / "whole", [])
+    with pytest.raises(Killed):
+        train(out / "killed", [KillAt(kill_at)])
+    assert finished(out / "killed") is None
+    assert last_checkpoint(out / "killed").name == f"checkpoint-{resumed_at}"
+    train(out / "killed", [])                                           # the re-run after the kill
+    log, whole = read_train_log(out / "killed"), read_train_log(out / "whole")
+    assert [r for r in log if "resumed_from_step" in r] == [dict(resumed_from_step=resumed_at, step=resumed_at)]
+    steps = lambda lg: [r["step"] for r in lg if "loss" in r]
+    assert steps(log) == steps(whole) == list(range(1, steps(whole)[-1] + 1))   # no step lost or repeated
+    torch.testing.assert_close([r["loss"] for r in log if "loss" in r], [r["loss"] for r in whole if "loss" in r])
+    got, want = adapter_weights(out / "killed"), adapter_weights(out / "whole")
+    assert sorted(got) == sorted(want) and got
+    for k in want: torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6)
+    moved = adapter_weights(out / "whole")
+    assert not list((out / "killed" / "trainer").glob("checkpoint-*"))   # a finished run drops its checkpoints
+    return moved
+
+
+def test_sft_killed_mid_training_resumes_to_the_same_adapter(tiny_model_dir, tiny_examples, tmp_path):
+    "LoRA SFT, 16 steps, a checkpoint every 2: killed after step 5, the re-run resumes at 4 and ends where a whole run does."
+    cfg = cfg_for(tiny_model_dir, save_steps=2, save_total_limit=2)
+    train = lambda d, cbs: train_sft(ModelRef(tiny_model_dir), cfg, tiny_examples, d, seed=0, callbacks=cbs)
+    check_resume_equals_uninterrupted(train, tmp_path, kill_at=5, resumed_at=4)
+
+
+def test_dpo_from_a_qlora_model_killed_mid_training_resumes_to_the_same_adapter(qlora_runs, tiny_pairs, tmp_path):
+    "QLoRA DPO from M_plus (trained adapter + frozen 'ref' copy in every checkpoint), 8 steps: killed after 3, resumed at 2."
+    pref = dataclasses.replace(qlora_runs["pref"], lr=1e-2, save_steps=2)
+    train = lambda d, cbs: train_preference(qlora_runs["m_plus"], qlora_runs["cfg"], pref, "dpo", tiny_pairs, d, seed=0,
+                                            callbacks=cbs)
+    check_resume_equals_uninterrupted(train, tmp_path, kill_at=3, resumed_at=2)
+
+
+def test_checkpoints_of_another_job_are_not_resumed(tiny_model_dir, tiny_examples, tmp_path):
+    "Killed with one set of examples, re-run with others: the old checkpoints are deleted, training starts at step 0."
+    cfg = cfg_for(tiny_model_dir, epochs=1, save_steps=2)
+    with pytest.raises(Killed):
+        train_sft(ModelRef(tiny_model_dir), cfg, tiny_examples, tmp_path, seed=0, callbacks=[KillAt(3)])
+    assert (tmp_path / "trainer" / "checkpoint-2").is_dir()
+    train_sft(ModelRef(tiny_model_dir), cfg, tiny_examples[:32], tmp_path, seed=0)
+    assert not [r for r in read_train_log(tmp_path) if "resumed_from_step" in r]
+
+
+def test_dpo_save_keeps_the_ref_adapter_until_saved_and_writes_only_the_trained_one(qlora_runs, tiny_pairs, tmp_path,
+                                                                                      monkeypatch):
+    """FSDP gathers the whole wrapped model to save it, so the frozen 'ref' adapter must still be on the model then;
+    the saved folder holds the trained adapter only (PEFT would write 'ref' into a subfolder)."""
+    from transformers import Trainer
+    seen, save = [], Trainer.save_model
+    def spy(self, output_dir=None, _internal_call=False):
+        seen.append((Path(output_dir).name, sorted(self.accelerator.unwrap_model(self.model).peft_config)))
+        return save(self, output_dir, _internal_call)
+    monkeypatch.setattr(Trainer, "save_model", spy)
+    pref = dataclasses.replace(qlora_runs["pref"], epochs=1)
+    new = train_preference(qlora_runs["m_plus"], qlora_runs["cfg"], pref, "dpo", tiny_pairs[:16], tmp_path, seed=0)
+    assert seen == [(".adapter.partial", ["default", "ref"])]      # the final save only: no checkpoint after the last step
+    adapter = tmp_path / "adapter"
+    assert not [p for p in adapter.iterdir() if p.is_dir()], list(adapter.iterdir())
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 8
+    assert new.adapters == [str(adapter.resolve())] and load_model(new, qlora_runs["cfg"], "cpu") is not None
+
+
+def test_training_jobs_carry_the_process_group_timeout(tiny_model_dir, tiny_examples, tmp_path, monkeypatch):
+    "`timeout_s` reaches TrainingArguments.ddp_timeout in process and through a launched job."
+    import w2s_nb.train as train_mod
+    from transformers import TrainerCallback
+
+    class GrabArgs(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw): self.timeout = args.ddp_timeout
+    grab = GrabArgs()
+    cfg = cfg_for(tiny_model_dir, epochs=1)
+    train_sft(ModelRef(tiny_model_dir), cfg, tiny_examples[:8], tmp_path / "one", seed=0, callbacks=[grab], timeout_s=4321)
+    assert grab.timeout == 4321
+    jobs = []
+    monkeypatch.setattr(train_mod, "_launch", lambda job, *a: jobs.append(job))
+    train_sft(ModelRef(tiny_model_dir), cfg, tiny_examples[:8], tmp_path / "two", seed=0, num_processes=2, timeout_s=99)
+    train_preference(ModelRef(tiny_model_dir), cfg, PrefSettings(), "dpo", [dict(prompt="a", chosen="b", rejected="c")],
+                     tmp_path / "three", seed=0, num_processes=2, timeout_s=98)
+    assert [j["timeout_s"] for j in jobs] == [99, 98]
+    ran = []
+    monkeypatch.setattr(train_mod, "_run_sft", lambda *a, **kw: ran.append(kw["timeout_s"]))
+    train_mod.run_job({**jobs[0], "num_processes": 1})
+    assert ran == [99]

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -17,10 +18,11 @@ import yaml
 
 # %% auto #0
 __all__ = ['DATASETS', 'ANSWER_FORMATS', 'EXTRACTION_RULES', 'DATA_SOURCES', 'FINETUNE', 'DTYPES', 'DEMO_SOURCES', 'DEMO_CHOICES',
-           'VARIANTS', 'PREF_METHODS', 'DEVICES', 'opt', 'DataConfig', 'LoraSettings', 'TrainSettings', 'SFTSettings',
-           'ModelConfig', 'SamplingConfig', 'Stage1Config', 'PrefSettings', 'Stage2Config', 'EvalConfig', 'RunConfig',
-           'ConfigError', 'per_device_grad_accum', 'config_errors', 'validate', 'from_dict', 'to_dict', 'parse_yaml',
-           'parse_override', 'apply_overrides', 'read_yaml', 'load_config', 'save_config']
+           'VARIANTS', 'PREF_METHODS', 'DEVICES', 'DIST_TIMEOUT_S', 'opt', 'DataConfig', 'LoraSettings',
+           'TrainSettings', 'SFTSettings', 'ModelConfig', 'SamplingConfig', 'Stage1Config', 'PrefSettings',
+           'Stage2Config', 'EvalConfig', 'RunConfig', 'ConfigError', 'per_device_batch', 'config_errors', 'validate',
+           'from_dict', 'to_dict', 'parse_yaml', 'parse_override', 'apply_overrides', 'read_yaml', 'load_config',
+           'save_config']
 
 # %% ../nbs/00_config.ipynb #5da38ebc
 def opt(default: Any = dataclasses.MISSING, *, choices=None, ge=None, gt=None, le=None, lt=None,
@@ -81,6 +83,9 @@ class TrainSettings:
     weight_decay: float = opt(0.0, ge=0)
     gradient_checkpointing: bool = opt(False, help="recompute activations in the backward pass: less memory, slower")
     report_to: str = opt("none", choices=("none", "tensorboard"))
+    save_steps: int = opt(200, ge=0, help="checkpoint every N optimizer steps into trainer/checkpoint-N (adapters only for "
+                          "LoRA/QLoRA, plus optimizer state); a re-run after a kill resumes from the last one; 0: never")
+    save_total_limit: int = opt(2, ge=1, help="checkpoints kept (older ones are deleted; all go once the run is done)")
 
 @dataclass
 class SFTSettings(TrainSettings):
@@ -169,6 +174,7 @@ class EvalConfig:
     max_new_tokens: Optional[int] = opt(None, ge=1, help="None: sampling.max_new_tokens")
 
 DEVICES = ("auto", "cpu", "cuda")
+DIST_TIMEOUT_S = 6 * 3600  # 6 hours
 
 @dataclass
 class RunConfig:
@@ -179,6 +185,8 @@ class RunConfig:
     device: str = opt("auto", choices=DEVICES)
     num_processes: int = opt(1, ge=1, help=">1: training and transformers sampling run under `accelerate launch`")
     accelerate_config: Optional[str] = opt(None, help="accelerate config file (see environments/)")
+    dist_timeout_s: int = opt(DIST_TIMEOUT_S, ge=1, help="process-group timeout of multi-process jobs (seconds; torch's "
+                              "default is 10-30 min, too short when ranks finish hours-long work minutes apart)")
     data: DataConfig = opt(default_factory=DataConfig)
     weak: ModelConfig = opt(default_factory=lambda: ModelConfig(path="world:weak"))
     strong: ModelConfig = opt(default_factory=lambda: ModelConfig(path="world:strong"))
@@ -191,12 +199,25 @@ class RunConfig:
 class ConfigError(ValueError):
     "A config is invalid; the message lists every bad key with its value and what is allowed."
 
-def per_device_grad_accum(grad_accum: int, num_processes: int) -> int:
-    "Accumulation steps per process: the configured global batch `batch_size × grad_accum` is split over `num_processes` ranks."
-    if grad_accum % num_processes:
-        raise ConfigError(f"grad_accum={grad_accum}: expected a multiple of num_processes={num_processes} (the global batch, "
-                          f"batch_size × grad_accum, is split over the processes)")
-    return grad_accum // num_processes
+def per_device_batch(batch_size: int, grad_accum: int, num_processes: int) -> tuple[int, int]:
+    """(per-process batch, per-process accumulation steps) that keep the global batch `batch_size × grad_accum` on
+    `num_processes` ranks: their product × `num_processes` is the global batch, and the per-process batch is the
+    largest one that is at most `batch_size`. A `ConfigError` naming the `grad_accum` to set when the processes
+    cannot share the global batch equally."""
+    total = batch_size * grad_accum
+    if total % num_processes:
+        fix = _splitting_grad_accum(batch_size, grad_accum, num_processes)
+        raise ConfigError(f"grad_accum={grad_accum}: the global batch batch_size × grad_accum = {batch_size} × {grad_accum} "
+                          f"= {total} does not split over num_processes={num_processes}; expected a global batch that is "
+                          f"a multiple of {num_processes}: set grad_accum={fix} (or batch_size)")
+    per_rank = total // num_processes
+    batch = max(b for b in range(1, min(batch_size, per_rank) + 1) if per_rank % b == 0)
+    return batch, per_rank // batch
+
+def _splitting_grad_accum(batch_size: int, grad_accum: int, num_processes: int) -> int:
+    "The smallest `grad_accum` ≥ the given one whose global batch splits over `num_processes`."
+    step = num_processes // math.gcd(batch_size, num_processes)
+    return -(-grad_accum // step) * step
 
 def _type_ok(value, tp) -> bool:
     "Does `value` fit the (simple) annotation `tp`?"
@@ -253,7 +274,7 @@ def _cross_checks(cfg, prefix: str) -> list[str]:
         errs.append(f"{prefix}demo_ids={cfg.demo_ids!r}: expected {cfg.n_shots} ids (n_shots) when demo_choice='fixed'")
     if isinstance(cfg, Stage2Config) and cfg.tau_high < cfg.tau:
         errs.append(f"{prefix}tau_high={cfg.tau_high!r}: expected a number >= tau ({cfg.tau})")
-    if isinstance(cfg, RunConfig): errs += _weak_as_is_checks(cfg, prefix) + _grad_accum_checks(cfg, prefix)
+    if isinstance(cfg, RunConfig): errs += _weak_as_is_checks(cfg, prefix) + _batch_split_checks(cfg, prefix)
     return errs
 
 def _weak_as_is_checks(cfg: RunConfig, prefix: str) -> list[str]:
@@ -267,12 +288,12 @@ def _weak_as_is_checks(cfg: RunConfig, prefix: str) -> list[str]:
         errs.append(f"{prefix}stage1.demo_source='gold1': expected d_weak when data.n_gold1=0")
     return errs
 
-def _grad_accum_checks(cfg: RunConfig, prefix: str) -> list[str]:
-    "Every trainer's grad_accum splits over `num_processes` (see `per_device_grad_accum`)."
+def _batch_split_checks(cfg: RunConfig, prefix: str) -> list[str]:
+    "Every trainer's global batch splits over `num_processes` (see `per_device_batch`)."
     errs, trainers = [], [("strong.sft", cfg.strong.sft), ("stage2.pref", cfg.stage2.pref)]
     if cfg.weak.finetune != "none": trainers.insert(0, ("weak.sft", cfg.weak.sft))
     for key, s in trainers:
-        try: per_device_grad_accum(s.grad_accum, cfg.num_processes)
+        try: per_device_batch(s.batch_size, s.grad_accum, cfg.num_processes)
         except ConfigError as e: errs.append(f"{prefix}{key}.{e}")
     return errs
 
@@ -297,9 +318,14 @@ def from_dict(cls, d: dict | None, prefix: str = ""):
         tp = hints[k]
         if is_dataclass(tp):
             if not isinstance(v, dict): raise ConfigError(f"{prefix}{k}={v!r}: expected a mapping of {tp.__name__} fields")
-            kw[k] = from_dict(tp, v, prefix + k + ".")
+            kw[k] = from_dict(tp, _deep_merge(to_dict(_default(cls, k)), v), prefix + k + ".")
         else: kw[k] = v
     return cls(**kw)
+
+def _default(cls, name: str):
+    "The default value of field `name` of dataclass `cls` (e.g. `RunConfig.strong` is a ModelConfig of world:strong)."
+    f = next(f for f in fields(cls) if f.name == name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 def to_dict(cfg) -> dict:
     "A config as a plain nested dict (YAML/JSON ready)."

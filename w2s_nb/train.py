@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,15 +16,16 @@ from typing import Callable, Optional
 import torch
 from fastcore.imports import IN_NOTEBOOK
 
-from .config import ModelConfig, PrefSettings, TrainSettings, from_dict, per_device_grad_accum, to_dict, validate
+from .config import DIST_TIMEOUT_S, ModelConfig, PrefSettings, TrainSettings, from_dict, per_device_batch, to_dict, validate
 from .models import (ModelRef, effective_finetune, load_model, load_tokenizer, lora_config, resolve_device,
                            resolve_dtype, save_merged)
-from .rundir import atomic_write_text, replace_dir
+from .rundir import atomic_write_text, replace_dir, stable_hash
 
 # %% auto #0
-__all__ = ['RESULT', 'finished', 'world_size', 'in_launch', 'saved_model_problem', 'read_train_log', 'release_memory',
-           'train_sft', 'preference_trainer', 'train_preference', 'check_job_world', 'run_job', 'launch_command',
-           'launch_job', 'read_job', 'main', 'completion_logprobs']
+__all__ = ['RESULT', 'CHECKPOINTS', 'RESUME_KEY', 'finished', 'world_size', 'in_launch', 'last_checkpoint', 'resume_key',
+           'prepare_resume', 'saved_model_problem', 'drop_adapters', 'read_train_log', 'release_memory', 'train_sft',
+           'preference_trainer', 'train_preference', 'check_job_world', 'run_job', 'launch_command', 'launch_job',
+           'read_job', 'main', 'completion_logprobs']
 
 # %% ../nbs/05_train.ipynb #1b11a2f7
 RESULT = "result.json"
@@ -49,15 +51,22 @@ def in_launch() -> bool:
     "Whether this process is a rank of an `accelerate launch` / torchrun (so it must not launch one itself)."
     return "WORLD_SIZE" in os.environ
 
-def _common_args(out_dir, s: TrainSettings, cfg: ModelConfig, seed: int, device: str, num_processes: int = 1) -> dict:
+def _save_args(s: TrainSettings) -> dict:
+    "Checkpointing every `s.save_steps` optimizer steps (`save_steps: 0`: never)."
+    if not s.save_steps: return dict(save_strategy="no")
+    return dict(save_strategy="steps", save_steps=s.save_steps, save_total_limit=s.save_total_limit)
+
+def _common_args(out_dir, s: TrainSettings, cfg: ModelConfig, seed: int, device: str, num_processes: int = 1,
+                 timeout_s: int = DIST_TIMEOUT_S) -> dict:
     """Keyword arguments shared by every TRL config: a trainer's settings `s`, mixed precision from `cfg.dtype`;
-    `s.batch_size × s.grad_accum` is the global batch over `num_processes` ranks."""
+    `s.batch_size × s.grad_accum` is the global batch over `num_processes` ranks; `timeout_s` the process group's."""
     cuda, dtype = device.startswith("cuda"), resolve_dtype(cfg.dtype, device)
+    batch, accum = per_device_batch(s.batch_size, s.grad_accum, num_processes)
     return dict(output_dir=str(Path(out_dir) / "trainer"), num_train_epochs=s.epochs, learning_rate=s.lr,
-                per_device_train_batch_size=s.batch_size, gradient_accumulation_steps=per_device_grad_accum(s.grad_accum, num_processes),
+                per_device_train_batch_size=batch, gradient_accumulation_steps=accum,
                 max_length=s.max_length, warmup_steps=s.warmup_ratio, lr_scheduler_type=s.lr_scheduler,
                 weight_decay=s.weight_decay, report_to=s.report_to, logging_steps=1,
-                save_strategy="no", seed=seed, data_seed=seed, use_cpu=not cuda,
+                **_save_args(s), ddp_timeout=timeout_s, seed=seed, data_seed=seed, use_cpu=not cuda,
                 bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16,
                 activation_checkpointing=s.gradient_checkpointing,
                 activation_checkpointing_kwargs={"use_reentrant": False}, disable_tqdm=False,
@@ -75,6 +84,62 @@ def _prepare(ref: ModelRef, cfg: ModelConfig, s: TrainSettings, device: str, see
     if isinstance(model, PeftModel): return model, tok, None, ft, ModelRef(ref.base, ref.adapters[:-1], ref.gguf_file)
     return model, tok, lora_config(cfg), ft, ref
 
+# %% ../nbs/05_train.ipynb #c7e1a002
+CHECKPOINTS = "trainer"   # the Trainer's output_dir inside a run's out_dir: checkpoint-N/ folders
+RESUME_KEY = "resume_key.txt"
+
+def last_checkpoint(out_dir) -> Optional[Path]:
+    "The newest complete `checkpoint-N` of the run in `out_dir` (one holding `trainer_state.json`), or None."
+    done = [p for p in (Path(out_dir) / CHECKPOINTS).glob("checkpoint-*")
+            if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+def resume_key(job: dict) -> str:
+    "What a checkpoint must have been trained on to be resumed: the job without its folder and timeout."
+    return stable_hash({k: v for k, v in job.items() if k not in ("out_dir", "timeout_s")})
+
+def prepare_resume(out_dir, job: dict) -> Optional[Path]:
+    "Delete checkpoints in `out_dir` that another job wrote, record this job's key; the checkpoint to resume from."
+    d = Path(out_dir) / CHECKPOINTS
+    key, key_file = resume_key(job), d / RESUME_KEY
+    if key_file.exists() and key_file.read_text().strip() != key:
+        for c in d.glob("checkpoint-*"):
+            print(f"train: {c} belongs to another job (its config or data differ): deleted, not resumed")
+            shutil.rmtree(c)
+    d.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(key_file, key + "\n")
+    return last_checkpoint(out_dir)
+
+def _drop_checkpoints(out_dir):
+    "A finished run's checkpoints are of no further use."
+    for c in (Path(out_dir) / CHECKPOINTS).glob("checkpoint-*"): shutil.rmtree(c, ignore_errors=True)
+
+def _keep_dtypes_on_resume(trainer):
+    """PEFT's `load_adapter` (the `Trainer` reloads a checkpoint's adapters with it) upcasts them to float32, but TRL
+    trains QLoRA adapters in bf16: cast every parameter back to the dtype the trainer gave it, before the optimizer
+    state is loaded, so a resumed run computes what an uninterrupted one does."""
+    dtypes = {n: p.dtype for n, p in trainer.model.named_parameters()}
+    load = trainer._load_from_checkpoint
+    def load_keeping_dtypes(*args, **kw):
+        load(*args, **kw)
+        for n, p in trainer.model.named_parameters():
+            if n in dtypes and p.dtype != dtypes[n]: p.data = p.data.to(dtypes[n])
+    trainer._load_from_checkpoint = load_keeping_dtypes
+
+def _train(trainer, out_dir):
+    "`trainer.train()`, resumed from the newest complete checkpoint in `out_dir` if there is one (logged)."
+    from transformers import TrainerCallback
+    class _Resume(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):  # called after the checkpoint's state is loaded
+            if state.global_step: state.log_history.append(dict(resumed_from_step=state.global_step, step=state.global_step))
+        def on_step_end(self, args, state, control, **kw):  # no checkpoint after the last step: `_finish` saves the model
+            if state.global_step >= state.max_steps: control.should_save = False
+    ckpt = last_checkpoint(out_dir)
+    trainer.add_callback(_Resume())
+    _keep_dtypes_on_resume(trainer)
+    if ckpt is not None: print(f"train: resuming from {ckpt}")
+    return trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+
 # %% ../nbs/05_train.ipynb #48bccdc7
 def saved_model_problem(d: Path, ft: str) -> Optional[str]:
     "None if `d` holds a loadable adapter (or, `ft == 'full'`, a full model), else what is missing."
@@ -84,6 +149,11 @@ def saved_model_problem(d: Path, ft: str) -> Optional[str]:
     if not any((d / w).exists() for w in weights): return f"{d} has none of {', '.join(weights)}"
     return None
 
+def drop_adapters(d: Path, names: list):
+    "Delete the adapters `names` from a saved PEFT folder `d` (PEFT saves each but `default` in a subfolder of its name)."
+    for n in names:
+        if n != "default" and (Path(d) / n).is_dir(): shutil.rmtree(Path(d) / n)
+
 def _finish(trainer, start: ModelRef, cfg: ModelConfig, tok, out_dir: Path, ft: str, device: str,
             merge: bool, extra: dict) -> ModelRef:
     "Save adapter/model, merged copy, log and marker; return the new `ModelRef` (`start` + the trained adapter)."
@@ -91,15 +161,16 @@ def _finish(trainer, start: ModelRef, cfg: ModelConfig, tok, out_dir: Path, ft: 
     acc = trainer.accelerator
     new = ModelRef(str(out_dir / "model")) if ft == "full" else start.with_adapter(out_dir / "adapter")
     model = acc.unwrap_model(trainer.model)
-    if "ref" in (getattr(model, "peft_config", None) or {}): model.delete_adapter("ref")
+    untrained = [n for n in (getattr(model, "peft_config", None) or {}) if n != "default"]  # e.g. DPO's frozen "ref"
     target = out_dir / ("model" if ft == "full" else "adapter")
     tmp = out_dir / f".{target.name}.partial"
-    if acc.is_main_process and tmp.exists(): import shutil; shutil.rmtree(tmp)
+    if acc.is_main_process and tmp.exists(): shutil.rmtree(tmp)
     acc.wait_for_everyone()
     if getattr(trainer, "is_fsdp_enabled", False):  # gather the shards: a sharded state dict is no loadable adapter
         acc.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
-    trainer.save_model(str(tmp))  # collective under some launchers; writes on the main process only
+    trainer.save_model(str(tmp))  # collective under some launchers (every adapter gathered); main process writes
     if acc.is_main_process:
+        drop_adapters(tmp, untrained)
         if (problem := saved_model_problem(tmp, ft)) is not None:  # never mark a run done without its weights
             raise RuntimeError(f"saving the trained model failed: {problem}; {out_dir} is not marked done")
         tok.save_pretrained(str(tmp))
@@ -109,6 +180,7 @@ def _finish(trainer, start: ModelRef, cfg: ModelConfig, tok, out_dir: Path, ft: 
         atomic_write_text(out_dir / "train_log.jsonl", log)
         atomic_write_text(out_dir / RESULT, json.dumps(dict(ref=new.to_dict(), finetune=ft,
                                                             num_processes=acc.num_processes, **extra)) + "\n")
+        _drop_checkpoints(out_dir)
     acc.wait_for_everyone()
     return new
 
@@ -118,16 +190,16 @@ def read_train_log(out_dir) -> list[dict]:
 
 # %% ../nbs/05_train.ipynb #21b192d1
 def _run_sft(ref: ModelRef, cfg: ModelConfig, examples: list, out_dir, seed: int, device: str,
-             callbacks=None) -> ModelRef:
-    "Train in this process (or as one rank of an `accelerate launch`)."
+             callbacks=None, timeout_s: int = DIST_TIMEOUT_S) -> ModelRef:
+    "Train in this process (or as one rank of an `accelerate launch`), resuming from the newest checkpoint."
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
-    args = SFTConfig(**_common_args(out_dir, cfg.sft, cfg, seed, device, world_size()), packing=False,
-                     completion_only_loss=True)  # before the model: ZeRO-3 partitions it while loading
+    common = _common_args(out_dir, cfg.sft, cfg, seed, device, world_size(), timeout_s)
+    args = SFTConfig(**common, packing=False, completion_only_loss=True)  # before the model: ZeRO-3 partitions it while loading
     model, tok, peft_cfg, ft, start = _prepare(ref, cfg, cfg.sft, device, seed)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
                          processing_class=tok, peft_config=peft_cfg, callbacks=callbacks)
-    trainer.train()
+    _train(trainer, out_dir)
     return _finish(trainer, start, cfg, tok, out_dir, ft, device, cfg.sft.merge_adapter, dict(kind="sft"))
 
 def release_memory():
@@ -137,16 +209,19 @@ def release_memory():
     if torch.cuda.is_available(): torch.cuda.empty_cache()
 
 def train_sft(ref: ModelRef, cfg: ModelConfig, examples: list, out_dir, seed: int, device: str = "cpu",
-              num_processes: int = 1, accelerate_config: Optional[str] = None, callbacks=None) -> ModelRef:
-    "Fine-tune `ref` on `{prompt, completion}` examples; return the new model (resumes a finished `out_dir`)."
+              num_processes: int = 1, accelerate_config: Optional[str] = None, callbacks=None,
+              timeout_s: int = DIST_TIMEOUT_S) -> ModelRef:
+    """Fine-tune `ref` on `{prompt, completion}` examples; return the new model. A finished `out_dir` is returned as
+    is; an interrupted one resumes from its newest checkpoint. `timeout_s`: the process group's timeout."""
     if (done := finished(out_dir)) is not None: return done
     examples = _check_examples(examples, ("prompt", "completion"), "train_sft")
     device = resolve_device(device)
-    per_device_grad_accum(cfg.sft.grad_accum, num_processes)  # a clear error here, not in every rank
-    if num_processes > 1 and not in_launch():
-        return _launch(dict(kind="sft", ref=ref.to_dict(), cfg=to_dict(cfg), examples=examples,
-                            out_dir=str(out_dir), seed=seed, device=device, num_processes=num_processes), out_dir, num_processes, accelerate_config)
-    try: return _run_sft(ref, validate(cfg), examples, out_dir, seed, device, callbacks)
+    per_device_batch(cfg.sft.batch_size, cfg.sft.grad_accum, num_processes)  # a clear error here, not in every rank
+    job = dict(kind="sft", ref=ref.to_dict(), cfg=to_dict(cfg), examples=examples, out_dir=str(out_dir), seed=seed,
+               device=device, num_processes=num_processes, timeout_s=timeout_s)
+    prepare_resume(out_dir, job)
+    if num_processes > 1 and not in_launch(): return _launch(job, out_dir, num_processes, accelerate_config)
+    try: return _run_sft(ref, validate(cfg), examples, out_dir, seed, device, callbacks, timeout_s)
     finally: release_memory()  # the trained model is gone when this returns
 
 # %% ../nbs/05_train.ipynb #e5786c1a
@@ -180,10 +255,11 @@ def _pref_trainer(method: str, model, ref_model, tok, peft_cfg, args, dataset, c
     raise ValueError(f"method={method!r}: expected one of dpo, orpo, simpo")
 
 def preference_trainer(ref: ModelRef, cfg: ModelConfig, pref: PrefSettings, method: str, pairs: list, out_dir,
-                       seed: int, device: str, callbacks=None):
+                       seed: int, device: str, callbacks=None, timeout_s: int = DIST_TIMEOUT_S):
     "(TRL trainer ready to `train()`, tokenizer, effective finetune, the ref the trained adapter goes on)."
     from datasets import Dataset
-    args = _pref_args(method, pref, _common_args(out_dir, pref, cfg, seed, device, world_size()))  # before the model (ZeRO-3)
+    common = _common_args(out_dir, pref, cfg, seed, device, world_size(), timeout_s)
+    args = _pref_args(method, pref, common)  # before the model (ZeRO-3)
     model, tok, peft_cfg, ft, start = _prepare(ref, cfg, pref, device, seed)
     ref_model = None
     if method == "dpo" and ft == "full":  # a frozen copy of the starting model
@@ -192,25 +268,28 @@ def preference_trainer(ref: ModelRef, cfg: ModelConfig, pref: PrefSettings, meth
     return trainer, tok, ft, start
 
 def _run_preference(ref: ModelRef, cfg: ModelConfig, pref: PrefSettings, method: str, pairs: list, out_dir,
-                    seed: int, device: str, callbacks=None) -> ModelRef:
-    trainer, tok, ft, start = preference_trainer(ref, cfg, pref, method, pairs, out_dir, seed, device, callbacks)
-    trainer.train()
+                    seed: int, device: str, callbacks=None, timeout_s: int = DIST_TIMEOUT_S) -> ModelRef:
+    trainer, tok, ft, start = preference_trainer(ref, cfg, pref, method, pairs, out_dir, seed, device, callbacks, timeout_s)
+    _train(trainer, out_dir)
     return _finish(trainer, start, cfg, tok, out_dir, ft, device, False, dict(kind="preference", method=method))
 
 def train_preference(ref: ModelRef, cfg: ModelConfig, pref: PrefSettings, method: str, pairs: list, out_dir,
                      seed: int, device: str = "cpu", num_processes: int = 1,
-                     accelerate_config: Optional[str] = None, callbacks=None) -> ModelRef:
-    "Preference-train `ref` on `{prompt, chosen, rejected}` pairs with DPO, ORPO or SimPO; return the new model."
+                     accelerate_config: Optional[str] = None, callbacks=None, timeout_s: int = DIST_TIMEOUT_S) -> ModelRef:
+    """Preference-train `ref` on `{prompt, chosen, rejected}` pairs with DPO, ORPO or SimPO; return the new model
+    (resumed like `train_sft`'s)."""
     if method not in ("dpo", "orpo", "simpo"): raise ValueError(f"method={method!r}: expected one of dpo, orpo, simpo")
     if (done := finished(out_dir)) is not None: return done
     pairs = _check_examples(pairs, ("prompt", "chosen", "rejected"), "train_preference")
     device = resolve_device(device)
-    per_device_grad_accum(pref.grad_accum, num_processes)
-    if num_processes > 1 and not in_launch():
-        return _launch(dict(kind="preference", ref=ref.to_dict(), cfg=to_dict(cfg), pref=to_dict(pref), method=method,
-                            pairs=pairs, out_dir=str(out_dir), seed=seed, device=device, num_processes=num_processes),
-                       out_dir, num_processes, accelerate_config)
-    try: return _run_preference(ref, validate(cfg), validate(pref), method, pairs, out_dir, seed, device, callbacks)
+    per_device_batch(pref.batch_size, pref.grad_accum, num_processes)
+    job = dict(kind="preference", ref=ref.to_dict(), cfg=to_dict(cfg), pref=to_dict(pref), method=method, pairs=pairs,
+               out_dir=str(out_dir), seed=seed, device=device, num_processes=num_processes, timeout_s=timeout_s)
+    prepare_resume(out_dir, job)
+    if num_processes > 1 and not in_launch(): return _launch(job, out_dir, num_processes, accelerate_config)
+    try:
+        return _run_preference(ref, validate(cfg), validate(pref), method, pairs, out_dir, seed, device, callbacks,
+                               timeout_s)
     finally: release_memory()
 
 # %% ../nbs/05_train.ipynb #1a176dcd
@@ -224,11 +303,12 @@ def run_job(job: dict) -> ModelRef:
     "Run a training job spec (a dict as written by `train_sft`/`train_preference`) in this process."
     check_job_world(job)
     ref, cfg = ModelRef.from_dict(job["ref"]), validate(from_dict(ModelConfig, job["cfg"]))
+    timeout_s = job.get("timeout_s", DIST_TIMEOUT_S)
     if job["kind"] == "sft":
-        return _run_sft(ref, cfg, job["examples"], job["out_dir"], job["seed"], job["device"])
+        return _run_sft(ref, cfg, job["examples"], job["out_dir"], job["seed"], job["device"], timeout_s=timeout_s)
     if job["kind"] == "preference":
         return _run_preference(ref, cfg, validate(from_dict(PrefSettings, job["pref"])), job["method"],
-                               job["pairs"], job["out_dir"], job["seed"], job["device"])
+                               job["pairs"], job["out_dir"], job["seed"], job["device"], timeout_s=timeout_s)
     raise ValueError(f"unknown job kind {job['kind']!r}: expected sft or preference")
 
 def launch_command(job_path, num_processes: int, accelerate_config: Optional[str] = None,
