@@ -305,3 +305,34 @@ def test_checkpoint_settings_leave_stage_keys_unchanged():
     other = load_config(overrides={"weak.sft.save_steps": 0, "strong.sft.save_steps": 5, "stage2.pref.save_total_limit": 9})
     assert all(stage_params(base, s) == stage_params(other, s) for s in STAGES)
     assert stage_params(base, "stage1") != stage_params(load_config(overrides={"strong.sft.lr": 1e-3}), "stage1")
+
+
+def test_vllm_that_cannot_run_stops_the_run_before_any_stage(tmp_path):
+    """`sampling.backend: vllm` where vLLM cannot run (no CUDA here) is refused when the run starts, not at the weak
+    stage's first sampling call after its training: no stage runs, nothing is written."""
+    cfg = load_config(ROOT / "configs" / "default.yaml", tiny(tmp_path, **{"sampling.backend": "vllm"}))
+    with pytest.raises(RuntimeError, match="sampling.backend=vllm cannot run here: vLLM needs a CUDA device"):
+        run_pipeline(cfg, inline=True, log=lambda s: None)
+    assert not (tmp_path / "t" / "data").exists() and not (tmp_path / "t" / "manifest.json").exists()
+
+
+def test_manifest_records_the_hardware_and_what_auto_resolved_to(tmp_path):
+    from w2s_nb.pipeline import prepare_run
+    import torch
+    rd = prepare_run(load_config(ROOT / "configs" / "default.yaml", tiny(tmp_path, **{"weak.dtype": "auto"})))
+    m = rd.manifest()
+    assert m["precision"] == dict(device="cpu", sampling_backend="hf", weak="float32", strong="float32")
+    assert m["hardware"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and m["hardware"]["cuda"] == []
+    assert "vllm" in m["versions"]
+
+
+def test_the_weak_stage_depends_on_the_strong_model_its_demonstrations_must_fit():
+    """The weak stage picks the weak-ICL demonstrations so that every ICL prompt fits the *strong* model's context:
+    another strong model, revision or context length gives it another key (and a re-run)."""
+    from w2s_nb.pipeline import input_fingerprints, stage_key, stage_params
+    def key(**o):
+        cfg = load_config(ROOT / "configs" / "default.yaml", o)
+        return stage_key("weak", stage_params(cfg, "weak"), "k", input_fingerprints(cfg, "weak"))
+    base = key()
+    assert key(**{"strong.context_length": 2048}) != base and key(**{"strong.revision": "abc"}) != base
+    assert key(**{"stage1.demo_source": "gold1"}) != base and key(**{"strong.sft.lr": 0.5}) == base

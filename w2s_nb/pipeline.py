@@ -12,21 +12,22 @@ import time
 from pathlib import Path
 
 from .config import ConfigError, ModelConfig, RunConfig, load_config, save_config, to_dict, validate
-from .rundir import (STAGES, RunDir, _visible_files, git_commit, project_root, run_lock, stable_hash, stage_key, utc_now,
-                           versions)
+from .rundir import (STAGES, RunDir, _visible_files, git_commit, hardware, project_root, run_lock, stable_hash,
+                           stage_key, utc_now, versions)
 
 # %% auto #0
 __all__ = ['STAGE_NOTEBOOKS', 'STAGE_PARAMS', 'CHECKPOINT_KEYS', 'stage_params', 'select_stages', 'stat_fingerprint',
            'model_fingerprint', 'input_fingerprints', 'StageFailed', 'notebooks_dir', 'stage_functions',
-           'execute_stage', 'StageKernel', 'absolute_paths', 'prepare_run', 'run_pipeline', 'seed_config',
-           'sweep_report_dir', 'run_sweep']
+           'execute_stage', 'StageKernel', 'absolute_paths', 'preflight', 'precision', 'prepare_run', 'run_pipeline',
+           'seed_config', 'sweep_report_dir', 'run_sweep']
 
 # %% ../nbs/13_pipeline.ipynb #41a80664
 STAGE_NOTEBOOKS = {s: f"{i:02d}_{s}.ipynb" for i, s in enumerate(STAGES)}  # in nbs/stages/: the thin run notebooks
 
 STAGE_PARAMS = {  # config keys a stage's key depends on (earlier stages enter through the chain)
     "data": ["seed", "data"],
-    "weak": ["seed", "device", "weak", "sampling", "stage1.n_shots", "stage1.demo_choice", "stage1.demo_ids"],
+    "weak": ["seed", "device", "weak", "sampling", "stage1.n_shots", "stage1.demo_source", "stage1.demo_choice",
+             "stage1.demo_ids", "strong.path", "strong.revision", "strong.context_length"],  # demos fit the strong context
     "stage1": ["strong", "stage1"],
     "stage2": ["stage2"],
     "eval": ["eval"],
@@ -79,7 +80,7 @@ def input_fingerprints(cfg: RunConfig, stage: str) -> dict:
     "Fingerprints of the external inputs `stage` reads (model folders or hub revisions, data files, pinned hub data sets)."
     from w2s_nb.data import data_inputs
     if stage == "data": return data_inputs(cfg.data)
-    if stage == "weak": return {"weak": model_fingerprint(cfg.weak)}
+    if stage == "weak": return {"weak": model_fingerprint(cfg.weak), "strong": model_fingerprint(cfg.strong)}
     if stage == "stage1": return {"strong": model_fingerprint(cfg.strong)}
     return {}
 
@@ -168,6 +169,21 @@ def absolute_paths(cfg: RunConfig, cwd=None) -> RunConfig:
     models = {k: dataclasses.replace(getattr(cfg, k), path=_absolute(getattr(cfg, k).path, bases)) for k in ("weak", "strong")}
     return dataclasses.replace(cfg, accelerate_config=acc, data=data, **models)
 
+# %% ../nbs/13_pipeline.ipynb #8e19a808
+def preflight(cfg: RunConfig) -> str:
+    """Checks a run makes before any work: the sampling backend it will use (`hf` / `vllm`), or the error sampling
+    would stop with hours later (vLLM asked for where it cannot run, or a vLLM outside the tested versions)."""
+    from w2s_nb.sample import vllm_preflight
+    return vllm_preflight(cfg.sampling.backend, cfg.device)
+
+def precision(cfg: RunConfig) -> dict:
+    """What `dtype: auto` resolved to on this machine (bf16 on a GPU that has it, else fp16; fp32 on a CPU), and the
+    sampling backend: recorded in the manifest, since both change the numbers."""
+    from w2s_nb.models import resolve_device, resolve_dtype
+    device = resolve_device(cfg.device)
+    dtypes = {r: str(resolve_dtype(getattr(cfg, r).dtype, device)).removeprefix("torch.") for r in ("weak", "strong")}
+    return dict(device=device, sampling_backend=preflight(cfg), **dtypes)
+
 # %% ../nbs/13_pipeline.ipynb #6f7e30b4
 def prepare_run(cfg: RunConfig, overrides=None, config_file=None) -> RunDir:
     "Create or reopen the run directory: write the resolved config and the manifest's provenance."
@@ -177,7 +193,8 @@ def prepare_run(cfg: RunConfig, overrides=None, config_file=None) -> RunDir:
     m = rd.manifest()
     rd.update_manifest(name=cfg.name, created=m.get("created") or utc_now(),
                        config_file=str(config_file) if config_file else None, overrides=overrides or {},
-                       config=to_dict(cfg), seed=cfg.seed, versions=versions(), git_commit=git_commit(Path(__file__).parent))
+                       config=to_dict(cfg), seed=cfg.seed, versions=versions(), git_commit=git_commit(Path(__file__).parent),
+                       hardware=hardware(), precision=precision(cfg))
     return rd
 
 def run_pipeline(cfg: RunConfig, overrides=None, only=None, start=None, until=None, force: bool = False,

@@ -13,7 +13,7 @@ from .data import answer_format, few_shot_prompt, zero_shot_prompt
 from .models import ModelRef, base_ref, model_entry, resolve_device
 from .rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_jsonl
 from .sample import generate_texts, shared_engine, was_cut
-from .train import train_sft
+from .train import launch_kwargs, train_sft
 from .weak import gold_sft_examples, label_records, question_prompts
 
 # %% auto #0
@@ -106,7 +106,7 @@ def run_stage1(cfg: RunConfig, rd: RunDir) -> dict:
     d_weak, demos = read_jsonl(rd.path("weak", "d_weak.jsonl")), read_jsonl(rd.path("weak", "demos.jsonl"))
     gold2 = {r["id"]: r for r in read_jsonl(rd.path("data", "gold2_gold.jsonl"))}  # reporting + ceiling only
     gold_ans = {i: r["answer"] for i, r in gold2.items()}
-    base, run = base_ref(cfg.strong), dict(seed=cfg.seed, device=dev, num_processes=cfg.num_processes, accelerate_config=cfg.accelerate_config)
+    base, run = base_ref(cfg.strong), launch_kwargs(cfg, dev)
     def label(ref: ModelRef, prompts: list[dict], out, engine=None) -> list[dict]:
         "Greedy labels of D_gold,2 by the strong model `ref` (`engine`: a vLLM engine shared with the other labeller)."
         texts = generate_texts(ref, cfg.strong, prompts, cfg.sampling, n=1, temperature=0.0, out_dir=out, engine=engine,

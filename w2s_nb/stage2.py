@@ -16,7 +16,7 @@ from .models import model_entry, model_ref, read_models, resolve_device
 from .rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_jsonl, stable_hash
 from .sample import finish_reasons, generate_texts, was_cut
 from .stage1 import assert_no_gold, label_completion
-from .train import train_preference
+from .train import launch_kwargs, train_preference
 from .weak import question_prompts
 
 # %% auto #0
@@ -120,8 +120,7 @@ def run_stage2(cfg: RunConfig, rd: RunDir) -> dict:
     m_plus = model_ref(rd, read_models(rd, ["stage1"])["m_plus"])
     d_weak = read_jsonl(rd.path("weak", "d_weak.jsonl"))
     sampled = generate_texts(m_plus, cfg.strong, question_prompts(d_weak, cfg), cfg.sampling, n=s2.n, temperature=s2.temperature,
-                             top_p=s2.top_p, seed=cfg.seed, device=dev, out_dir=rd.path("stage2", "samples"),
-                             num_processes=cfg.num_processes, accelerate_config=cfg.accelerate_config)
+                             top_p=s2.top_p, out_dir=rd.path("stage2", "samples"), **launch_kwargs(cfg, dev))
     conf, pairs, skipped = build_pairs(d_weak, sampled, s2, fmt, cfg.data.prompt_template, cfg.seed,
                                        cfg.data.answer_extraction)
     atomic_write_jsonl(rd.path("stage2", "confidence.jsonl"), conf)
@@ -131,8 +130,7 @@ def run_stage2(cfg: RunConfig, rd: RunDir) -> dict:
     models = {}
     for method in s2.methods:
         ref = train_preference(m_plus, cfg.strong, s2.pref, method, [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs],
-                               rd.path("stage2", method), seed=cfg.seed, device=dev, num_processes=cfg.num_processes,
-                               accelerate_config=cfg.accelerate_config)
+                               rd.path("stage2", method), **launch_kwargs(cfg, dev))
         models[f"m_pro_{method}"] = model_entry(ref, rd, "strong", "stage2", f"M_pro ({method.upper()})", method=method)
     atomic_write_json(rd.path("stage2", "models.json"), models)
     kinds = Counter(p["kind"] for p in pairs)

@@ -22,10 +22,10 @@ from .models import (ModelRef, effective_finetune, load_model, load_tokenizer, l
 from .rundir import atomic_write_text, replace_dir, stable_hash
 
 # %% auto #0
-__all__ = ['RESULT', 'CHECKPOINTS', 'RESUME_KEY', 'finished', 'world_size', 'in_launch', 'last_checkpoint', 'resume_key',
-           'prepare_resume', 'saved_model_problem', 'drop_adapters', 'read_train_log', 'release_memory', 'train_sft',
-           'preference_trainer', 'train_preference', 'check_job_world', 'run_job', 'launch_command', 'launch_job',
-           'read_job', 'main', 'completion_logprobs']
+__all__ = ['RESULT', 'CHECKPOINTS', 'RESUME_KEY', 'finished', 'world_size', 'in_launch', 'launch_kwargs', 'last_checkpoint',
+           'resume_key', 'prepare_resume', 'saved_model_problem', 'drop_adapters', 'read_train_log', 'release_memory',
+           'train_sft', 'preference_trainer', 'train_preference', 'check_job_world', 'run_job', 'launch_command',
+           'launch_job', 'read_job', 'main', 'completion_logprobs']
 
 # %% ../nbs/05_train.ipynb #1b11a2f7
 RESULT = "result.json"
@@ -83,6 +83,12 @@ def _prepare(ref: ModelRef, cfg: ModelConfig, s: TrainSettings, device: str, see
     if ft == "full": return model, tok, None, ft, ref
     if isinstance(model, PeftModel): return model, tok, None, ft, ModelRef(ref.base, ref.adapters[:-1], ref.gguf_file)
     return model, tok, lora_config(cfg), ft, ref
+
+def launch_kwargs(cfg, device: str) -> dict:
+    """How a stage's trainers and samplers run, from the run config (a `RunConfig`): seed, device, processes, accelerate
+    config and process-group timeout, the keyword arguments `train_sft`, `train_preference` and `generate_texts` share."""
+    return dict(seed=cfg.seed, device=device, num_processes=cfg.num_processes, accelerate_config=cfg.accelerate_config,
+                timeout_s=cfg.dist_timeout_s)
 
 # %% ../nbs/05_train.ipynb #c7e1a002
 CHECKPOINTS = "trainer"   # the Trainer's output_dir inside a run's out_dir: checkpoint-N/ folders

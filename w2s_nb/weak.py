@@ -16,7 +16,7 @@ from .data import answer_format, sft_examples, zero_shot_prompt
 from .models import base_ref, context_length, load_tokenizer, model_entry, resolve_device
 from .rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_jsonl, stable_hash
 from .sample import finish_reasons, generate_texts, was_cut
-from .train import train_sft
+from .train import launch_kwargs, train_sft
 
 # %% auto #0
 __all__ = ['gold_sft_examples', 'question_prompts', 'label_records', 'choose_demo_questions', 'demo_segments', 'demo_records',
@@ -162,8 +162,8 @@ def weak_model(cfg: RunConfig, rd: RunDir, device: str) -> tuple[ModelRef, str]:
     "The weak model and its label: fine-tuned on D_gold,1, or the base model as is (`weak.finetune: none`)."
     if cfg.weak.finetune == "none": return base_ref(cfg.weak), "weak model (as is)"
     gold1 = read_jsonl(rd.path("data", "gold1.jsonl"))
-    ref = train_sft(base_ref(cfg.weak), cfg.weak, gold_sft_examples(gold1, cfg), rd.path("weak", "model"), seed=cfg.seed,
-                    device=device, num_processes=cfg.num_processes, accelerate_config=cfg.accelerate_config)
+    ref = train_sft(base_ref(cfg.weak), cfg.weak, gold_sft_examples(gold1, cfg), rd.path("weak", "model"),
+                    **launch_kwargs(cfg, device))
     return ref, "weak model (SFT on D_gold,1)"
 
 def run_weak(cfg: RunConfig, rd: RunDir) -> dict:
@@ -173,8 +173,7 @@ def run_weak(cfg: RunConfig, rd: RunDir) -> dict:
     def answer(recs: list[dict], sub: str) -> list[dict]:
         "The weak model's greedy zero-shot label records for `recs`."
         out = generate_texts(weak, cfg.weak, question_prompts(recs, cfg), cfg.sampling, n=1, temperature=0.0,
-                             seed=cfg.seed, device=dev, out_dir=rd.path("weak", sub), num_processes=cfg.num_processes,
-                             accelerate_config=cfg.accelerate_config)
+                             out_dir=rd.path("weak", sub), **launch_kwargs(cfg, dev))
         return label_records(recs, out, fmt, cfg.data.answer_extraction)
     q2 = read_jsonl(rd.path("data", "gold2_questions.jsonl"))
     d_weak = answer(q2, "d_weak_shards")
