@@ -735,3 +735,30 @@ def test_remove_stale_tmp_only_touches_this_ranks_shards(tmp_path):
     assert remove_stale_tmp(tmp_path, rank=1, world=2) == [".shard-00002-r1.jsonl.y.tmp"]  # rank 0 may be writing its own
     assert remove_stale_tmp(tmp_path) == [".shard-00003.jsonl.ab_1.tmp"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".sampling.json.z.tmp", ".shard-00002-r0.jsonl.x.tmp", "shard-00001.jsonl"]
+
+
+def test_qlora_sampling_on_cpu_runs_dequantized_and_gives_the_4bit_models_answers(tiny_model_dir, tmp_path, monkeypatch):
+    """On a CPU, transformers sampling of a QLoRA model swaps the 4-bit layers for their dequantized weights (the same
+    values; bitsandbytes re-dequantizes them every step otherwise) under the unmerged adapter: the greedy samples are
+    those of the 4-bit model with its adapter, and no Linear4bit is left in the model that samples."""
+    import bitsandbytes as bnb
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+    import w2s_nb.sample as S
+    from w2s_nb.models import lora_config
+    cfg = ModelConfig(path=tiny_model_dir, finetune="qlora")
+    torch.manual_seed(0)
+    p = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), lora_config(cfg))
+    for name, w in p.named_parameters():
+        if "lora_B" in name: torch.nn.init.normal_(w, std=0.05)
+    p.save_pretrained(tmp_path / "a")
+    ref, sc = ModelRef(tiny_model_dir, [str(tmp_path / "a")]), SamplingConfig(batch_size=4, max_new_tokens=12, stop=[])
+    q4, tok = load_model(ref, cfg, "cpu"), load_tokenizer(ref, cfg)
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in q4.modules())
+    four_bit = sample(q4, tok, PROMPTS, max_new_tokens=12, batch_size=4)
+    seen, real = [], S.sample
+    monkeypatch.setattr(S, "sample", lambda model, *a, **k: seen.append(model) or real(model, *a, **k))
+    got = generate_texts(ref, cfg, PROMPTS, sc)
+    assert got == four_bit
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in seen[0].modules())

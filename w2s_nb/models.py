@@ -23,7 +23,7 @@ __all__ = ['log', 'SPECIAL_TOKENS', 'LAUNCH_MODES', 'MODEL_STAGES', 'build_token
            'resolve_model_path', 'hub_kwargs', 'resolve_dtype', 'load_tokenizer', 'context_length', 'bnb_4bit_problem',
            'disable_bnb_cpu_repack', 'effective_finetune', 'bnb_config', 'launch_mode', 'placement_kwargs',
            'merge_adapters', 'attach_adapter', 'load_model', 'lora_config', 'save_merged', 'convert_gguf',
-           'model_entry', 'model_ref', 'read_models', 'base_ref']
+           'dequantize_4bit', 'model_entry', 'model_ref', 'read_models', 'base_ref']
 
 # %% ../nbs/04_models.ipynb #368b7878
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
@@ -316,6 +316,26 @@ def convert_gguf(path: str, gguf_file: str, out_dir, dtype: str = "float32") -> 
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True); tok.save_pretrained(tmp)
     return out_dir
+
+# %% ../nbs/04_models.ipynb #1b7b9ca4
+def dequantize_4bit(model) -> int:
+    """Replace every bitsandbytes `Linear4bit` in `model` (under a PEFT LoRA layer too) by an `nn.Linear` with the
+    same, dequantized weights in the layer's compute dtype: faster inference on a CPU. Returns how many."""
+    try: import bitsandbytes as bnb
+    except ImportError: return 0  # no bitsandbytes: no 4-bit layers
+    import torch
+    n = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, bnb.nn.Linear4bit): continue
+            w = bnb.functional.dequantize_4bit(child.weight.data, child.weight.quant_state).to(child.compute_dtype)
+            lin = torch.nn.Linear(child.in_features, child.out_features, bias=child.bias is not None,
+                                  dtype=w.dtype, device=w.device)
+            lin.weight.data.copy_(w)
+            if child.bias is not None: lin.bias.data.copy_(child.bias.data)
+            setattr(parent, name, lin.requires_grad_(False))
+            n += 1
+    return n
 
 # %% ../nbs/04_models.ipynb #6d2a9c15
 MODEL_STAGES = ("weak", "stage1", "stage2")

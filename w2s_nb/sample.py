@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 
 from .answers import cut_at_stop
 from .config import ModelConfig, SamplingConfig, from_dict, to_dict, validate
-from .models import (ModelRef, _adapter_dir, _local_device, _source, context_length, load_model, load_tokenizer,
-                           resolve_device, resolve_dtype, save_merged)
+from .models import (ModelRef, _adapter_dir, _local_device, _source, context_length, dequantize_4bit,
+                           load_model, load_tokenizer, resolve_device, resolve_dtype, save_merged)
 from .rundir import atomic_write_text
 from .train import check_job_world, in_launch, launch_job, read_job, world_size  # the launcher training uses
 
@@ -517,6 +517,8 @@ def shared_engine(refs: list, cfg: ModelConfig, sampling: SamplingConfig, seed: 
 def _hf_sample(ref: ModelRef, cfg: ModelConfig, recs: list, kw: dict, device: str, mode: Optional[str] = None) -> list:
     "Sample `recs` with transformers in this process (`kw`: `sample`'s settings; `mode`: the launch mode to load for)."
     model, tok = load_model(ref, cfg, device, mode=mode), load_tokenizer(ref, cfg, padding_side="left")
+    if device == "cpu" and (n := dequantize_4bit(model)):  # same weights, ~50x faster generation on a CPU
+        log.info("sampling on the CPU with %d 4-bit layers dequantized to %s", n, next(model.parameters()).dtype)
     return sample(model, tok, recs, **kw, context_limit=cfg.context_length)  # None: the model's own positions
 
 SAMPLING_TIMEOUT_S = 6 * 3600  # a sampling launch's process-group timeout: its ranks may finish hours apart
