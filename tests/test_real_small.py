@@ -65,6 +65,29 @@ def test_fetch_once_into_safetensors_folders(fetched):
     assert not [p.name for p in fetched[WEAK].parent.glob(".*.pkgs.*")]  # no leftovers of the fetch
 
 
+def test_killed_fetch_leaves_no_half_folder(tmp_path):
+    """A fetch killed while it writes the converted folder leaves no folder under the final name (a config would
+    otherwise load half a checkpoint); the next fetch removes what the killed one left."""
+    import signal
+    import time
+    from w2s_nb.models import _remove_leftovers, real_model_path, real_models_dir
+    d = real_models_dir(tmp_path)
+    code = f"from w2s_nb.models import fetch_real_model as f; f({WEAK!r}, {str(tmp_path)!r})"
+    p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    writing = lambda: [q for q in d.glob(f".{WEAK}.*.tmp") if any(q.iterdir())] if d.exists() else []
+    try:
+        while p.poll() is None and not writing(): time.sleep(0.05)
+        assert p.poll() is None, "the fetch ended before it wrote anything (pip failed?)"
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    finally:
+        if p.poll() is None: os.killpg(p.pid, signal.SIGKILL)
+    assert not (d / WEAK).exists() and writing()
+    with pytest.raises(FileNotFoundError, match="w2s models fetch real-small"): real_model_path(WEAK, tmp_path)
+    assert _remove_leftovers(d, WEAK) and not list(d.glob(f".{WEAK}.*"))
+
+
 def test_real_tokenizers(fetched):
     """SmolLM2's byte-level BPE (49,152 tokens) has no pad token of its own: it pads with its eos `<|im_end|>`, on the
     left for sampling; Gemma-3's BPE has its 262,144-token vocabulary and a pad token distinct from eos."""
@@ -75,7 +98,8 @@ def test_real_tokenizers(fetched):
     weak = load_tokenizer(ModelRef(str(fetched[WEAK])), ModelConfig(path=str(fetched[WEAK])))
     assert len(weak) == 49152 and weak.eos_token == "<|im_end|>"
     assert weak.pad_token_id == weak.eos_token_id and weak.padding_side == "left"
-    strong = load_tokenizer(ModelRef(str(fetched[STRONG])), ModelConfig(path=str(fetched[STRONG])), padding_side="right")
+    gemma = str(fetched[STRONG])
+    strong = load_tokenizer(ModelRef(gemma), ModelConfig(path=gemma), padding_side="right")
     assert len(strong) == 262144 and strong.padding_side == "right"
     assert strong.pad_token == "<pad>" and strong.pad_token_id != strong.eos_token_id
     ids = strong("Question: 12 + 7?").input_ids
