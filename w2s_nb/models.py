@@ -414,7 +414,7 @@ def _remove_leftovers(d: Path, name: str) -> list:
 def fetch_real_model(name: str, root=None, log=print) -> Path:
     "Bring real checkpoint `name` into `real_models_dir(root)` as a safetensors folder (once; atomic); return it."
     import importlib.util, tempfile
-    from .rundir import run_lock
+    from w2s_nb.rundir import run_lock
     ck, d = _real_checkpoint(name), real_models_dir(root)
     out = d / name
     with run_lock(d):  # two fetches never build the same folder at once
