@@ -95,7 +95,8 @@ class SFTSettings(TrainSettings):
 @dataclass
 class ModelConfig:
     "One model (weak or strong): where it comes from, how it is loaded and fine-tuned."
-    path: str = opt("world:weak", help="local dir, GGUF file, hub id, or world:weak / world:strong")
+    path: str = opt("world:weak", help="local dir, GGUF file, hub id, world:weak / world:strong, or "
+                   "real:NAME (fetched by `w2s models fetch`)")
     gguf_file: Optional[str] = opt(None, help="GGUF file name inside `path`")
     dtype: str = opt("auto", choices=DTYPES, help="weights (4-bit compute) and training mixed precision; auto: bf16 on CUDA, fp32 on CPU")
     finetune: str = opt("qlora", choices=FINETUNE, help="QLoRA (4-bit + LoRA), LoRA, full, or none (the weak model as is)")
