@@ -1,3 +1,4 @@
+import dataclasses
 """Evaluation: Wilson CI, pass@k, majority vote, scoring, PGR, and run_eval on a run directory."""
 import json
 import math
@@ -210,8 +211,9 @@ def _fake_generate(calls):
     "A sampler stand-in whose accuracy depends on the model: ceiling 3/3, hybrid 2/3, DPO 3/3, weak 1/3, base 0/3."
     right = {"ceiling": 3, "hybrid": 2, "dpo": 3, "weak": 1}
     def gen(ref, cfg, prompts, sampling, n=1, temperature=0.0, top_p=1.0, seed=0, device="cpu", out_dir=None,
-            num_processes=1, accelerate_config=None, engine=None):
-        calls.append(dict(adapters=list(ref.adapters), n=n, temperature=temperature, max_new_tokens=sampling.max_new_tokens))
+            num_processes=1, accelerate_config=None, engine=None, timeout_s=None):
+        calls.append(dict(adapters=list(ref.adapters), n=n, temperature=temperature, max_new_tokens=sampling.max_new_tokens,
+                          timeout_s=timeout_s))
         k = next((v for key, v in right.items() if ref.adapters and key in ref.adapters[-1]), 0)
         return [dict(id=p["id"], prompt=p["prompt"], samples=[f"#### {2 * int(p['id'][1:]) + (i >= k)}"] * n)
                 for i, p in enumerate(prompts)]
@@ -230,12 +232,14 @@ def test_run_eval_pgr_resume_and_settings_change(tmp_path, monkeypatch):
     assert pgrs == pytest.approx(dict(weak=None, weak_icl=-0.5, s1_r1_hybrid=0.5, ceiling=None, m_pro_dpo=1.0))
     assert m["models"]["m_pro_dpo"]["method"] == "dpo" and m["models"]["s1_r1_hybrid"]["round"] == 1
     assert len(calls) == 5 and {c["max_new_tokens"] for c in calls} == {7} and {c["temperature"] for c in calls} == {0.0}
+    assert {c["timeout_s"] for c in calls} == {6 * 3600}  # the run's dist_timeout_s reaches every sampling launch
     assert {e["n_cut"] for e in m["models"].values()} == {None}  # the fake sampler records no finish: unknown
     # resume: results exist for the same inputs, so nothing is generated again
     assert run_eval(_cfg(str(tmp_path / "strong_base"), max_new_tokens=7), rd) == m and len(calls) == 5
     # other settings: everything is evaluated again (majority vote of 3 at eval.temperature)
-    m3 = run_eval(_cfg(str(tmp_path / "strong_base"), max_new_tokens=7, n=3, temperature=0.5), rd)
-    assert len(calls) == 10 and {(c["n"], c["temperature"]) for c in calls[5:]} == {(3, 0.5)}
+    cfg3 = dataclasses.replace(_cfg(str(tmp_path / "strong_base"), max_new_tokens=7, n=3, temperature=0.5), dist_timeout_s=60)
+    m3 = run_eval(cfg3, rd)
+    assert len(calls) == 10 and {(c["n"], c["temperature"], c["timeout_s"]) for c in calls[5:]} == {(3, 0.5, 60)}
     assert all(e["majority_n"] == 3 and e["pass_at_n"] == e["accuracy"] for e in m3["models"].values())
     assert len(read_jsonl(rd.path("eval", "ceiling.jsonl"))[0]["answers"]) == 3
 

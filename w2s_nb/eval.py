@@ -161,11 +161,12 @@ def cut_count(record: dict) -> Optional[int]:
 def evaluate(ref, model_cfg: ModelConfig, test_records: list[dict], prompts: list[dict], cfg: EvalConfig,
              sampling: SamplingConfig, fmt: str, out_path=None, seed: int = 0, device: str = "cpu",
              samples_dir=None, rule: str = "strict", num_processes: int = 1, accelerate_config: Optional[str] = None,
-             engine=None) -> list[dict]:
+             engine=None, timeout_s: Optional[int] = None) -> list[dict]:
     """Answer `prompts` (`{id, prompt}`) with model `ref`, score against `test_records` (`id`, `answer`); write the result
     rows to `out_path` (if given) and return them (`summarize` gives the accuracy and its interval). `engine`: a
-    `sample.VllmEngine` serving `ref`, reused across models (vLLM backend)."""
-    from w2s_nb.sample import generate_texts
+    `sample.VllmEngine` serving `ref`, reused across models (vLLM backend); `timeout_s`: a sampling launch's
+    process-group timeout (None: `sample.SAMPLING_TIMEOUT_S`)."""
+    from w2s_nb.sample import SAMPLING_TIMEOUT_S, generate_texts
     gold = {r["id"]: r["answer"] for r in test_records}
     if missing := [p["id"] for p in prompts if p["id"] not in gold]:
         raise ValueError(f"{len(missing)} prompt id(s) have no test record, e.g. {missing[0]!r}")
@@ -173,7 +174,7 @@ def evaluate(ref, model_cfg: ModelConfig, test_records: list[dict], prompts: lis
     out = generate_texts(ref, model_cfg, prompts, eval_sampling(cfg, sampling), n=cfg.n,
                          temperature=0.0 if greedy else cfg.temperature, top_p=1.0, seed=seed, device=device,
                          out_dir=None if samples_dir is None else str(samples_dir), num_processes=num_processes,
-                         accelerate_config=accelerate_config, engine=engine)
+                         accelerate_config=accelerate_config, engine=engine, timeout_s=timeout_s or SAMPLING_TIMEOUT_S)
     rows = score_predictions(out, gold, fmt, sampling.stop, rule)
     cut = {r["id"]: cut_count(r) for r in out}
     rows = [{**row, "n_cut": cut[row["id"]]} for row in rows]  # samples the cap cut off: unfinished solutions
@@ -231,7 +232,7 @@ def _eval_one(rd: RunDir, name: str, ref, model_cfg: ModelConfig, test: list[dic
         atomic_write_json(key_file, dict(key=key, ref=ref.to_dict()))
     return evaluate(ref, model_cfg, test, prompts, cfg.eval, cfg.sampling, fmt, out_path=out, seed=cfg.seed,
                     device=device, samples_dir=samples, rule=cfg.data.answer_extraction, num_processes=cfg.num_processes,
-                    accelerate_config=cfg.accelerate_config, engine=engine)
+                    accelerate_config=cfg.accelerate_config, engine=engine, timeout_s=cfg.dist_timeout_s)
 
 def run_eval(cfg: RunConfig, rd: RunDir) -> dict:
     "Evaluate every model of the run plus weak-ICL on `data/test.jsonl`; write `eval/<name>.jsonl` and `eval/metrics.json`."
