@@ -29,6 +29,7 @@ __all__ = ['FORMATS', 'STOP_STRINGS', 'ANSWER_KEYS', 'EXTRACTION_RULES', 'log', 
 FORMATS = ("gsm8k", "math", "olympic")
 STOP_STRINGS = ("Question:", "Answer:")
 
+# %% ../nbs/03_answers.ipynb #0afefd22
 def cut_at_stop(text: str, stop: list[str] | tuple[str, ...] = STOP_STRINGS) -> str:
     "`text` up to the first occurrence of any string in `stop` (all of it if none occurs)."
     cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=len(text))
@@ -37,6 +38,7 @@ def cut_at_stop(text: str, stop: list[str] | tuple[str, ...] = STOP_STRINGS) -> 
 # %% ../nbs/03_answers.ipynb #9143b41b
 _NUM = r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+"
 
+# %% ../nbs/03_answers.ipynb #e20f17f7
 def canon_number(s: str) -> str | None:
     "Canonical decimal string of a plain number (`'1,000.50'` → `'1000.5'`); None if `s` is not one."
     s = s.strip().replace("−", "-").lstrip("+")
@@ -46,6 +48,7 @@ def canon_number(s: str) -> str | None:
     if d == d.to_integral_value(): return str(int(d))
     return format(d.normalize(), "f")
 
+# %% ../nbs/03_answers.ipynb #c49d9a8a
 def _canon_fraction(s: str) -> str | None:
     "`'6/8'` → `'3/4'`, `'4/2'` → `'2'`; None if `s` is not a ratio of two plain numbers."
     m = re.fullmatch(rf"\s*({_NUM})\s*/\s*({_NUM})\s*", s)
@@ -63,6 +66,7 @@ _REMOVED = ("\\text{s}", "\\text{.}", "\\text{\ns}", "\\text{}^2", "\\text{}^3",
             r"\mathrm{th}", r"^\circ", r"^{\circ}", r"\;", r",\!", "{,}", '"', "\\dots", "\\ldots")
 _UNIT_RE = re.compile(r"(?<![A-Za-z\\])(?:" + "|".join(sorted(_UNIT_WORDS, key=len, reverse=True)) + r")(?![A-Za-z])")
 
+# %% ../nbs/03_answers.ipynb #8c822e17
 def last_boxed(text: str) -> str | None:
     "Content of the last `\\boxed{…}` / `\\fbox{…}` (balanced braces) or `\\boxed x`; None if there is none."
     i = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
@@ -78,6 +82,7 @@ def last_boxed(text: str) -> str | None:
         if depth == 0: return text[j + 1:k]
     return None
 
+# %% ../nbs/03_answers.ipynb #58532802
 def first_boxed(text: str) -> str | None:
     "Content of the *first* `\\boxed{…}` (balanced braces), as OlympicArena's judge reads it; None if there is none."
     m = re.search(r"\\boxed\{", text)
@@ -88,6 +93,7 @@ def first_boxed(text: str) -> str | None:
         if depth == 0: return text[m.end():k]
     return None
 
+# %% ../nbs/03_answers.ipynb #f36a4881
 def normalize_math(ans: str) -> str:
     "Minerva-style normal form of a MATH final answer (see the notes above)."
     s = str(ans).strip()
@@ -119,6 +125,7 @@ def normalize_math(ans: str) -> str:
 def _check_fmt(fmt: str):
     if fmt not in FORMATS: raise ValueError(f"answer format {fmt!r}: expected one of {', '.join(FORMATS)}")
 
+# %% ../nbs/03_answers.ipynb #1c22468d
 def normalize_gsm8k(ans: str) -> str:
     "A GSM8K answer as a canonical number string (first number if there is text around it); '' if none."
     s = str(ans).strip().replace("−", "-")
@@ -127,22 +134,24 @@ def normalize_gsm8k(ans: str) -> str:
     m = re.search(_NUM, s)
     return canon_number(m[0]) if m else ""
 
+# %% ../nbs/03_answers.ipynb #23d1dc97
 def normalize_answer(ans: str, fmt: str) -> str:
     "Normal form of a final answer: `normalize_gsm8k`, `normalize_math` or `normalize_olympic` by `fmt`."
     _check_fmt(fmt)
     if fmt == "olympic": return normalize_olympic(ans)    # OlympicArena's judge, at the end of this notebook
     return normalize_gsm8k(ans) if fmt == "gsm8k" else normalize_math(ans)
 
-
 # %% ../nbs/03_answers.ipynb #d61039c8
 ANSWER_KEYS = {"gsm8k": "####", "math": "The answer is:"}
 
+# %% ../nbs/03_answers.ipynb #589130ed
 def _answer_is_number(text: str) -> str:
     "The paper's fallback (`answer_cleansing`): the first number after 'The answer is ' on the last line; '' if none."
     hits = re.findall(r"The answer is (.*)$", text)
     nums = re.findall(r"-?\d+\.?\d*", hits[-1].replace(",", "")) if hits else []
     return nums[0].removesuffix(".") if nums else ""
 
+# %% ../nbs/03_answers.ipynb #a8701dfa
 def strict_raw_answer(text: str, fmt: str) -> str:
     "The paper's rule: what follows the key on the last line of the stripped response, else `_answer_is_number`."
     text = text.strip().strip(".").strip()       # inference.py stores responses stripped of spaces and full stops
@@ -152,6 +161,7 @@ def strict_raw_answer(text: str, fmt: str) -> str:
 # %% ../nbs/03_answers.ipynb #c1bca60e
 _MARKERS = {"####": r"####", "answer_is": r"[Tt]he (?:final )?answer is\s*:?"}
 
+# %% ../nbs/03_answers.ipynb #df3f716b
 def lenient_raw_answer(text: str, fmt: str) -> str:
     """After the last `####` (GSM8K first) or `The answer is:` (MATH first), to the end of that line;
     else the last `\\boxed{}`; else the last number."""
@@ -169,6 +179,7 @@ def lenient_raw_answer(text: str, fmt: str) -> str:
 # %% ../nbs/03_answers.ipynb #007283ae
 EXTRACTION_RULES = ("strict", "lenient")
 
+# %% ../nbs/03_answers.ipynb #8fc2e7ea
 def raw_answer(text: str, fmt: str, rule: str = "strict") -> str:
     "The un-normalised final answer of a (cut) solution under `rule` (OlympicArena: the first `\\boxed{}`); '' if none."
     _check_fmt(fmt)
@@ -177,6 +188,7 @@ def raw_answer(text: str, fmt: str, rule: str = "strict") -> str:
     if fmt == "olympic": return first_boxed(text) or ""
     return (strict_raw_answer if rule == "strict" else lenient_raw_answer)(text, fmt)
 
+# %% ../nbs/03_answers.ipynb #a26a126e
 def extract_answer(text: str, fmt: str, stop: list[str] | tuple[str, ...] = STOP_STRINGS, rule: str = "strict") -> str:
     "Normalised final answer of a generated solution (cut at `stop` first); '' if there is none."
     return normalize_answer(raw_answer(cut_at_stop(text, stop), fmt, rule), fmt) if text else ""
@@ -188,22 +200,29 @@ def _light_norm(s: str) -> str:
     c = canon_number(re.sub(r"\\?\$|\\?%", "", s).rstrip(".")) if s else None
     return c if c is not None else s
 
+# %% ../nbs/03_answers.ipynb #3ec4a550
 def answers_agree(a: str, b: str, fmt: str | None = None) -> bool:
     "Stage I rule: both answers non-empty and equal as normalised strings (OlympicArena: its judge, `olympic_equal`)."
     if fmt == "olympic": return olympic_equal(a, b)
-    a, b = (normalize_answer(a or "", fmt), normalize_answer(b or "", fmt)) if fmt is not None else (_light_norm(a), _light_norm(b))
+    a, b = (
+        (normalize_answer(a or "", fmt), normalize_answer(b or "", fmt))
+        if fmt is not None
+        else (_light_norm(a), _light_norm(b))
+    )
     return bool(a) and a == b
 
 # %% ../nbs/03_answers.ipynb #08cc7ab1
 log = logging.getLogger(__name__)
 _WORD = re.compile(r"[A-Za-z]{2,}")
 
+# %% ../nbs/03_answers.ipynb #6ca0d6c8
 def math_verify_equal(gold: str, pred: str) -> bool:
     "math-verify's verdict on two LaTeX answers (no timeout: call through `MathChecker`)."
     from math_verify import parse, verify
     g, p = parse(f"${gold}$", parsing_timeout=None), parse(f"${pred}$", parsing_timeout=None)
     return bool(g) and bool(p) and verify(g, p, timeout_seconds=None)
 
+# %% ../nbs/03_answers.ipynb #dfcafcce
 def _math_candidates(pred: str, gold: str) -> list[tuple[str, str]]:
     "(gold, pred) string pairs to try symbolically: normalised, then raw (when different)."
     pn, gn = normalize_math(pred), normalize_math(gold)
@@ -213,22 +232,26 @@ def _math_candidates(pred: str, gold: str) -> list[tuple[str, str]]:
     if (gr, pr) != (gn, pn): pairs.append((gr, pr))
     return pairs
 
+# %% ../nbs/03_answers.ipynb #79f64810
 def _worker_main():
     "The helper process: read `[[gold, pred], …]` JSON lines, answer `1`/`0` lines (any pair equal)."
     import math_verify.grader, math_verify.parser
     math_verify.grader.TIMEOUT_WARNING_SHOWN = math_verify.parser.TIMEOUT_WARNING_SHOWN = True
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     math_verify_equal("1", "1")                                   # warm up (lazy imports, parser tables)
-    sys.stdout.write("ready\n"); sys.stdout.flush()
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
     for line in sys.stdin:
         pairs = json.loads(line)
         ok = False
         for g, p in pairs:
-            try: ok = math_verify_equal(g, p)
+            try:ok = math_verify_equal(g, p)
             except Exception: ok = False
             if ok: break
-        sys.stdout.write("1\n" if ok else "0\n"); sys.stdout.flush()
+        sys.stdout.write("1\n" if ok else "0\n")
+        sys.stdout.flush()
 
+# %% ../nbs/03_answers.ipynb #63b5c424
 class MathChecker:
     "Symbolic answer checks in a helper process with a hard per-check timeout (thread- and fork-safe)."
     def __init__(self, timeout: float = 5.0, start_timeout: float = 120.0):
@@ -244,11 +267,13 @@ class MathChecker:
         self._pid = os.getpid()
         ready, _, _ = select.select([self._proc.stdout], [], [], self.start_timeout)   # start-up is not check time
         if not ready or self._proc.stdout.readline().strip() != "ready":
-            self._kill(); raise RuntimeError(f"the math-verify helper process did not start within {self.start_timeout}s")
+            self._kill()
+            raise RuntimeError(f"the math-verify helper process did not start within {self.start_timeout}s")
 
     def _kill(self):
         if self._proc is not None and self._pid == os.getpid():
-            self._proc.kill(); self._proc.wait()
+            self._proc.kill()
+            self._proc.wait()
         self._proc = None
 
     def close(self):
@@ -258,7 +283,7 @@ class MathChecker:
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
     def __del__(self):
-        try: self._kill()
+        try:self._kill()
         except Exception: pass
 
     def check(self, pairs: list[tuple[str, str]], timeout: float | None = None) -> bool:
@@ -268,22 +293,28 @@ class MathChecker:
         with self._lock:
             if self._proc is None or self._pid != os.getpid() or self._proc.poll() is not None: self._start()
             try:
-                self._proc.stdin.write(json.dumps(pairs) + "\n"); self._proc.stdin.flush()
+                self._proc.stdin.write(json.dumps(pairs) + "\n")
+                self._proc.stdin.flush()
                 ready, _, _ = select.select([self._proc.stdout], [], [], timeout)
                 reply = self._proc.stdout.readline() if ready else None
-            except (BrokenPipeError, OSError): reply = ""
+            except (BrokenPipeError, OSError):
+                reply = ""
             if reply is None:
                 log.warning("math check timed out after %.1fs (scored False): %s", timeout, str(pairs)[:200])
-                self._kill(); return False
+                self._kill()
+                return False
             if reply.strip() not in ("0", "1"):
-                self._kill(); raise RuntimeError("the math-verify helper process died (see its stderr above)")
+                self._kill()
+                raise RuntimeError("the math-verify helper process died (see its stderr above)")
             return reply.strip() == "1"
 
+# %% ../nbs/03_answers.ipynb #986c0bf0
 @lru_cache(maxsize=None)
 def _default_checker(pid: int, timeout: float) -> MathChecker:
     "One checker per process and timeout, started on first use (the helper process is a cached resource)."
     return MathChecker(timeout)
 
+# %% ../nbs/03_answers.ipynb #8c3c508c
 def is_equiv(pred: str, gold: str, fmt: str, timeout: float = 5.0) -> bool:
     "Scoring: is the predicted answer equal to the gold one? Numeric (gsm8k), math-verify (math), the judge (olympic)."
     _check_fmt(fmt)
@@ -307,22 +338,29 @@ def majority_answer(answers: list[str]) -> tuple[str, int]:
 _OLY_SUBS = {"\\left": "", "\\right": "", "∶": ":", "，": ",", "$": "", "\\approx": "=", "\\simeq": "=", "\\sim": "=",
              "^\\prime": "'", "^{\\prime}": "'", "^\\circ": "", "%": ""}
 
+# %% ../nbs/03_answers.ipynb #7aa60911
 def normalize_olympic(ans: str) -> str:
-    "OlympicArena's `normalize_answer`: drop `$`, `%`, `\\left`/`\\right`, degree signs; unwrap `\\mathrm{}`, `\\text{}`."
+    """OlympicArena's `normalize_answer`: drop `$`, `%`, `\\left`/`\\right`, degree signs; unwrap `\\mathrm{}`,
+    `\\text{}`."""
     s = str(ans)
-    for a, b in _OLY_SUBS.items(): s = s.replace(a, b)
+    for a, b in _OLY_SUBS.items():
+        s = s.replace(a, b)
     s = re.sub(r"\\(?:mathrm|mathbf)\{~?([^}]*)\}", r"\1", s)
-    for cmd in ("text", "textbf"): s = re.sub(r"(\\" + cmd + r"\{)(.*?)(\})", r"\2", s)
+    for cmd in ("text", "textbf"):
+        s = re.sub(r"(\\" + cmd + r"\{)(.*?)(\})", r"\2", s)
     s = re.sub(r"(frac)([^{])(.)", r"frac{\2}{\3}", s)
     s = re.sub(r"(sqrt)([^{])", r"sqrt{\2}", s)
     return s.strip().strip("$").strip()
 
+# %% ../nbs/03_answers.ipynb #8cb3ecdc
 def split_by_comma(expr: str) -> list[str]:
     "Split at commas outside brackets (the judge's `split_by_comma`): `'f(x, y), 3'` → `['f(x, y)', '3']`."
     depth, parts, start = 0, [], 0
     for i, ch in enumerate(expr):
         depth += (ch in "([") - (ch in ")]")
-        if ch == "," and depth == 0: parts.append(expr[start:i]); start = i + 1
+        if ch == "," and depth == 0:
+            parts.append(expr[start:i])
+            start = i + 1
     if start < len(expr): parts.append(expr[start:])
     return [p.strip().strip("$").strip() for p in parts]
 
@@ -334,14 +372,17 @@ def _choices(s: str) -> frozenset | None:
     if len(items) == 1 and re.match(r"[A-Z]:", items[0]): return frozenset(items[0][0])
     return None
 
+# %% ../nbs/03_answers.ipynb #e7d12464
 def _close(a: str, b: str) -> bool:
     "Both plain numbers, equal within the judge's tolerance."
     try: return abs(float(a) - float(b)) <= 1e-5 * 1.01
     except ValueError: return False
 
+# %% ../nbs/03_answers.ipynb #46cbe1de
 def _item_equal(a: str, b: str, timeout: float) -> bool:
     return a == b or _close(a, b) or is_equiv(a, b, "math", timeout)
 
+# %% ../nbs/03_answers.ipynb #ea95567e
 def olympic_equal(a: str, b: str, timeout: float = 5.0) -> bool:
     "OlympicArena's judge without an answer type (`auto_judge`) on two extracted answers (see above)."
     a, b = normalize_olympic(a or ""), normalize_olympic(b or "")
@@ -365,6 +406,8 @@ def canonical_answers(answers: list[str], fmt: str) -> list[str]:
     reps, out = [], []
     for a in answers:
         r = next((r for r in reps if answers_agree(a, r, fmt)), None) if a else ""
-        if r is None: reps.append(a); r = a
+        if r is None:
+            reps.append(a)
+            r = a
         out.append(r)
     return out

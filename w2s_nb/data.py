@@ -32,17 +32,21 @@ __all__ = ['log', 'COLUMNS', 'CALC_RE', 'OLYMPIC_SUBJECTS', 'OLYMPIC_DROPPED_TYP
 # %% ../nbs/02_data.ipynb #05523e14
 log = logging.getLogger(__name__)
 
+# %% ../nbs/02_data.ipynb #b93be6f3
 class DataError(ValueError):
     "Bad input data; the message names the file (or hub data set), the line (or row) and the problem."
 
+# %% ../nbs/02_data.ipynb #b0bef7ea
 def _here(path, line: int | None = None) -> str:
     return f"{path}, {getattr(path, 'unit', 'line')} {line}" if line is not None else f"{path}"
 
+# %% ../nbs/02_data.ipynb #23abdec7
 def resolve_data_dir(cfg: DataConfig | None = None) -> Path | None:
     "The folder holding `gsm8k/` and `math/`: `cfg.data_dir`, else `$W2S_DATA_DIR`, else None."
     d = (cfg.data_dir if cfg is not None else None) or os.environ.get("W2S_DATA_DIR")
     return Path(d).expanduser() if d else None
 
+# %% ../nbs/02_data.ipynb #adc1e36e
 def data_source(cfg: DataConfig) -> str:
     "`hub` or `local` for a GSM8K / MATH config: `cfg.source`, with `auto` → local iff a data folder is named."
     if cfg.source != "auto": return cfg.source
@@ -60,8 +64,10 @@ def _read_json_array(path: Path, text: str) -> list[tuple[int, Any]]:
     i = ws.match(text, i + 1).end()
     if i < len(text) and text[i] == "]": return out
     while True:
-        try: obj, end = dec.raw_decode(text, i)
-        except json.JSONDecodeError as e: raise DataError(f"{_here(path, e.lineno)}: malformed JSON ({e.msg})") from None
+        try:
+            obj, end = dec.raw_decode(text, i)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{_here(path, e.lineno)}: malformed JSON ({e.msg})") from None
         out.append((line_of(i), obj))
         i = ws.match(text, end).end()
         if i < len(text) and text[i] == "]": return out
@@ -69,23 +75,30 @@ def _read_json_array(path: Path, text: str) -> list[tuple[int, Any]]:
             raise DataError(f"{_here(path, line_of(i))}: malformed JSON (expected ',' or ']' between records)")
         i = ws.match(text, i + 1).end()
 
+# %% ../nbs/02_data.ipynb #427a2a75
 def read_records(path) -> list[tuple[int, dict]]:
     "`(line number, record)` pairs of a JSONL file (blank lines skipped) or a JSON array file."
     path = Path(path)
     if not path.is_file(): raise DataError(f"{path}: file not found (set DataConfig.data_dir / path or $W2S_DATA_DIR)")
     text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json": pairs = _read_json_array(path, text)
+    if path.suffix == ".json":
+        pairs = _read_json_array(path, text)
     else:
         pairs = []
         for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip(): continue
-            try: pairs.append((n, json.loads(line)))
-            except json.JSONDecodeError as e: raise DataError(f"{_here(path, n)}: malformed JSON ({e.msg}, column {e.colno})") from None
+            if not line.strip():
+                continue
+            try:
+                pairs.append((n, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{_here(path, n)}: malformed JSON ({e.msg}, column {e.colno})") from None
     if not pairs: raise DataError(f"{path}: empty file (no records)")
     for n, obj in pairs:
-        if not isinstance(obj, dict): raise DataError(f"{_here(path, n)}: expected a JSON object, got {type(obj).__name__}")
+        if not isinstance(obj, dict):
+            raise DataError(f"{_here(path, n)}: expected a JSON object, got {type(obj).__name__}")
     return pairs
 
+# %% ../nbs/02_data.ipynb #4eba70e2
 def _field(path, n: int, obj: dict, key: str, what: str | None = None, required: bool = True):
     "Value of `key` in `obj` (stripped if a string); a DataError when a required field is missing or empty."
     label = f"'{key}'" + (f" ({what})" if what and what != key else "")
@@ -100,20 +113,25 @@ def _field(path, n: int, obj: dict, key: str, what: str | None = None, required:
 # %% ../nbs/02_data.ipynb #5dfa504e
 COLUMNS = ("id", "question", "solution", "answer", "source", "level", "subject", "orig_id")
 
+# %% ../nbs/02_data.ipynb #d1bfdd88
 def _col(ds: Dataset, name: str) -> list:
     "A column as a plain list (fast: one Arrow conversion, not row-by-row iteration)."
     return ds[name][:]
 
+# %% ../nbs/02_data.ipynb #eae86330
 def _stem(path) -> str: return re.sub(r"[^A-Za-z0-9_.]+", "_", Path(path).stem)
 
+# %% ../nbs/02_data.ipynb #b3d40983
 def _to_dataset(path, rows: list[tuple[int, dict]]) -> Dataset:
     "Check ids are unique (naming the lines) and build the Dataset."
     seen: dict[str, int] = {}
     for n, r in rows:
-        if r["id"] in seen: raise DataError(f"{_here(path, n)}: duplicate id {r['id']!r} (first on line {seen[r['id']]})")
+        if r["id"] in seen:
+            raise DataError(f"{_here(path, n)}: duplicate id {r['id']!r} (first on line {seen[r['id']]})")
         seen[r["id"]] = n
     return Dataset.from_list([{c: r.get(c) for c in COLUMNS} for _, r in rows])
 
+# %% ../nbs/02_data.ipynb #4b974f1b
 def _level(v) -> int | None:
     "MATH level as an int (`'Level 3'` → 3; `'Level ?'` → None)."
     if isinstance(v, int): return v
@@ -123,11 +141,13 @@ def _level(v) -> int | None:
 # %% ../nbs/02_data.ipynb #052ffb1e
 CALC_RE = re.compile(r"<<.*?>>")
 
+# %% ../nbs/02_data.ipynb #09c30678
 def split_gsm8k_solution(text: str) -> tuple[str, str]:
     "`(solution without the '#### N' line and calculator notes, N)`; N is '' if there is no `####` line."
     body, sep, ans = CALC_RE.sub("", text).rpartition("####")
     return (body.rstrip(), ans.strip().split("\n")[0].strip()) if sep else (CALC_RE.sub("", text).strip(), "")
 
+# %% ../nbs/02_data.ipynb #a3608b27
 def gsm8k_dataset(pairs: list[tuple[int, dict]], where, source: str = "gsm8k", stem: str = "train") -> Dataset:
     "GSM8K-format `(line, record)` pairs (`question`, `answer` = solution ending '#### N') → the record schema."
     rows = []
@@ -135,9 +155,17 @@ def gsm8k_dataset(pairs: list[tuple[int, dict]], where, source: str = "gsm8k", s
         q = _field(where, n, obj, "question")
         sol, ans = split_gsm8k_solution(_field(where, n, obj, "answer", "worked solution ending '#### N'"))
         if not ans: raise DataError(f"{_here(where, n)}: field 'answer' has no final '#### N' line")
-        rows.append((n, dict(id=f"{source}-{stem}-{i:05d}", question=q, solution=sol, answer=ans, source=source, orig_id=str(i))))
+        rows.append(
+            (
+                n,
+                dict(
+                    id=f"{source}-{stem}-{i:05d}", question=q, solution=sol, answer=ans, source=source, orig_id=str(i)
+                ),
+            )
+        )
     return _to_dataset(where, rows)
 
+# %% ../nbs/02_data.ipynb #23fcba35
 def load_gsm8k(path, source: str = "gsm8k") -> Dataset:
     "Load a GSM8K-format JSONL file into the record schema."
     return gsm8k_dataset(read_records(path), path, source, _stem(path))
@@ -151,16 +179,35 @@ def math_dataset(pairs: list[tuple[int, dict]], where, source: str = "math", ste
         ans = _field(where, n, obj, "answer", required=False)
         if not ans:
             ans = (last_boxed(sol) or "").strip()
-            if not ans: raise DataError(f"{_here(where, n)}: no 'answer' field and no \\boxed{{}} answer in 'solution'")
+            if not ans:
+                raise DataError(f"{_here(where, n)}: no 'answer' field and no \\boxed{{}} answer in 'solution'")
         orig = obj.get("unique_id", obj.get("idx", f"{stem}-{i}"))
-        rows.append((n, dict(id=f"{source}-{stem}-{i:05d}", question=q, solution=sol, answer=str(ans), source=source,
-                             level=_level(obj.get("level")), subject=obj.get("subject", obj.get("type")), orig_id=str(orig))))
+        rows.append(
+            (
+                n,
+                dict(
+                    id=f"{source}-{stem}-{i:05d}",
+                    question=q,
+                    solution=sol,
+                    answer=str(ans),
+                    source=source,
+                    level=_level(obj.get("level")),
+                    subject=obj.get("subject", obj.get("type")),
+                    orig_id=str(orig),
+                ),
+            )
+        )
     seen: dict[str, int] = {}
     for n, r in rows:
-        if r["orig_id"] in seen: raise DataError(f"{_here(where, n)}: duplicate id {r['orig_id']!r} (first on {getattr(where, 'unit', 'line')} {seen[r['orig_id']]})")
+        if r["orig_id"] in seen:
+            raise DataError(
+                f"{_here(where, n)}: duplicate id {r['orig_id']!r} (first on {getattr(where, 'unit', 'line')} "
+                f"{seen[r['orig_id']]})"
+            )
         seen[r["orig_id"]] = n
     return _to_dataset(where, rows)
 
+# %% ../nbs/02_data.ipynb #5b71bdad
 def load_math(path, source: str = "math") -> Dataset:
     "Load a MATH-format JSONL file into the record schema."
     return math_dataset(read_records(path), path, source, _stem(path))
@@ -170,7 +217,11 @@ def load_jsonl(path, fields: dict | None = None, source: str = "jsonl") -> Datas
     "Load a JSONL (or JSON array) file whose field names are mapped by `fields` {schema name: file name}."
     fields = dict(fields or {})
     unknown = set(fields) - {"id", "question", "solution", "answer", "level", "subject"}
-    if unknown: raise DataError(f"fields {sorted(unknown)}: unknown schema field(s); allowed: id, question, solution, answer, level, subject")
+    if unknown:
+        raise DataError(
+            f"fields {sorted(unknown)}: unknown schema field(s); allowed: id, question, solution, answer, level, "
+            f"subject"
+        )
     key = lambda name: fields.get(name, name)
     rows, stem = [], _stem(path)
     for i, (n, obj) in enumerate(read_records(path)):
@@ -179,36 +230,72 @@ def load_jsonl(path, fields: dict | None = None, source: str = "jsonl") -> Datas
         sol = _field(path, n, obj, key("solution"), "solution", required=False) or ""
         oid = _field(path, n, obj, key("id"), "id", required="id" in fields)
         lvl, subj = obj.get(key("level")), obj.get(key("subject"))
-        rows.append((n, dict(id=f"{source}-{oid}" if oid is not None else f"{source}-{stem}-{i:05d}", question=q,
-                             solution=str(sol), answer=str(ans), source=source, level=_level(lvl) if lvl is not None else None,
-                             subject=None if subj is None else str(subj), orig_id=str(oid if oid is not None else i))))
+        rows.append(
+            (
+                n,
+                dict(
+                    id=f"{source}-{oid}" if oid is not None else f"{source}-{stem}-{i:05d}",
+                    question=q,
+                    solution=str(sol),
+                    answer=str(ans),
+                    source=source,
+                    level=_level(lvl) if lvl is not None else None,
+                    subject=None if subj is None else str(subj),
+                    orig_id=str(oid if oid is not None else i),
+                ),
+            )
+        )
     return _to_dataset(path, rows)
 
 # %% ../nbs/02_data.ipynb #63a4464e
 OLYMPIC_SUBJECTS = ("Math", "Physics", "Chemistry", "Biology", "Geography", "Astronomy")
 OLYMPIC_DROPPED_TYPES = ("CODE", "OT")
 
+# %% ../nbs/02_data.ipynb #6dad37b2
 def olympic_keep(row: dict, subjects=OLYMPIC_SUBJECTS, text_only: bool = False) -> bool:
-    "The paper's filter (`load_data` of `src/inference_olympic.py`): six subjects, English, no code / open-ended answers."
-    return (row.get("subject") in subjects and row.get("language") == "EN"
-            and row.get("answer_type") not in OLYMPIC_DROPPED_TYPES and (not text_only or row.get("modality") == "text-only"))
+    """The paper's filter (`load_data` of `src/inference_olympic.py`): six subjects, English, no code / open-ended
+    answers."""
+    return (
+        row.get("subject") in subjects
+        and row.get("language") == "EN"
+        and row.get("answer_type") not in OLYMPIC_DROPPED_TYPES
+        and (not text_only or row.get("modality") == "text-only")
+    )
 
+# %% ../nbs/02_data.ipynb #deb2299f
 def olympic_question(row: dict) -> str:
-    "The data set's own instruction prompt, its problem marked `Question:` (the paper's `get_prompts`, without `Answer:`)."
+    """The data set's own instruction prompt, its problem marked `Question:` (the paper's `get_prompts`, without
+    `Answer:`)."""
     return row["prompt"].replace("\n\nproblem:\n", "\n\nQuestion: ")
 
+# %% ../nbs/02_data.ipynb #d56c78bf
 def olympic_answer(ans) -> str:
     "A gold answer as one string: a list (several answers, or the options of a multiple choice) joined by commas."
     return ",".join(str(a) for a in ans) if isinstance(ans, list) else str(ans or "")
 
-def load_olympicarena(path, source: str = "olympicarena", subjects=OLYMPIC_SUBJECTS, text_only: bool = False) -> Dataset:
+# %% ../nbs/02_data.ipynb #e3eedf85
+def load_olympicarena(
+    path, source: str = "olympicarena", subjects=OLYMPIC_SUBJECTS, text_only: bool = False
+) -> Dataset:
     "Load exported `GAIR/OlympicArena` rows (JSONL) that pass `olympic_keep` into the record schema."
     rows = []
     for n, obj in read_records(path):
         if not olympic_keep(obj, subjects, text_only): continue
         oid, _ = _field(path, n, obj, "id"), _field(path, n, obj, "prompt")
-        rows.append((n, dict(id=f"{source}-{oid}", question=olympic_question(obj), solution="",
-                             answer=olympic_answer(obj.get("answer")), source=source, subject=obj["subject"], orig_id=str(oid))))
+        rows.append(
+            (
+                n,
+                dict(
+                    id=f"{source}-{oid}",
+                    question=olympic_question(obj),
+                    solution="",
+                    answer=olympic_answer(obj.get("answer")),
+                    source=source,
+                    subject=obj["subject"],
+                    orig_id=str(oid),
+                ),
+            )
+        )
     if not rows: raise DataError(f"{path}: no OlympicArena problem passes the filter (subjects {', '.join(subjects)}, "
                                  f"English, answer type not {'/'.join(OLYMPIC_DROPPED_TYPES)})")
     return _to_dataset(path, rows)
@@ -216,15 +303,40 @@ def load_olympicarena(path, source: str = "olympicarena", subjects=OLYMPIC_SUBJE
 # %% ../nbs/02_data.ipynb #c20a61fa
 DEFAULT_FILES = {"gsm8k": ("gsm8k/train.jsonl", "gsm8k/test.jsonl"),
                  "math": ("math/test5000_hendrycks.jsonl", "math/test.jsonl")}
-MATH_SUBJECTS = ["algebra", "counting_and_probability", "geometry", "intermediate_algebra", "number_theory", "prealgebra", "precalculus"]
+MATH_SUBJECTS = [
+    "algebra",
+    "counting_and_probability",
+    "geometry",
+    "intermediate_algebra",
+    "number_theory",
+    "prealgebra",
+    "precalculus",
+]
 DEFAULT_HUB = {  # revisions: the data sets' main branch when pinned
-    "gsm8k": {"pool": [dict(path="openai/gsm8k", name="main", split="train", revision="740312add88f781978c0658806c59bc2815b9866")],
-              "test": [dict(path="openai/gsm8k", name="main", split="test", revision="740312add88f781978c0658806c59bc2815b9866")]},
-    "math": {"pool": [dict(path="EleutherAI/hendrycks_math", name=MATH_SUBJECTS, split=["train", "test"],
-                           revision="21a5633873b6a120296cce3e2df9d5550074f4a3")],
-             "test": [dict(path="HuggingFaceH4/MATH-500", split="test", revision="6e4ed1a2a79af7d8630a6b768ec859cb5af4d3be")]},
+    "gsm8k": {
+        "pool": [
+            dict(path="openai/gsm8k", name="main", split="train", revision="740312add88f781978c0658806c59bc2815b9866")
+        ],
+        "test": [
+            dict(path="openai/gsm8k", name="main", split="test", revision="740312add88f781978c0658806c59bc2815b9866")
+        ],
+    },
+    "math": {
+        "pool": [
+            dict(
+                path="EleutherAI/hendrycks_math",
+                name=MATH_SUBJECTS,
+                split=["train", "test"],
+                revision="21a5633873b6a120296cce3e2df9d5550074f4a3",
+            )
+        ],
+        "test": [
+            dict(path="HuggingFaceH4/MATH-500", split="test", revision="6e4ed1a2a79af7d8630a6b768ec859cb5af4d3be")
+        ],
+    },
 }
 
+# %% ../nbs/02_data.ipynb #4eccbdb7
 @dataclasses.dataclass(frozen=True)
 class HubSpec:
     "One split of a Hub data set at a pinned revision (`path` may also be a local folder in the Hub layout)."
@@ -235,38 +347,54 @@ class HubSpec:
     unit = "row"  # for error messages: 'openai/gsm8k (main, train @ 740312a), row 12'
     def __str__(self): return f"{self.path} ({self.name + ', ' if self.name else ''}{self.split} @ {self.revision[:7]})"
 
+# %% ../nbs/02_data.ipynb #d6bca7aa
 def hub_specs(entries: list[dict], where: str) -> list[HubSpec]:
     "Expand config entries `{path, revision, split, name?}` (split / name may be lists) into `HubSpec`s."
     out = []
     for e in entries:
-        if not isinstance(e, dict) or not {"path", "split", "revision"} <= set(e) or set(e) - {"path", "split", "revision", "name"}:
+        if (
+            not isinstance(e, dict)
+            or not {"path", "split", "revision"} <= set(e)
+            or set(e) - {"path", "split", "revision", "name"}
+        ):
             raise DataError(f"{where}: {e!r}: expected a mapping with path, split, revision and optionally name")
         names, splits = e.get("name"), e["split"]
         for nm in (names if isinstance(names, list) else [names]):
-            out += [HubSpec(e["path"], sp, str(e["revision"]), nm) for sp in (splits if isinstance(splits, list) else [splits])]
+            out += [
+                HubSpec(e["path"], sp, str(e["revision"]), nm)
+                for sp in (splits if isinstance(splits, list) else [splits])
+            ]
     return out
 
 # %% ../nbs/02_data.ipynb #236fb78e
 def _hub_error(spec: HubSpec, e: Exception) -> DataError:
-    return DataError(f"could not load {spec} from the Hugging Face Hub ({type(e).__name__}: {str(e)[:200]}). Either let this "
-                     "machine reach the Hub (or fill its HF cache, $HF_HOME, on a machine that can), or use local JSONL files: "
-                     "data.source=local with data.data_dir (or $W2S_DATA_DIR) naming a folder with gsm8k/train.jsonl, "
-                     "gsm8k/test.jsonl, math/test.jsonl and math/test5000_hendrycks.jsonl")
+    return DataError(
+        f"could not load {spec} from the Hugging Face Hub ({type(e).__name__}: {str(e)[:200]}). Either let this "
+        "machine reach the Hub (or fill its HF cache, $HF_HOME, on a machine that can), or use local JSONL files: "
+        "data.source=local with data.data_dir (or $W2S_DATA_DIR) naming a folder with gsm8k/train.jsonl, "
+        "gsm8k/test.jsonl, math/test.jsonl and math/test5000_hendrycks.jsonl"
+    )
 
+# %% ../nbs/02_data.ipynb #ec57c909
 def load_hub_records(spec: HubSpec) -> list[tuple[int, dict]]:
     "`(row number, record)` pairs of one Hub data set split (`datasets.load_dataset`, HF cache, pinned revision)."
     import datasets
-    try: ds = datasets.load_dataset(spec.path, spec.name, split=spec.split, revision=spec.revision)
-    except (ConnectionError, OSError) as e: raise _hub_error(spec, e) from None        # offline, unreachable, not found
-    except (ValueError, datasets.exceptions.DatasetGenerationError) as e:              # a wrong config name or split, bad files
+    try:
+        ds = datasets.load_dataset(spec.path, spec.name, split=spec.split, revision=spec.revision)
+    except (ConnectionError, OSError) as e:
+        raise _hub_error(spec, e) from None  # offline, unreachable, not found
+    except (ValueError, datasets.exceptions.DatasetGenerationError) as e:  # a wrong config name or split, bad files
         raise DataError(f"{spec}: {type(e).__name__}: {str(e)[:300]}") from None
     return list(enumerate(ds.to_list(), 1))
 
+# %% ../nbs/02_data.ipynb #829a354d
 def load_hub(entries: list[dict], fmt: str, source: str, where: str) -> Dataset:
     "The records of every Hub split in `entries`, parsed as `fmt` ('gsm8k' / 'math') and concatenated in order."
     from datasets import concatenate_datasets
     parse, specs = (gsm8k_dataset if fmt == "gsm8k" else math_dataset), hub_specs(entries, where)
-    stem = (lambda s: f"{s.name}-{s.split}") if len({s.name for s in specs}) > 1 else (lambda s: s.split)  # ids as from local files
+    stem = (
+        (lambda s: f"{s.name}-{s.split}") if len({s.name for s in specs}) > 1 else (lambda s: s.split)
+    )  # ids as from local files
     parts = [parse(load_hub_records(s), s, source, stem(s)) for s in specs]
     return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
@@ -275,10 +403,12 @@ def answer_format(cfg: DataConfig) -> str:
     "Answer style: `cfg.answer_format`, else 'math' for MATH, 'olympic' for OlympicArena, 'gsm8k' otherwise."
     return cfg.answer_format or {"math": "math", "olympicarena": "olympic"}.get(cfg.dataset, "gsm8k")
 
+# %% ../nbs/02_data.ipynb #d48bcedd
 def question_key(q: str) -> str:
     "Whitespace-normalised question text (what 'the same question' means for overlap checks)."
     return " ".join(q.split())
 
+# %% ../nbs/02_data.ipynb #672e16f4
 def _drop_overlap(pool: Dataset, test: Dataset) -> Dataset:
     "Pool without questions that occur in `test` or earlier in the pool."
     seen, keep = {question_key(q) for q in _col(test, "question")}, []
@@ -286,7 +416,8 @@ def _drop_overlap(pool: Dataset, test: Dataset) -> Dataset:
         k = question_key(q)
         if k not in seen: keep.append(i)
         seen.add(k)
-    if len(keep) < len(pool): log.info("dropped %d pool problems that repeat or occur in the test set", len(pool) - len(keep))
+    if len(keep) < len(pool):
+        log.info("dropped %d pool problems that repeat or occur in the test set", len(pool) - len(keep))
     return pool.select(keep) if len(keep) < len(pool) else pool
 
 # %% ../nbs/02_data.ipynb #fc6adf5f
@@ -294,21 +425,28 @@ def data_files(cfg: DataConfig) -> list[Path]:
     "The local files `load_pool_and_test(cfg)` reads: [pool file, test file] ([] for a Hub source)."
     if cfg.dataset == "world":
         from w2s_nb.world import world_data_paths
+
         paths = world_data_paths()
         return [Path(cfg.path or paths["train"]), Path(cfg.test_path or paths["test"])]
-    if cfg.dataset in ("jsonl", "olympicarena") or data_source(cfg) == "hub": return [Path(p) for p in (cfg.path, cfg.test_path) if p]
+    if cfg.dataset in ("jsonl", "olympicarena") or data_source(cfg) == "hub":
+        return [Path(p) for p in (cfg.path, cfg.test_path) if p]
     d = resolve_data_dir(cfg)
     if d is None and not (cfg.path and cfg.test_path):
-        raise DataError(f"data.source=local needs data.data_dir or $W2S_DATA_DIR (a folder with {' and '.join(DEFAULT_FILES[cfg.dataset])}), "
-                        "or data.path and data.test_path; or use data.source=hub on a machine that reaches the Hugging Face Hub")
+        raise DataError(
+            f"data.source=local needs data.data_dir or $W2S_DATA_DIR (a folder with "
+            f"{' and '.join(DEFAULT_FILES[cfg.dataset])}), "
+            "or data.path and data.test_path; or use data.source=hub on a machine that reaches the Hugging Face Hub"
+        )
     tr, te = DEFAULT_FILES[cfg.dataset]
     return [Path(cfg.path or d / tr), Path(cfg.test_path or d / te)]
 
+# %% ../nbs/02_data.ipynb #1c8d0183
 def hub_entries(cfg: DataConfig) -> dict[str, list[dict]]:
     "The Hub splits a Hub-sourced config reads for the pool and the test set (config's `data.hub` over `DEFAULT_HUB`)."
     return {part: list(cfg.hub.get(part) or DEFAULT_HUB[cfg.dataset][part]) for part in ("pool", "test")
             if not (cfg.path if part == "pool" else cfg.test_path)}
 
+# %% ../nbs/02_data.ipynb #c78b4af3
 def data_inputs(cfg: DataConfig) -> dict[str, str]:
     "What the data stage reads, fingerprinted: `{file: sha256}` for local files, `{hub split: revision}` for Hub ones."
     from w2s_nb.rundir import sha256_path
@@ -320,21 +458,30 @@ def data_inputs(cfg: DataConfig) -> dict[str, str]:
 
 # %% ../nbs/02_data.ipynb #4e7749d5
 def _load_part(cfg: DataConfig, part: str) -> Dataset:
-    "The pool or the test set of a GSM8K / MATH config: a local file (`data.path` / `test_path` first), or the Hub splits."
+    """The pool or the test set of a GSM8K / MATH config: a local file (`data.path` / `test_path` first), or the Hub
+    splits."""
     i, fmt = ("pool", "test").index(part), ("gsm8k" if cfg.dataset == "gsm8k" else "math")
     file = data_files(cfg)[i] if data_source(cfg) == "local" else (cfg.path, cfg.test_path)[i]
-    if file: return (load_gsm8k if fmt == "gsm8k" else load_math)(file, cfg.dataset)
+    if file:
+        return (load_gsm8k if fmt == "gsm8k" else load_math)(file, cfg.dataset)
     return load_hub(hub_entries(cfg)[part], fmt, cfg.dataset, f"data.hub.{part}")
 
+# %% ../nbs/02_data.ipynb #aefafe8b
 def load_pool_and_test(cfg: DataConfig) -> tuple[Dataset, Dataset]:
     "(training pool, test set) of a data config, disjoint by question."
     if cfg.dataset == "world":
         from w2s_nb.world import world_data_paths
+
         paths = world_data_paths()
-        pool, test = load_gsm8k(cfg.path or paths["train"], "world"), load_gsm8k(cfg.test_path or paths["test"], "world")
+        pool, test = load_gsm8k(cfg.path or paths["train"], "world"), load_gsm8k(
+            cfg.test_path or paths["test"], "world"
+        )
     elif cfg.dataset == "jsonl":
         if not cfg.path or not cfg.test_path:
-            raise DataError(f"dataset 'jsonl' needs data.path and data.test_path (got path={cfg.path!r}, test_path={cfg.test_path!r})")
+            raise DataError(
+                f"dataset 'jsonl' needs data.path and data.test_path (got path={cfg.path!r}, "
+                f"test_path={cfg.test_path!r})"
+            )
         pool, test = load_jsonl(cfg.path, cfg.fields, "jsonl"), load_jsonl(cfg.test_path, cfg.fields, "jsonl")
     elif cfg.dataset == "olympicarena":
         if not cfg.path or not cfg.test_path:
@@ -342,7 +489,8 @@ def load_pool_and_test(cfg: DataConfig) -> tuple[Dataset, Dataset]:
         pool, test = load_olympicarena(cfg.path), load_olympicarena(cfg.test_path)
     elif cfg.dataset in DEFAULT_FILES:
         pool, test = _load_part(cfg, "pool"), _load_part(cfg, "test")
-    else: raise DataError(f"dataset {cfg.dataset!r}: expected one of world, gsm8k, math, jsonl, olympicarena")
+    else:
+        raise DataError(f"dataset {cfg.dataset!r}: expected one of world, gsm8k, math, jsonl, olympicarena")
     return _drop_overlap(pool, test), test
 
 # %% ../nbs/02_data.ipynb #9c98e218
@@ -351,23 +499,37 @@ def _rank(ds: Dataset, seed: int) -> list[int]:
     keys = [hashlib.sha256(f"{seed}:{x}".encode()).hexdigest() for x in _col(ds, "id")]
     return sorted(range(len(ds)), key=keys.__getitem__)
 
+# %% ../nbs/02_data.ipynb #29d6f63e
 def make_splits(pool: Dataset, test: Dataset, n_gold1: int, n_gold2: int, n_test: int, seed: int) -> dict[str, Dataset]:
     "{'gold1': D_gold,1, 'gold2': D_gold,2, 'test': test split}: deterministic for `seed`, disjoint, sizes as asked."
-    for name, n, least in (("n_gold1", n_gold1, 0), ("n_gold2", n_gold2, 1), ("n_test", n_test, 1)):  # D_gold,1 may be empty
-        if not isinstance(n, int) or n < least: raise DataError(f"{name}={n!r}: expected an integer >= {least}")
+    for name, n, least in (
+        ("n_gold1", n_gold1, 0),
+        ("n_gold2", n_gold2, 1),
+        ("n_test", n_test, 1),
+    ):  # D_gold,1 may be empty
+        if not isinstance(n, int) or n < least:
+            raise DataError(f"{name}={n!r}: expected an integer >= {least}")
     if n_gold1 + n_gold2 > len(pool):
-        raise DataError(f"pool too small: n_gold1 + n_gold2 = {n_gold1} + {n_gold2} = {n_gold1 + n_gold2} > {len(pool)} pool problems")
-    if n_test > len(test): raise DataError(f"test set too small: n_test = {n_test} > {len(test)} test problems")
+        raise DataError(
+            f"pool too small: n_gold1 + n_gold2 = {n_gold1} + {n_gold2} = {n_gold1 + n_gold2} > {len(pool)} pool "
+            f"problems"
+        )
+    if n_test > len(test):
+        raise DataError(f"test set too small: n_test = {n_test} > {len(test)} test problems")
     order = _rank(pool, seed)
     test_idx = range(len(test)) if n_test == len(test) else sorted(_rank(test, seed)[:n_test])
-    splits = {"gold1": pool.select(sorted(order[:n_gold1])), "gold2": pool.select(sorted(order[n_gold1:n_gold1 + n_gold2])),
-              "test": test.select(list(test_idx))}
+    splits = {
+        "gold1": pool.select(sorted(order[:n_gold1])),
+        "gold2": pool.select(sorted(order[n_gold1 : n_gold1 + n_gold2])),
+        "test": test.select(list(test_idx)),
+    }
     names = list(splits)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             for col, key in (("id", str), ("question", question_key)):
                 common = {key(x) for x in _col(splits[a], col)} & {key(x) for x in _col(splits[b], col)}
-                if common: raise DataError(f"splits {a} and {b} share {len(common)} {col}(s), e.g. {sorted(common)[0][:80]!r}")
+                if common:
+                    raise DataError(f"splits {a} and {b} share {len(common)} {col}(s), e.g. {sorted(common)[0][:80]!r}")
     return splits
 
 # %% ../nbs/02_data.ipynb #2240e4f8
@@ -378,6 +540,7 @@ def split_sha256(ds: Dataset) -> str:
         h.update(json.dumps(r, ensure_ascii=False).encode() + b"\n")
     return h.hexdigest()
 
+# %% ../nbs/02_data.ipynb #3f56e363
 def save_split_ids(splits: dict, folder) -> dict:
     "Write `{split: {n, sha256, ids}}` to `<folder>/splits.json` atomically and return it."
     info = {name: {"n": len(ds), "sha256": split_sha256(ds), "ids": _col(ds, "id")} for name, ds in splits.items()}
@@ -387,18 +550,25 @@ def save_split_ids(splits: dict, folder) -> dict:
 # %% ../nbs/02_data.ipynb #bfa1291b
 DEFAULT_TEMPLATE = "Question: {question}\nAnswer:"
 
+# %% ../nbs/02_data.ipynb #d1df8ed6
 def _check_template(template: str):
-    if "{question}" not in template: raise ValueError(f"prompt template {template!r}: expected a template containing {{question}}")
+    if "{question}" not in template:
+        raise ValueError(f"prompt template {template!r}: expected a template containing {{question}}")
 
+# %% ../nbs/02_data.ipynb #d95fc0a6
 def zero_shot_prompt(question: str, template: str = DEFAULT_TEMPLATE) -> str:
     "The prompt for one question (`{question}` in `template` replaced; other braces are left alone)."
     _check_template(template)
     return template.replace("{question}", question.strip())
 
+# %% ../nbs/02_data.ipynb #57bf8ba6
 def few_shot_prompt(demos: list[tuple[str, str]], question: str, template: str = DEFAULT_TEMPLATE) -> str:
     "In-context prompt: each (question, solution) demo as prompt + ' ' + solution + blank line, then the question."
-    return "".join(f"{zero_shot_prompt(q, template)} {s.strip()}\n\n" for q, s in demos) + zero_shot_prompt(question, template)
+    return "".join(f"{zero_shot_prompt(q, template)} {s.strip()}\n\n" for q, s in demos) + zero_shot_prompt(
+        question, template
+    )
 
+# %% ../nbs/02_data.ipynb #9b79a3f8
 def sft_target(solution: str, answer: str, fmt: str) -> str:
     "Completion text for SFT: GSM8K `' sol\\n#### N'`, MATH `' sol The answer is: X'`."
     if fmt == "gsm8k": return f" {solution.strip()}\n#### {answer.strip()}"
@@ -410,18 +580,29 @@ def chat_messages(question: str, template: str = DEFAULT_TEMPLATE, demos: Iterab
     "Chat messages for a (few-shot) prompt: demos as user/assistant turns, then the question."
     msgs = []
     for q, s in demos:
-        msgs += [{"role": "user", "content": zero_shot_prompt(q, template)}, {"role": "assistant", "content": s.strip()}]
+        msgs += [
+            {"role": "user", "content": zero_shot_prompt(q, template)},
+            {"role": "assistant", "content": s.strip()},
+        ]
     return msgs + [{"role": "user", "content": zero_shot_prompt(question, template)}]
 
+# %% ../nbs/02_data.ipynb #e26d8c61
 def format_prompt(question: str, cfg: DataConfig, tokenizer=None, demos: Iterable[tuple[str, str]] = ()) -> str:
     "The generation prompt for a question under `cfg` (zero- or few-shot; chat template if `cfg.chat_template`)."
     demos = list(demos)
     if not cfg.chat_template:
-        return few_shot_prompt(demos, question, cfg.prompt_template) if demos else zero_shot_prompt(question, cfg.prompt_template)
+        return (
+            few_shot_prompt(demos, question, cfg.prompt_template)
+            if demos
+            else zero_shot_prompt(question, cfg.prompt_template)
+        )
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise ValueError("data.chat_template=true needs a tokenizer that has a chat template")
-    return tokenizer.apply_chat_template(chat_messages(question, cfg.prompt_template, demos), tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(
+        chat_messages(question, cfg.prompt_template, demos), tokenize=False, add_generation_prompt=True
+    )
 
+# %% ../nbs/02_data.ipynb #6366f5a6
 def sft_examples(ds: Dataset, cfg: DataConfig) -> Dataset:
     "Prompt/completion SFT data (gold solutions) for `ds`: strings, or chat messages if `cfg.chat_template`."
     fmt = answer_format(cfg)
@@ -431,12 +612,20 @@ def sft_examples(ds: Dataset, cfg: DataConfig) -> Dataset:
         if cfg.chat_template:
             rows.append({"id": r["id"], "prompt": chat_messages(r["question"], cfg.prompt_template),
                          "completion": [{"role": "assistant", "content": completion.strip()}]})
-        else: rows.append({"id": r["id"], "prompt": zero_shot_prompt(r["question"], cfg.prompt_template), "completion": completion})
+        else:
+            rows.append(
+                {
+                    "id": r["id"],
+                    "prompt": zero_shot_prompt(r["question"], cfg.prompt_template),
+                    "completion": completion,
+                }
+            )
     return Dataset.from_list(rows)
 
 # %% ../nbs/02_data.ipynb #a8c183f3
 QUESTION_FIELDS = ("id", "question", "source", "level", "subject")
 
+# %% ../nbs/02_data.ipynb #edfa80be
 def run_data(cfg: RunConfig, rd) -> dict:
     "The data stage: load, split (seeded), and write the splits into `rd`'s `data/` folder."
     d = cfg.data
@@ -444,12 +633,22 @@ def run_data(cfg: RunConfig, rd) -> dict:
     splits = make_splits(pool, test, d.n_gold1, d.n_gold2, d.n_test, cfg.seed)
     rows = {k: v.to_list() for k, v in splits.items()}
     atomic_write_jsonl(rd.path("data", "gold1.jsonl"), rows["gold1"])
-    atomic_write_jsonl(rd.path("data", "gold2_questions.jsonl"), [{k: r[k] for k in QUESTION_FIELDS} for r in rows["gold2"]])
+    atomic_write_jsonl(
+        rd.path("data", "gold2_questions.jsonl"), [{k: r[k] for k in QUESTION_FIELDS} for r in rows["gold2"]]
+    )
     atomic_write_jsonl(rd.path("data", "gold2_gold.jsonl"), rows["gold2"])
     atomic_write_jsonl(rd.path("data", "test.jsonl"), rows["test"])
     info = save_split_ids(splits, rd.path("data"))
-    summary = dict(dataset=d.dataset, answer_format=answer_format(d), pool=len(pool), test_pool=len(test),
-                   inputs=data_inputs(d), source=data_source(d) if d.dataset in DEFAULT_FILES else d.dataset, seed=cfg.seed, **{k: v["n"] for k, v in info.items()},
-                   sha256={k: v["sha256"] for k, v in info.items()})
+    summary = dict(
+        dataset=d.dataset,
+        answer_format=answer_format(d),
+        pool=len(pool),
+        test_pool=len(test),
+        inputs=data_inputs(d),
+        source=data_source(d) if d.dataset in DEFAULT_FILES else d.dataset,
+        seed=cfg.seed,
+        **{k: v["n"] for k, v in info.items()},
+        sha256={k: v["sha256"] for k, v in info.items()}
+    )
     atomic_write_json(rd.path("data", "data_summary.json"), summary)
     return summary

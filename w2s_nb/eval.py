@@ -51,16 +51,22 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 def _gold_answer(g) -> str:
     return g["answer"] if isinstance(g, dict) else g
 
+# %% ../nbs/11_eval.ipynb #0406e13d
 def score_predictions(records: list[dict], gold_by_id: dict, fmt: str, stop=None, rule: str = "strict") -> list[dict]:
     """Per-question result rows for sampler output `records` (`{id, samples}`) against `gold_by_id`
-    (`{id: answer}` or `{id: record with 'answer'}`); majority vote when there are several samples; extraction by `rule`."""
+    (`{id: answer}` or `{id: record with 'answer'}`); majority vote when there are several samples; extraction by
+    `rule`.
+    """
     from w2s_nb.answers import STOP_STRINGS, extract_answer, is_equiv
+
     stop = STOP_STRINGS if stop is None else stop
     seen, rows = set(), []
     for r in records:
         qid, samples = r.get("id"), r.get("samples")
-        if qid not in gold_by_id: raise ValueError(f"prediction for id {qid!r}: no gold answer for it")
-        if qid in seen: raise ValueError(f"prediction for id {qid!r}: given twice")
+        if qid not in gold_by_id:
+            raise ValueError(f"prediction for id {qid!r}: no gold answer for it")
+        if qid in seen:
+            raise ValueError(f"prediction for id {qid!r}: given twice")
         if not isinstance(samples, list) or not samples:
             raise ValueError(f"prediction for id {qid!r}: expected a non-empty list 'samples', got {samples!r}")
         seen.add(qid)
@@ -70,10 +76,12 @@ def score_predictions(records: list[dict], gold_by_id: dict, fmt: str, stop=None
         pick, _ = majority_answer(answers) if len(samples) > 1 else (answers[0], 1)
         i = answers.index(pick)
         row = dict(id=qid, prediction=samples[i], extracted=pick, gold=gold, correct=bool(pick) and verdict[pick])
-        if len(samples) > 1: row.update(answers=answers, n_correct=sum(verdict[a] for a in answers))
+        if len(samples) > 1:
+            row.update(answers=answers, n_correct=sum(verdict[a] for a in answers))
         rows.append(row)
     return rows
 
+# %% ../nbs/11_eval.ipynb #bd8dc383
 def summarize(rows: list[dict], level: float = 0.95) -> dict:
     "Accuracy, correct, n, Wilson CI, `majority_n`, `pass_at_n` (None for greedy) and `pass_at_k` of result rows."
     if not rows: raise ValueError("no result rows to summarise")
@@ -89,21 +97,28 @@ def summarize(rows: list[dict], level: float = 0.95) -> dict:
 # %% ../nbs/11_eval.ipynb #61951bab
 DIFFICULTY_NAMES = {"math": "MATH level", "gsm8k": "gold solution lines"}  # answer format: what the difficulty counts
 
+# %% ../nbs/11_eval.ipynb #d795df19
 def solution_lines(solution: str) -> int:
     "Non-empty lines of a worked solution before its `#### N` line (all of them if it has none)."
     return sum(1 for line in (solution or "").partition("####")[0].splitlines() if line.strip())
 
+# %% ../nbs/11_eval.ipynb #b1f9ae1d
 def difficulty(record: dict, fmt: str) -> Optional[int]:
-    "A test record's difficulty: MATH `level` for `fmt='math'`, gold `solution_lines` for GSM8K format; None if unknown."
-    if fmt == "math": return record.get("level")
-    if fmt == "gsm8k": return solution_lines(record.get("solution") or "") or None
+    """A test record's difficulty: MATH `level` for `fmt='math'`, gold `solution_lines` for GSM8K format; None if
+    unknown."""
+    if fmt == "math":
+        return record.get("level")
+    if fmt == "gsm8k":
+        return solution_lines(record.get("solution") or "") or None
     return None
 
+# %% ../nbs/11_eval.ipynb #0b80ce0d
 def accuracy_by_difficulty(rows: list[dict], difficulty_by_id: dict) -> list[dict]:
     "`{difficulty, accuracy, correct, n, ci95}` of result `rows` per difficulty (ascending); unknown (None) left out."
     groups: dict[int, list[dict]] = {}
     for r in rows:
-        if r["id"] not in difficulty_by_id: raise ValueError(f"result row {r['id']!r}: no difficulty for it (not a test question?)")
+        if r["id"] not in difficulty_by_id:
+            raise ValueError(f"result row {r['id']!r}: no difficulty for it (not a test question?)")
         if (d := difficulty_by_id[r["id"]]) is not None: groups.setdefault(d, []).append(r)
     return [dict(difficulty=d, **{k: summarize(g)[k] for k in ("accuracy", "correct", "n", "ci95")})
             for d, g in sorted(groups.items())]
@@ -114,12 +129,18 @@ class PGR(NamedTuple):
     value: Optional[float]
     reason: Optional[str] = None
 
+# %% ../nbs/11_eval.ipynb #4ac5be82
 def pgr(w2s: float, floor: Optional[float], ceiling: Optional[float]) -> PGR:
-    "Performance Gap Recovered `(w2s - floor) / (ceiling - floor)` (Burns et al. 2023); undefined unless ceiling > floor."
-    if floor is None: return PGR(None, "no weak-floor accuracy")
-    if ceiling is None: return PGR(None, "no strong-ceiling accuracy")
+    """Performance Gap Recovered `(w2s - floor) / (ceiling - floor)` (Burns et al. 2023); undefined unless ceiling >
+    floor."""
+    if floor is None:
+        return PGR(None, "no weak-floor accuracy")
+    if ceiling is None:
+        return PGR(None, "no strong-ceiling accuracy")
     if ceiling <= floor:
-        return PGR(None, f"the strong ceiling ({ceiling:.3f}) does not beat the weak floor ({floor:.3f}): no gap to recover")
+        return PGR(
+            None, f"the strong ceiling ({ceiling:.3f}) does not beat the weak floor ({floor:.3f}): no gap to recover"
+        )
     return PGR((w2s - floor) / (ceiling - floor))
 
 # %% ../nbs/11_eval.ipynb #0ef6058e
@@ -130,16 +151,21 @@ def _correct_by_id(rows: list[dict], which: str) -> dict:
         out[r["id"]] = bool(r["correct"])
     return out
 
+# %% ../nbs/11_eval.ipynb #59830936
 def paired_counts(rows_a: list[dict], rows_b: list[dict]) -> tuple[int, int]:
-    "`(b, c)` for two models' result rows on the same questions: b = right in `rows_a` only, c = right in `rows_b` only."
+    """`(b, c)` for two models' result rows on the same questions: b = right in `rows_a` only, c = right in `rows_b`
+    only."""
     a, b = _correct_by_id(rows_a, "first"), _correct_by_id(rows_b, "second")
     if a.keys() != b.keys():
         only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
-        raise ValueError(f"a paired test needs the same questions: {len(only_a)} id(s) only in the first model's rows"
-                         f"{f' (e.g. {only_a[0]!r})' if only_a else ''}, {len(only_b)} only in the second's"
-                         f"{f' (e.g. {only_b[0]!r})' if only_b else ''}")
+        raise ValueError(
+            f"a paired test needs the same questions: {len(only_a)} id(s) only in the first model's rows"
+            f"{f' (e.g. {only_a[0]!r})' if only_a else ''}, {len(only_b)} only in the second's"
+            f"{f' (e.g. {only_b[0]!r})' if only_b else ''}"
+        )
     return sum(a[q] and not b[q] for q in a), sum(b[q] and not a[q] for q in a)
 
+# %% ../nbs/11_eval.ipynb #2ba0282d
 def mcnemar(b: int, c: int) -> float:
     "Exact two-sided McNemar p-value of `b` vs `c` discordant questions (binomial test at ½)."
     if b < 0 or c < 0: raise ValueError(f"b={b}, c={c}: expected counts >= 0")
@@ -152,42 +178,75 @@ def eval_sampling(cfg: EvalConfig, sampling: SamplingConfig) -> SamplingConfig:
     "The sampling settings of an evaluation: `eval.max_new_tokens` (if set) over `sampling.max_new_tokens`."
     return dataclasses.replace(sampling, max_new_tokens=cfg.max_new_tokens or sampling.max_new_tokens)
 
+# %% ../nbs/11_eval.ipynb #50c0fa2d
 def cut_count(record: dict) -> Optional[int]:
     "How many of a sampler record's samples hit the token cap (`finish` \"length\"); None when that is not recorded."
     from w2s_nb.sample import finish_reasons
     finish = finish_reasons(record)
     return None if None in finish else finish.count("length")
 
-def evaluate(ref, model_cfg: ModelConfig, test_records: list[dict], prompts: list[dict], cfg: EvalConfig,
-             sampling: SamplingConfig, fmt: str, out_path=None, seed: int = 0, device: str = "cpu",
-             samples_dir=None, rule: str = "strict", num_processes: int = 1, accelerate_config: Optional[str] = None,
-             engine=None, timeout_s: Optional[int] = None) -> list[dict]:
-    """Answer `prompts` (`{id, prompt}`) with model `ref`, score against `test_records` (`id`, `answer`); write the result
+# %% ../nbs/11_eval.ipynb #ff83aabd
+def evaluate(
+    ref,
+    model_cfg: ModelConfig,
+    test_records: list[dict],
+    prompts: list[dict],
+    cfg: EvalConfig,
+    sampling: SamplingConfig,
+    fmt: str,
+    out_path=None,
+    seed: int = 0,
+    device: str = "cpu",
+    samples_dir=None,
+    rule: str = "strict",
+    num_processes: int = 1,
+    accelerate_config: Optional[str] = None,
+    engine=None,
+    timeout_s: Optional[int] = None,
+) -> list[dict]:
+    """Answer `prompts` (`{id, prompt}`) with model `ref`, score against `test_records` (`id`, `answer`); write the
+    result
     rows to `out_path` (if given) and return them (`summarize` gives the accuracy and its interval). `engine`: a
     `sample.VllmEngine` serving `ref`, reused across models (vLLM backend); `timeout_s`: a sampling launch's
     process-group timeout (None: `sample.SAMPLING_TIMEOUT_S`)."""
     from w2s_nb.sample import SAMPLING_TIMEOUT_S, generate_texts
+
     gold = {r["id"]: r["answer"] for r in test_records}
     if missing := [p["id"] for p in prompts if p["id"] not in gold]:
         raise ValueError(f"{len(missing)} prompt id(s) have no test record, e.g. {missing[0]!r}")
     greedy = cfg.n == 1
-    out = generate_texts(ref, model_cfg, prompts, eval_sampling(cfg, sampling), n=cfg.n,
-                         temperature=0.0 if greedy else cfg.temperature, top_p=1.0, seed=seed, device=device,
-                         out_dir=None if samples_dir is None else str(samples_dir), num_processes=num_processes,
-                         accelerate_config=accelerate_config, engine=engine, timeout_s=timeout_s or SAMPLING_TIMEOUT_S)
+    out = generate_texts(
+        ref,
+        model_cfg,
+        prompts,
+        eval_sampling(cfg, sampling),
+        n=cfg.n,
+        temperature=0.0 if greedy else cfg.temperature,
+        top_p=1.0,
+        seed=seed,
+        device=device,
+        out_dir=None if samples_dir is None else str(samples_dir),
+        num_processes=num_processes,
+        accelerate_config=accelerate_config,
+        engine=engine,
+        timeout_s=timeout_s or SAMPLING_TIMEOUT_S,
+    )
     rows = score_predictions(out, gold, fmt, sampling.stop, rule)
     cut = {r["id"]: cut_count(r) for r in out}
     rows = [{**row, "n_cut": cut[row["id"]]} for row in rows]  # samples the cap cut off: unfinished solutions
-    if out_path is not None: atomic_write_jsonl(out_path, rows)
+    if out_path is not None:
+        atomic_write_jsonl(out_path, rows)
     return rows
 
 # %% ../nbs/11_eval.ipynb #7668080e
 META_KEYS = ("label", "group", "round", "variant", "method")
 
+# %% ../nbs/11_eval.ipynb #0c2f1158
 def run_models(rd: RunDir) -> dict[str, dict]:
     "Every evaluable model of a run (name → `models.json` entry, stage order), aliases left out."
     return {k: v for k, v in read_models(rd).items() if not v.get("alias_of")}
 
+# %% ../nbs/11_eval.ipynb #ac76e97a
 def add_pgr(models: dict[str, dict], floor: str = "weak", ceiling: str = "ceiling") -> dict[str, dict]:
     "Set `pgr` of every model (None for the floor and ceiling themselves, and when PGR is undefined)."
     acc = lambda k: models[k]["accuracy"] if k in models else None
@@ -195,11 +254,14 @@ def add_pgr(models: dict[str, dict], floor: str = "weak", ceiling: str = "ceilin
         m["pgr"] = None if name in (floor, ceiling) else pgr(m["accuracy"], acc(floor), acc(ceiling)).value
     return models
 
+# %% ../nbs/11_eval.ipynb #8d07bb2c
 def total_cut(rows: list[dict]) -> Optional[int]:
-    "Samples of a model's result rows that hit the token cap; None when a row does not say (an older version's results)."
+    """Samples of a model's result rows that hit the token cap; None when a row does not say (an older version's
+    results)."""
     cuts = [r.get("n_cut") for r in rows]
     return None if None in cuts else sum(cuts)
 
+# %% ../nbs/11_eval.ipynb #ca519eb5
 def engine_groups(jobs: list, cfg: RunConfig) -> list:
     """`[(engine, jobs)]`: the evaluation `jobs` (`(name, ref, entry, prompts)`) grouped so that one vLLM engine
     (`sample.VllmEngine`, started only if a model of its group samples) serves every model over one base (the
@@ -216,6 +278,7 @@ def engine_groups(jobs: list, cfg: RunConfig) -> list:
     return [(VllmEngine([j[1] for j in group], getattr(cfg, role), cfg.sampling, cfg.seed), group)
             for role, group in groups.values()]
 
+# %% ../nbs/11_eval.ipynb #b49dde65
 def _eval_one(rd: RunDir, name: str, ref, model_cfg: ModelConfig, test: list[dict], prompts: list[dict],
               cfg: RunConfig, fmt: str, device: str, engine=None) -> list[dict]:
     "Evaluate one model unless results for the same inputs exist; return its result rows."
@@ -224,33 +287,66 @@ def _eval_one(rd: RunDir, name: str, ref, model_cfg: ModelConfig, test: list[dic
                            rule=cfg.data.answer_extraction,
                            gold=[(r["id"], r["answer"]) for r in test], eval=dataclasses.asdict(cfg.eval),
                            max_new_tokens=samp.max_new_tokens, stop=samp.stop, seed=cfg.seed))
-    out, key_file, samples = rd.path("eval", f"{name}.jsonl"), rd.path("eval", "samples", f"{name}.key.json"), rd.path("eval", "samples", name)
+    out, key_file, samples = (
+        rd.path("eval", f"{name}.jsonl"),
+        rd.path("eval", "samples", f"{name}.key.json"),
+        rd.path("eval", "samples", name),
+    )
     same = key_file.exists() and read_json(key_file)["key"] == key
     if same and out.exists(): return read_jsonl(out)
     if not same:
         shutil.rmtree(samples, ignore_errors=True)
         atomic_write_json(key_file, dict(key=key, ref=ref.to_dict()))
-    return evaluate(ref, model_cfg, test, prompts, cfg.eval, cfg.sampling, fmt, out_path=out, seed=cfg.seed,
-                    device=device, samples_dir=samples, rule=cfg.data.answer_extraction, num_processes=cfg.num_processes,
-                    accelerate_config=cfg.accelerate_config, engine=engine, timeout_s=cfg.dist_timeout_s)
+    return evaluate(
+        ref,
+        model_cfg,
+        test,
+        prompts,
+        cfg.eval,
+        cfg.sampling,
+        fmt,
+        out_path=out,
+        seed=cfg.seed,
+        device=device,
+        samples_dir=samples,
+        rule=cfg.data.answer_extraction,
+        num_processes=cfg.num_processes,
+        accelerate_config=cfg.accelerate_config,
+        engine=engine,
+        timeout_s=cfg.dist_timeout_s,
+    )
 
+# %% ../nbs/11_eval.ipynb #a6c6440c
 def run_eval(cfg: RunConfig, rd: RunDir) -> dict:
-    "Evaluate every model of the run plus weak-ICL on `data/test.jsonl`; write `eval/<name>.jsonl` and `eval/metrics.json`."
+    """Evaluate every model of the run plus weak-ICL on `data/test.jsonl`; write `eval/<name>.jsonl` and
+    `eval/metrics.json`."""
     from w2s_nb.data import answer_format, few_shot_prompt
     from w2s_nb.models import base_ref, model_ref, resolve_device
     from w2s_nb.weak import question_prompts
+
     fmt, device, tpl = answer_format(cfg.data), resolve_device(cfg.device), cfg.data.prompt_template
     test_path, demos_path = rd.path("data", "test.jsonl"), rd.path("weak", "demos.jsonl")
-    if not test_path.exists(): raise FileNotFoundError(f"{test_path}: no test split (run the data stage first)")
+    if not test_path.exists():
+        raise FileNotFoundError(f"{test_path}: no test split (run the data stage first)")
     entries = run_models(rd)
     if "weak" not in entries or not demos_path.exists():
-        raise FileNotFoundError(f"{rd.path('weak')}: no weak model or demonstrations in models.json / demos.jsonl (run the weak stage first)")
+        raise FileNotFoundError(
+            f"{rd.path('weak')}: no weak model or demonstrations in models.json / demos.jsonl (run the weak stage "
+            f"first)"
+        )
     test, demos = read_jsonl(test_path), read_jsonl(demos_path)
     zero_shot = question_prompts(test, cfg)
     shots = [(d["question"], d["solution"]) for d in demos]
     few_shot = [dict(id=r["id"], prompt=few_shot_prompt(shots, r["question"], tpl)) for r in test]
     jobs = [(name, model_ref(rd, e), e, zero_shot) for name, e in entries.items()]
-    icl = dict(role="strong", group="weak_icl", label=f"weak-ICL ({len(demos)}-shot, untrained strong)", round=None, variant=None, method=None)
+    icl = dict(
+        role="strong",
+        group="weak_icl",
+        label=f"weak-ICL ({len(demos)}-shot, untrained strong)",
+        round=None,
+        variant=None,
+        method=None,
+    )
     jobs.insert(1, ("weak_icl", base_ref(cfg.strong), icl, few_shot))
     diff = {r["id"]: difficulty(r, fmt) for r in test}
     scored = {}
@@ -261,15 +357,26 @@ def run_eval(cfg: RunConfig, rd: RunDir) -> dict:
                 model_cfg = cfg.weak if e.get("role") == "weak" else cfg.strong
                 rows = _eval_one(rd, name, ref, model_cfg, test, prompts, cfg, fmt, device, engine)
                 s = summarize(rows)
-                scored[name] = {**{k: e.get(k) for k in META_KEYS},
-                                **{k: s[k] for k in ("accuracy", "correct", "n", "ci95")},
-                                "pgr": None, "pass_at_n": s["pass_at_n"], "majority_n": s["majority_n"],
-                                "by_difficulty": accuracy_by_difficulty(rows, diff), "n_cut": total_cut(rows)}
+                scored[name] = {
+                    **{k: e.get(k) for k in META_KEYS},
+                    **{k: s[k] for k in ("accuracy", "correct", "n", "ci95")},
+                    "pgr": None,
+                    "pass_at_n": s["pass_at_n"],
+                    "majority_n": s["majority_n"],
+                    "by_difficulty": accuracy_by_difficulty(rows, diff),
+                    "n_cut": total_cut(rows),
+                }
                 lo, hi = s["ci95"]
                 print(f"{name}: accuracy {s['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] ({time.time() - t0:.0f}s)")
     models = {name: scored[name] for name, *_ in jobs}  # stage order, whatever order the engines took them in
     known = any(d is not None for d in diff.values())
-    metrics = dict(answer_format=fmt, n_test=len(test), models=add_pgr(models), weak_floor="weak",
-                   ceiling="ceiling" if "ceiling" in models else None, difficulty=DIFFICULTY_NAMES.get(fmt) if known else None)
+    metrics = dict(
+        answer_format=fmt,
+        n_test=len(test),
+        models=add_pgr(models),
+        weak_floor="weak",
+        ceiling="ceiling" if "ceiling" in models else None,
+        difficulty=DIFFICULTY_NAMES.get(fmt) if known else None,
+    )
     atomic_write_json(rd.path("eval", "metrics.json"), metrics)
     return metrics

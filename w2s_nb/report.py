@@ -35,6 +35,7 @@ __all__ = ['GROUPS', 'VARIANT_ORDER', 'METHOD_ORDER', 'STAGE2_COLOURS', 'load_ru
 def _read_optional(path) -> Optional[dict]:
     return read_json(path) if Path(path).exists() else None
 
+# %% ../nbs/12_report.ipynb #a321b056
 def load_run(run_dir) -> dict:
     "What a report needs from a run directory: eval metrics, stage metrics, models and the config (as dicts)."
     root = Path(run_dir)
@@ -51,6 +52,7 @@ def load_run(run_dir) -> dict:
                 stage2=_read_optional(root / "stage2" / "stage2_metrics.json"),
                 config=parse_yaml(cp.read_text()) if cp.exists() else {})
 
+# %% ../nbs/12_report.ipynb #783a21ba
 def train_log_path(root, entry: dict) -> Optional[Path]:
     "The `train_log.jsonl` of a `models.json` entry (newest adapter, else base), or None."
     ref = entry.get("ref") or {}
@@ -73,24 +75,33 @@ GROUPS = {  # group: (legend text, colour)
 VARIANT_ORDER = ("weak", "icl", "hybrid")
 METHOD_ORDER = ("dpo", "orpo", "simpo")
 
+# %% ../nbs/12_report.ipynb #5f919206
 def _rank(x, order) -> int:
     return order.index(x) if x in order else len(order)
 
+# %% ../nbs/12_report.ipynb #e82ebb68
 def ordered_models(metrics: dict) -> list[tuple[str, dict]]:
     "The evaluated models of `metrics` in report order: group, round, variant, method, name."
     key = lambda kv: (_rank(kv[1].get("group"), tuple(GROUPS)), kv[1].get("round") or 0,
                       _rank(kv[1].get("variant"), VARIANT_ORDER), _rank(kv[1].get("method"), METHOD_ORDER), kv[0])
     return sorted(metrics["models"].items(), key=key)
 
+# %% ../nbs/12_report.ipynb #c0347e96
 def short_label(name: str, m: dict) -> str:
     "A short axis label for a model: `weak floor`, `S-I r2 hybrid`, `S-II DPO`, ..."
     g = m.get("group")
     if g == "stage1": return f"S-I r{m.get('round')} {m.get('variant') or ''}".strip()
     if g == "stage2": return f"S-II {(m.get('method') or name).upper()}"
     if g in ("weak_floor", "weak_icl", "full_weak", "ceiling"):
-        return {"weak_floor": "weak floor", "weak_icl": "weak-ICL", "full_weak": "full weak FT", "ceiling": "strong ceiling"}[g]
+        return {
+            "weak_floor": "weak floor",
+            "weak_icl": "weak-ICL",
+            "full_weak": "full weak FT",
+            "ceiling": "strong ceiling",
+        }[g]
     return name
 
+# %% ../nbs/12_report.ipynb #01faf815
 def is_w2s(m: dict) -> bool:
     "Is this a weak-to-strong model (one whose PGR is reported)?"
     return m.get("group") in ("weak_icl", "full_weak", "stage1", "stage2")
@@ -100,9 +111,11 @@ def _atomic_savefig(fig: Figure, path: Path, **kw) -> Path:
     with atomic_file(path) as tmp: fig.savefig(tmp, format=path.suffix[1:], **kw)
     return path
 
+# %% ../nbs/12_report.ipynb #6ee013c1
 def save_figure(fig: Figure, out_dir, stem: str) -> dict[str, Path]:
     "Write `fig` as `<stem>.png` (150 dpi) and `<stem>.svg` in `out_dir`; `{file name: path}`."
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     png = _atomic_savefig(fig, out_dir / f"{stem}.png", dpi=150, metadata={"Software": None})
     with matplotlib.rc_context({"svg.hashsalt": "w2s_nb"}):  # stable element ids
         svg = _atomic_savefig(fig, out_dir / f"{stem}.svg", metadata={"Date": None})
@@ -111,21 +124,31 @@ def save_figure(fig: Figure, out_dir, stem: str) -> dict[str, Path]:
 # %% ../nbs/12_report.ipynb #6228dd5d
 def _pct(x) -> str: return "–" if x is None else f"{100 * x:.1f}"
 
+# %% ../nbs/12_report.ipynb #121aa118
 def pgr_note(metrics: dict) -> Optional[str]:
     "Why PGR is undefined in this run (None when it is defined)."
     from w2s_nb.eval import pgr
     ms, f, c = metrics["models"], metrics.get("weak_floor"), metrics.get("ceiling")
     return pgr(0.0, ms[f]["accuracy"] if f in ms else None, ms[c]["accuracy"] if c in ms else None).reason
 
+# %% ../nbs/12_report.ipynb #2d03aebb
 def plot_accuracy(metrics: dict, run_name: str = "") -> Figure:
     "Bar chart of test accuracy (95% CI error bars, PGR on weak-to-strong bars)."
     items = ordered_models(metrics)
     acc = np.array([100 * m["accuracy"] for _, m in items])
-    lo = np.array([100 * m["ci95"][0] for _, m in items]); hi = np.array([100 * m["ci95"][1] for _, m in items])
+    lo = np.array([100 * m["ci95"][0] for _, m in items])
+    hi = np.array([100 * m["ci95"][1] for _, m in items])
     fig = Figure(figsize=(max(6.5, 0.75 * len(items) + 3.5), 4.8), layout="constrained")
     ax = fig.add_subplot()
     x = np.arange(len(items))
-    ax.bar(x, acc, 0.7, color=[GROUPS.get(m["group"], ("", "#bbbbbb"))[1] for _, m in items], edgecolor="black", linewidth=0.6)
+    ax.bar(
+        x,
+        acc,
+        0.7,
+        color=[GROUPS.get(m["group"], ("", "#bbbbbb"))[1] for _, m in items],
+        edgecolor="black",
+        linewidth=0.6,
+    )
     ax.errorbar(x, acc, yerr=[acc - lo, hi - acc], fmt="none", ecolor="black", capsize=3, linewidth=1)
     top = max(hi.max(), 1.0)
     for xi, (name, m), h in zip(x, items, hi):
@@ -153,7 +176,8 @@ def plot_accuracy(metrics: dict, run_name: str = "") -> Figure:
     ax.set_title(f"Test accuracy{' — ' + run_name if run_name else ''} ({metrics.get('answer_format', '?')}, "
                  f"n = {metrics.get('n_test', '?')}{f', majority of {maj} samples' if maj > 1 else ''}), 95% Wilson CI")
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    ax.grid(axis="y", alpha=0.3); ax.set_axisbelow(True)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
     if (note := pgr_note(metrics)): fig.supxlabel(f"PGR undefined: {note}", fontsize=8, color="#b2182b")
     return fig
 
@@ -162,17 +186,22 @@ def plot_selection(stage1: dict) -> Figure:
     "Stage I per round: selection size (of n_questions) and label accuracy of weak, ICL and selected labels."
     rounds = stage1["rounds"]
     if not rounds: raise ValueError("stage1 metrics have no rounds")
-    r = [d["round"] for d in rounds]; x = np.arange(len(r))
+    r = [d["round"] for d in rounds]
+    x = np.arange(len(r))
     fig = Figure(figsize=(10, 4.2), layout="constrained")
     a1, a2 = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=[1, 1.5]))
-    n = np.array([d["n_questions"] for d in rounds]); s = np.array([d["selected"] for d in rounds])
+    n = np.array([d["n_questions"] for d in rounds])
+    s = np.array([d["selected"] for d in rounds])
     a1.bar(x, n, 0.6, color="white", edgecolor="#4292c6", label="questions (D_gold,2)")
     a1.bar(x, s, 0.6, color="#4292c6", edgecolor="#4292c6", label="selected (answers agree)")
     for xi, si, ni in zip(x, s, n):
         a1.text(xi, si + 0.01 * n.max(), f"{si}\n({100 * si / max(ni, 1):.0f}%)", ha="center", va="bottom", fontsize=8)
-    a1.set_xticks(x, [f"round {t}" for t in r]); a1.set_ylim(0, n.max() * 1.3)
-    a1.set_ylabel("questions"); a1.set_xlabel("Stage I round")
-    a1.set_title("Selection size"); a1.legend(loc="upper left", fontsize=8, ncol=2, frameon=False)
+    a1.set_xticks(x, [f"round {t}" for t in r])
+    a1.set_ylim(0, n.max() * 1.3)
+    a1.set_ylabel("questions")
+    a1.set_xlabel("Stage I round")
+    a1.set_title("Selection size")
+    a1.legend(loc="upper left", fontsize=8, ncol=2, frameon=False)
     series = [("weak_label_acc", "weak-side labels", "#9e9e9e"), ("icl_label_acc", "ICL-side labels", "#c6dbef"),
               ("selection_label_acc", "selected (agreeing) labels", "#4292c6")]
     w = 0.8 / len(series)
@@ -185,11 +214,15 @@ def plot_selection(stage1: dict) -> Figure:
         a2.axhline(100 * stage1["d_weak_label_acc"], color="#333333", linestyle=":", linewidth=0.9,
                    label=f"D_weak (all weak labels) {100 * stage1['d_weak_label_acc']:.1f}%")
     labellers = lambda d: " / ".join(d.get("labellers") or [])
-    a2.set_xticks(x, [f"round {d['round']}\n({labellers(d)})" if labellers(d) else f"round {d['round']}" for d in rounds])
-    a2.set_ylim(0, 125); a2.set_yticks(range(0, 101, 20))
+    a2.set_xticks(
+        x, [f"round {d['round']}\n({labellers(d)})" if labellers(d) else f"round {d['round']}" for d in rounds]
+    )
+    a2.set_ylim(0, 125)
+    a2.set_yticks(range(0, 101, 20))
     pad = 0.5 if len(r) == 1 else 0.0  # one round: keep the bars from filling the panel
     for a in (a1, a2): a.set_xlim(-0.6 - pad, len(r) - 0.4 + pad)
-    a2.set_ylabel("label accuracy vs gold (%)"); a2.set_xlabel("Stage I round (labellers)")
+    a2.set_ylabel("label accuracy vs gold (%)")
+    a2.set_xlabel("Stage I round (labellers)")
     a2.set_title("Label accuracy (gold used for reporting only)")
     a2.legend(loc="upper left", fontsize=8, ncol=2, frameon=False)
     fig.suptitle("Stage I: final-answer consistency between weak and weak-ICL labels")
@@ -210,15 +243,22 @@ def plot_confidence(stage2: dict) -> Figure:
              (lo & ~hi, "#a1d99b", f"τ ≤ confidence < τ_high: pair only if the weak answer is the majority"),
              (hi, "#41ab5d", f"confidence ≥ τ_high = {tau_high:g}: may also reject the weak answer")]
     for sel, colour, label in kinds:
-        if sel.any(): ax.bar(centres[sel], counts[sel], 1 / n, color=colour, edgecolor="black", linewidth=0.5, label=label)
-    ax.set_xlim(edges[0], edges[-1]); ax.set_xticks(np.linspace(0, 1, 11))
+        if sel.any():
+            ax.bar(centres[sel], counts[sel], 1 / n, color=colour, edgecolor="black", linewidth=0.5, label=label)
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_xticks(np.linspace(0, 1, 11))
     ax.set_xlabel(f"confidence (share of the majority answer among {n} samples)")
     ax.set_ylabel("questions")
     ax.set_title(f"Stage II: M_plus confidence on D_gold,2 ({len(conf)} questions)")
     sk = stage2.get("skipped") or {}
-    lines = [f"kept: {stage2.get('kept', '?')}", f"pairs: {stage2.get('pairs', '?')}",
-             f"  weak chosen: {stage2.get('pairs_weak_chosen', '?')}", f"  weak rejected: {stage2.get('pairs_weak_rejected', '?')}",
-             f"chosen correct: {_pct(stage2.get('chosen_correct'))}%", f"rejected wrong: {_pct(stage2.get('rejected_wrong'))}%"]
+    lines = [
+        f"kept: {stage2.get('kept', '?')}",
+        f"pairs: {stage2.get('pairs', '?')}",
+        f"  weak chosen: {stage2.get('pairs_weak_chosen', '?')}",
+        f"  weak rejected: {stage2.get('pairs_weak_rejected', '?')}",
+        f"chosen correct: {_pct(stage2.get('chosen_correct'))}%",
+        f"rejected wrong: {_pct(stage2.get('rejected_wrong'))}%",
+    ]
     lines += [f"skipped {k.replace('_', ' ')}: {v}" for k, v in sk.items() if v]
     fig.legend(loc="outside lower center", fontsize=8, frameon=False, ncol=1)
     ax.text(1.02, 1.0, "\n".join(lines), transform=ax.transAxes, va="top", ha="left", fontsize=8, family="monospace")
@@ -229,6 +269,7 @@ def _loss_curve(path: Path) -> tuple[list, list]:
     rows = [r for r in read_jsonl(path) if "loss" in r and r.get("step") is not None]
     return [r["step"] for r in rows], [r["loss"] for r in rows]
 
+# %% ../nbs/12_report.ipynb #d2133197
 def plot_losses(run: dict) -> Optional[Figure]:
     "Training loss per logging step of every model that has a `train_log.jsonl` (None if none)."
     panels = {"sft": [], "pref": []}
@@ -238,7 +279,10 @@ def plot_losses(run: dict) -> Optional[Figure]:
         p = train_log_path(run["root"], e)
         if p is None: continue
         steps, loss = _loss_curve(p)
-        if steps: panels["pref" if e.get("group") == "stage2" else "sft"].append((short_label(name, {**e, **metrics.get(name, {})}), steps, loss))
+        if steps:
+            panels["pref" if e.get("group") == "stage2" else "sft"].append(
+                (short_label(name, {**e, **metrics.get(name, {})}), steps, loss)
+            )
     panels = {k: v for k, v in panels.items() if v}
     if not panels: return None
     fig = Figure(figsize=(6.5 * len(panels) + 1.5, 4.2), layout="constrained")
@@ -246,7 +290,9 @@ def plot_losses(run: dict) -> Optional[Figure]:
     titles = {"sft": "Supervised fine-tuning", "pref": "Stage II preference optimisation"}
     for ax, (k, curves) in zip(axes, panels.items()):
         for lab, steps, loss in curves: ax.plot(steps, loss, marker="." if len(steps) < 30 else None, label=lab)
-        ax.set_xlabel("training step"); ax.set_ylabel("loss"); ax.set_title(titles[k])
+        ax.set_xlabel("training step")
+        ax.set_ylabel("loss")
+        ax.set_title(titles[k])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.suptitle("Training loss")
@@ -261,82 +307,138 @@ def _final_stage1(run: dict) -> Optional[str]:
     s1 = [(m.get("round") or 0, m.get("variant") == "hybrid", n) for n, m in ms.items() if m.get("group") == "stage1"]
     return max(s1)[2] if s1 else None
 
+# %% ../nbs/12_report.ipynb #1ede7fce
 def compare_columns(runs: list[dict]) -> list[tuple[str, str]]:
     "`(column key, header)` for a comparison: fixed columns plus every Stage II method seen."
-    methods = sorted({m.get("method") for r in runs for m in r["metrics"]["models"].values() if m.get("group") == "stage2"},
-                     key=lambda x: _rank(x, METHOD_ORDER))
-    return ([("weak_floor", "weak floor"), ("weak_icl", "weak-ICL"), ("full_weak", "full weak FT"), ("stage1", "Stage I (M_plus)")]
-            + [(f"stage2:{k}", f"Stage II {str(k).upper()}") for k in methods] + [("ceiling", "strong ceiling")])
+    methods = sorted(
+        {m.get("method") for r in runs for m in r["metrics"]["models"].values() if m.get("group") == "stage2"},
+        key=lambda x: _rank(x, METHOD_ORDER),
+    )
+    return (
+        [
+            ("weak_floor", "weak floor"),
+            ("weak_icl", "weak-ICL"),
+            ("full_weak", "full weak FT"),
+            ("stage1", "Stage I (M_plus)"),
+        ]
+        + [(f"stage2:{k}", f"Stage II {str(k).upper()}") for k in methods]
+        + [("ceiling", "strong ceiling")]
+    )
 
+# %% ../nbs/12_report.ipynb #2ccd4de2
 def cell_name(run: dict, col: str) -> Optional[str]:
     "The evaluated model of `run` behind column `col` of `compare_columns` (None if the run has none)."
     ms = run["metrics"]["models"]
-    if col == "stage1": name = _final_stage1(run)
-    elif col.startswith("stage2:"): name = next((n for n, m in ms.items() if m.get("group") == "stage2" and m.get("method") == col[7:]), None)
-    elif col == "weak_floor": name = run["metrics"].get("weak_floor")
-    elif col == "ceiling": name = run["metrics"].get("ceiling")
-    else: name = next((n for n, m in ms.items() if m.get("group") == col), None)
+    if col == "stage1":
+        name = _final_stage1(run)
+    elif col.startswith("stage2:"):
+        name = next((n for n, m in ms.items() if m.get("group") == "stage2" and m.get("method") == col[7:]), None)
+    elif col == "weak_floor":
+        name = run["metrics"].get("weak_floor")
+    elif col == "ceiling":
+        name = run["metrics"].get("ceiling")
+    else:
+        name = next((n for n, m in ms.items() if m.get("group") == col), None)
     return name if name in ms else None
 
+# %% ../nbs/12_report.ipynb #2e471c08
 def _cell(run: dict, col: str) -> Optional[dict]:
     return run["metrics"]["models"].get(cell_name(run, col))
 
+# %% ../nbs/12_report.ipynb #87588e8a
 STAGE2_COLOURS = ("#41ab5d", "#a1d99b", "#006d2c")
 
+# %% ../nbs/12_report.ipynb #4ae9e39a
 def column_colour(col: str, cols: list[tuple[str, str]]) -> str:
     "The colour of a model kind of `compare_columns`: its group's, the Stage II methods' in turn from `STAGE2_COLOURS`."
     if not col.startswith("stage2:"): return GROUPS[col][1]
     methods = [c for c, _ in cols if c.startswith("stage2:")]
     return STAGE2_COLOURS[methods.index(col) % len(STAGE2_COLOURS)]
 
-
 # %% ../nbs/12_report.ipynb #f0881fdb
 def difficulty_levels(metrics: dict) -> dict:
     "`{difficulty: questions}` over the models' `by_difficulty`, ascending (empty when the run has none)."
-    return dict(sorted({d["difficulty"]: d["n"] for m in metrics["models"].values() for d in m.get("by_difficulty") or []}.items()))
+    return dict(
+        sorted(
+            {d["difficulty"]: d["n"] for m in metrics["models"].values() for d in m.get("by_difficulty") or []}.items()
+        )
+    )
 
+# %% ../nbs/12_report.ipynb #f400ae61
 def _at(m: dict, level) -> Optional[dict]:
     "A model's `by_difficulty` entry at `level` (None if it has none)."
     return next((d for d in m.get("by_difficulty") or [] if d["difficulty"] == level), None)
 
+# %% ../nbs/12_report.ipynb #69364fd3
 def _acc_ci(x: Optional[dict]) -> str:
     return "–" if x is None else f"{_pct(x['accuracy'])} ({_pct(x['ci95'][0])}–{_pct(x['ci95'][1])})"
 
+# %% ../nbs/12_report.ipynb #f0cb632b
 def difficulty_markdown(metrics: dict) -> list[str]:
-    "The by-difficulty lines of `results.md`: a row per model, a column per difficulty (accuracy % and 95% CI); [] without data."
+    """The by-difficulty lines of `results.md`: a row per model, a column per difficulty (accuracy % and 95% CI); []
+    without data."""
     levels = difficulty_levels(metrics)
-    if not levels: return []
+    if not levels:
+        return []
     what = metrics.get("difficulty") or "difficulty"
-    out = ["## Accuracy by difficulty", "",
-           f"Test accuracy (%) and 95% Wilson CI by difficulty ({what}); n = test questions of each difficulty.", "",
-           f"| model \\ {what} | " + " | ".join(f"{d} (n = {n})" for d, n in levels.items()) + " |",
-           "|---|" + "---:|" * len(levels)]
-    out += [f"| {short_label(name, m)} | " + " | ".join(_acc_ci(_at(m, d)) for d in levels) + " |" for name, m in ordered_models(metrics)]
+    out = [
+        "## Accuracy by difficulty",
+        "",
+        f"Test accuracy (%) and 95% Wilson CI by difficulty ({what}); n = test questions of each difficulty.",
+        "",
+        f"| model \\ {what} | " + " | ".join(f"{d} (n = {n})" for d, n in levels.items()) + " |",
+        "|---|" + "---:|" * len(levels),
+    ]
+    out += [
+        f"| {short_label(name, m)} | " + " | ".join(_acc_ci(_at(m, d)) for d in levels) + " |"
+        for name, m in ordered_models(metrics)
+    ]
     return out
 
+# %% ../nbs/12_report.ipynb #c6e811b1
 def plot_by_difficulty(run: dict) -> Optional[Figure]:
-    "Accuracy vs difficulty, one line per model kind (`compare_columns`) with 95% CI bars; None without by-difficulty data."
+    """Accuracy vs difficulty, one line per model kind (`compare_columns`) with 95% CI bars; None without by-difficulty
+    data."""
     metrics = run["metrics"]
     levels = difficulty_levels(metrics)
-    if not levels: return None
+    if not levels:
+        return None
     cols = compare_columns([run])
     series = [(c, head, m) for c, head in cols if (m := _cell(run, c)) is not None and m.get("by_difficulty")]
     fig = Figure(figsize=(max(6.5, 1.1 * len(levels) + 4.5), 4.6), layout="constrained")
     ax = fig.add_subplot()
-    step = 0.4 / max(len(series), 1)  # spread the CI bars of one difficulty a little, so that they do not hide each other
+    step = 0.4 / max(
+        len(series), 1
+    )  # spread the CI bars of one difficulty a little, so that they do not hide each other
     for j, (c, head, m) in enumerate(series):
         pts = [(i, x) for i, d in enumerate(levels) if (x := _at(m, d)) is not None]
         xs = np.array([i for i, _ in pts]) + (j - (len(series) - 1) / 2) * step
         acc = np.array([100 * x["accuracy"] for _, x in pts])
         lo, hi = np.array([100 * x["ci95"][0] for _, x in pts]), np.array([100 * x["ci95"][1] for _, x in pts])
-        ax.errorbar(xs, acc, yerr=[acc - lo, hi - acc], color=column_colour(c, cols), linestyle={"weak_floor": ":", "ceiling": "--"}.get(c, "-"),
-                    marker="o", markersize=5, markeredgecolor="black", markeredgewidth=0.5, capsize=2, linewidth=1.5, elinewidth=0.8, label=head)
+        ax.errorbar(
+            xs,
+            acc,
+            yerr=[acc - lo, hi - acc],
+            color=column_colour(c, cols),
+            linestyle={"weak_floor": ":", "ceiling": "--"}.get(c, "-"),
+            marker="o",
+            markersize=5,
+            markeredgecolor="black",
+            markeredgewidth=0.5,
+            capsize=2,
+            linewidth=1.5,
+            elinewidth=0.8,
+            label=head,
+        )
     ax.set_xticks(np.arange(len(levels)), [f"{d}\n(n = {n})" for d, n in levels.items()])
-    ax.set_xlabel(metrics.get("difficulty") or "difficulty"); ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 105); ax.set_yticks(range(0, 101, 20))
+    ax.set_xlabel(metrics.get("difficulty") or "difficulty")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_yticks(range(0, 101, 20))
     ax.set_title(f"Accuracy by difficulty{' — ' + run['name'] if run.get('name') else ''} (95% Wilson CI)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    ax.grid(axis="y", alpha=0.3); ax.set_axisbelow(True)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
     return fig
 
 # %% ../nbs/12_report.ipynb #08c49f68
@@ -348,89 +450,145 @@ def stage_steps(run: dict) -> list[tuple[str, str]]:
     layers = [l for l in layers if l]
     return [(a, b) for first, second in zip(layers, layers[1:]) for a in first for b in second]
 
+# %% ../nbs/12_report.ipynb #bd5fac29
 def eval_rows(run: dict, name: str) -> Optional[list[dict]]:
     "A model's per-question result rows (`eval/<name>.jsonl`), or None if the run has none."
     p = Path(run["root"]) / "eval" / f"{name}.jsonl"
     return read_jsonl(p) if p.exists() else None
 
+# %% ../nbs/12_report.ipynb #458e9642
 def paired_tests(run: dict) -> list[dict]:
-    "McNemar's exact test for every `stage_steps` step whose rows exist: `{first, second, first_name, second_name, b, c, p}`."
+    """McNemar's exact test for every `stage_steps` step whose rows exist: `{first, second, first_name, second_name, b,
+    c, p}`."""
     from w2s_nb.eval import mcnemar, paired_counts
+
     steps = stage_steps(run)
     rows = {n: eval_rows(run, n) for n in {cell_name(run, c) for step in steps for c in step}}  # each model's once
     out = []
     for a, b in steps:
         na, nb = cell_name(run, a), cell_name(run, b)
         ra, rb = rows[na], rows[nb]
-        if ra is None or rb is None: continue
-        try: nb_, nc_ = paired_counts(ra, rb)
-        except ValueError as e: raise ValueError(f"{run['root']}: eval/{na}.jsonl vs eval/{nb}.jsonl: {e}") from None
+        if ra is None or rb is None:
+            continue
+        try:
+            nb_, nc_ = paired_counts(ra, rb)
+        except ValueError as e:
+            raise ValueError(f"{run['root']}: eval/{na}.jsonl vs eval/{nb}.jsonl: {e}") from None
         out.append(dict(first=a, second=b, first_name=na, second_name=nb, b=nb_, c=nc_, p=mcnemar(nb_, nc_)))
     return out
 
+# %% ../nbs/12_report.ipynb #bec0c11e
 def _p(p: float) -> str: return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
+# %% ../nbs/12_report.ipynb #9b00b74d
 def paired_markdown(run: dict) -> list[str]:
     "The paired-test lines of `results.md` ([] when no step has rows)."
     tests = paired_tests(run)
-    if not tests: return []
+    if not tests:
+        return []
     heads, ms = dict(compare_columns([run])), run["metrics"]["models"]
-    out = ["## Paired tests between consecutive stages", "",
-           "Exact McNemar test on the same test questions: b = right before the step and wrong after it, c = wrong before "
-           "and right after; p is two-sided (both models equally good).", "",
-           "| from | to | accuracy (%) | b | c | p |", "|---|---|---:|---:|---:|---:|"]
-    out += [f"| {heads[t['first']]} (`{t['first_name']}`) | {heads[t['second']]} (`{t['second_name']}`) | "
-            f"{_pct(ms[t['first_name']]['accuracy'])} → {_pct(ms[t['second_name']]['accuracy'])} | {t['b']} | {t['c']} | {_p(t['p'])} |"
-            for t in tests]
+    out = [
+        "## Paired tests between consecutive stages",
+        "",
+        "Exact McNemar test on the same test questions: b = right before the step and wrong after it, c = wrong before "
+        "and right after; p is two-sided (both models equally good).",
+        "",
+        "| from | to | accuracy (%) | b | c | p |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    out += [
+        f"| {heads[t['first']]} (`{t['first_name']}`) | {heads[t['second']]} (`{t['second_name']}`) | "
+        f"{_pct(ms[t['first_name']]['accuracy'])} → {_pct(ms[t['second_name']]['accuracy'])} | {t['b']} | {t['c']} | "
+        f"{_p(t['p'])} |"
+        for t in tests
+    ]
     return out
 
 # %% ../nbs/12_report.ipynb #f1e0971c
 def results_markdown(run: dict, figures: list[str] = ()) -> str:
-    "The `results.md` of a run: accuracy/CI/PGR per model, paired tests, accuracy by difficulty, Stage I rounds, Stage II summary, figures."
-    m = run["metrics"]; ms = m["models"]
+    """The `results.md` of a run: accuracy/CI/PGR per model, paired tests, accuracy by difficulty, Stage I rounds,
+    Stage II summary, figures."""
+    m = run["metrics"]
+    ms = m["models"]
     maj = next(iter(ms.values())).get("majority_n", 1)
-    out = [f"# Results: {run['name']}", "",
-           f"Test split: {m.get('n_test')} questions, answer format `{m.get('answer_format')}`, "
-           + (f"majority vote of {maj} samples." if maj > 1 else "greedy decoding."), "",
-           "PGR = (model − weak floor) / (strong ceiling − weak floor)." + (f" **Undefined here:** {pgr_note(m)}." if pgr_note(m) else ""), "",
-           "| model | name | group | accuracy (%) | 95% CI (%) | correct / n | PGR |" + (f" pass@{maj} (%) |" if maj > 1 else ""),
-           "|---|---|---|---:|---:|---:|---:|" + ("---:|" if maj > 1 else "")]
+    out = [
+        f"# Results: {run['name']}",
+        "",
+        f"Test split: {m.get('n_test')} questions, answer format `{m.get('answer_format')}`, "
+        + (f"majority vote of {maj} samples." if maj > 1 else "greedy decoding."),
+        "",
+        "PGR = (model − weak floor) / (strong ceiling − weak floor)."
+        + (f" **Undefined here:** {pgr_note(m)}." if pgr_note(m) else ""),
+        "",
+        "| model | name | group | accuracy (%) | 95% CI (%) | correct / n | PGR |"
+        + (f" pass@{maj} (%) |" if maj > 1 else ""),
+        "|---|---|---|---:|---:|---:|---:|" + ("---:|" if maj > 1 else ""),
+    ]
     for name, e in ordered_models(m):
-        row = (f"| {e.get('label') or short_label(name, e)} | `{name}` | {e.get('group')} | {_pct(e['accuracy'])} | "
-               f"{_pct(e['ci95'][0])}–{_pct(e['ci95'][1])} | {e['correct']} / {e['n']} | "
-               f"{'–' if e.get('pgr') is None else format(e['pgr'], '.3f')} |")
+        row = (
+            f"| {e.get('label') or short_label(name, e)} | `{name}` | {e.get('group')} | {_pct(e['accuracy'])} | "
+            f"{_pct(e['ci95'][0])}–{_pct(e['ci95'][1])} | {e['correct']} / {e['n']} | "
+            f"{'–' if e.get('pgr') is None else format(e['pgr'], '.3f')} |"
+        )
         out.append(row + (f" {_pct(e.get('pass_at_n'))} |" if maj > 1 else ""))
     for section in (paired_markdown(run), difficulty_markdown(m)):
-        if section: out += [""] + section
+        if section:
+            out += [""] + section
     if run.get("stage1"):
         s1 = run["stage1"]
-        out += ["", "## Stage I selection", "", "| round | labellers | questions | selected | selected label acc (%) | weak label acc (%) | ICL label acc (%) |",
-                "|---:|---|---:|---:|---:|---:|---:|"]
-        out += [f"| {d['round']} | {', '.join(d.get('labellers') or [])} | {d['n_questions']} | {d['selected']} | "
-                f"{_pct(d.get('selection_label_acc'))} | {_pct(d.get('weak_label_acc'))} | {_pct(d.get('icl_label_acc'))} |" for d in s1["rounds"]]
-        if s1.get("d_weak_label_acc") is not None: out += ["", f"D_weak label accuracy (all weak labels): {_pct(s1['d_weak_label_acc'])}%."]
+        out += [
+            "",
+            "## Stage I selection",
+            "",
+            "| round | labellers | questions | selected | selected label acc (%) | weak label acc (%) | ICL label acc "
+            "(%) |",
+            "|---:|---|---:|---:|---:|---:|---:|",
+        ]
+        out += [
+            f"| {d['round']} | {', '.join(d.get('labellers') or [])} | {d['n_questions']} | {d['selected']} | "
+            f"{_pct(d.get('selection_label_acc'))} | {_pct(d.get('weak_label_acc'))} | {_pct(d.get('icl_label_acc'))} |"
+            for d in s1["rounds"]
+        ]
+        if s1.get("d_weak_label_acc") is not None:
+            out += ["", f"D_weak label accuracy (all weak labels): {_pct(s1['d_weak_label_acc'])}%."]
     if run.get("stage2"):
         s2 = run["stage2"]
-        out += ["", "## Stage II pairs", "", "| questions | samples each | τ | τ_high | kept | pairs | weak chosen | weak rejected | chosen correct (%) | rejected wrong (%) |",
-                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-                f"| {s2.get('n_questions')} | {s2.get('n_samples')} | {s2.get('tau')} | {s2.get('tau_high')} | {s2.get('kept')} | {s2.get('pairs')} | "
-                f"{s2.get('pairs_weak_chosen')} | {s2.get('pairs_weak_rejected')} | {_pct(s2.get('chosen_correct'))} | {_pct(s2.get('rejected_wrong'))} |"]
-        if sk := s2.get("skipped"): out += ["", "Skipped: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sk.items()) + "."]
-    if figures: out += ["", "## Figures", ""] + [f"![{Path(f).stem}]({f})" for f in figures]
+        out += [
+            "",
+            "## Stage II pairs",
+            "",
+            "| questions | samples each | τ | τ_high | kept | pairs | weak chosen | weak rejected | chosen correct (%) "
+            "| rejected wrong (%) |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {s2.get('n_questions')} | {s2.get('n_samples')} | {s2.get('tau')} | {s2.get('tau_high')} | "
+            f"{s2.get('kept')} | {s2.get('pairs')} | "
+            f"{s2.get('pairs_weak_chosen')} | {s2.get('pairs_weak_rejected')} | {_pct(s2.get('chosen_correct'))} | "
+            f"{_pct(s2.get('rejected_wrong'))} |",
+        ]
+        if sk := s2.get("skipped"):
+            out += ["", "Skipped: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sk.items()) + "."]
+    if figures:
+        out += ["", "## Figures", ""] + [f"![{Path(f).stem}]({f})" for f in figures]
     return "\n".join(out) + "\n"
 
 # %% ../nbs/12_report.ipynb #7d65c94f
 def make_report(run_dir, out_dir=None) -> dict[str, Path]:
-    "Draw every figure a run's artifacts allow and write `results.md` into `out_dir` (default `<run>/report`); `{file name: path}`."
+    """Draw every figure a run's artifacts allow and write `results.md` into `out_dir` (default `<run>/report`); `{file
+    name: path}`."""
     run = load_run(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run["root"] / "report"
     written = {}
     figs = [("accuracy", plot_accuracy(run["metrics"], run["name"]))]
-    if run["stage1"] and run["stage1"].get("rounds"): figs.append(("selection", plot_selection(run["stage1"])))
-    if run["stage2"] and run["stage2"].get("confidences"): figs.append(("confidence", plot_confidence(run["stage2"])))
-    if (f := plot_losses(run)) is not None: figs.append(("losses", f))
-    if (f := plot_by_difficulty(run)) is not None: figs.append(("difficulty", f))
-    for stem, fig in figs: written.update(save_figure(fig, out_dir, stem))
+    if run["stage1"] and run["stage1"].get("rounds"):
+        figs.append(("selection", plot_selection(run["stage1"])))
+    if run["stage2"] and run["stage2"].get("confidences"):
+        figs.append(("confidence", plot_confidence(run["stage2"])))
+    if (f := plot_losses(run)) is not None:
+        figs.append(("losses", f))
+    if (f := plot_by_difficulty(run)) is not None:
+        figs.append(("difficulty", f))
+    for stem, fig in figs:
+        written.update(save_figure(fig, out_dir, stem))
     md = atomic_write_text(out_dir / "results.md", results_markdown(run, [f"{s}.png" for s, _ in figs]))
     written[md.name] = md
     return written
@@ -441,20 +599,30 @@ def run_title(run: dict) -> str:
     weak = ((run.get("config") or {}).get("weak") or {}).get("path")
     return f"{run['name']} (weak: {Path(str(weak)).name})" if weak else run["name"]
 
+# %% ../nbs/12_report.ipynb #15805f71
 def compare_markdown(runs: list[dict]) -> str:
     "One table: a row per run, a column per kind of model (accuracy %, PGR in brackets)."
     cols = compare_columns(runs)
-    out = ["# Comparison of runs", "", "Test accuracy (%) with the PGR in brackets; 95% CIs in each run's `results.md`.", "",
-           "| run | n test | " + " | ".join(h for _, h in cols) + " |", "|---|---:|" + "---:|" * len(cols)]
+    out = [
+        "# Comparison of runs",
+        "",
+        "Test accuracy (%) with the PGR in brackets; 95% CIs in each run's `results.md`.",
+        "",
+        "| run | n test | " + " | ".join(h for _, h in cols) + " |",
+        "|---|---:|" + "---:|" * len(cols),
+    ]
     for r in runs:
         cells = []
         for c, _ in cols:
             m = _cell(r, c)
-            cells.append("–" if m is None else _pct(m["accuracy"]) + ("" if m.get("pgr") is None else f" ({m['pgr']:.2f})"))
+            cells.append(
+                "–" if m is None else _pct(m["accuracy"]) + ("" if m.get("pgr") is None else f" ({m['pgr']:.2f})")
+            )
         out.append(f"| {run_title(r)} | {r['metrics'].get('n_test')} | " + " | ".join(cells) + " |")
     notes = [f"- {run_title(r)}: PGR undefined, {pgr_note(r['metrics'])}" for r in runs if pgr_note(r["metrics"])]
     return "\n".join(out + ([""] + notes if notes else [])) + "\n"
 
+# %% ../nbs/12_report.ipynb #796d75c0
 def plot_comparison(runs: list[dict]) -> Figure:
     "Grouped bars: one group per run, one bar per column of `compare_columns`, CI error bars, PGR above w2s bars."
     cols = compare_columns(runs)
@@ -469,25 +637,37 @@ def plot_comparison(runs: list[dict]) -> Figure:
             if m is None: continue
             xi, a = i + (j - (len(cols) - 1) / 2) * w, 100 * m["accuracy"]
             lo, hi = 100 * m["ci95"][0], 100 * m["ci95"][1]
-            ax.bar(xi, a, w * 0.92, color=col, edgecolor="black", linewidth=0.5, label=head if i == 0 or not ax.get_legend_handles_labels()[1].count(head) else None)
+            ax.bar(
+                xi,
+                a,
+                w * 0.92,
+                color=col,
+                edgecolor="black",
+                linewidth=0.5,
+                label=head if i == 0 or not ax.get_legend_handles_labels()[1].count(head) else None,
+            )
             ax.errorbar(xi, a, yerr=[[a - lo], [hi - a]], fmt="none", ecolor="black", capsize=2, linewidth=0.8)
             if c not in ("weak_floor", "ceiling") and m.get("pgr") is not None:
                 ax.text(xi, hi + 1, f"{m['pgr']:.2f}", ha="center", va="bottom", fontsize=7.5, clip_on=True)
             top = max(top, hi)
     ax.set_xticks(range(len(runs)), [run_title(r) for r in runs])
     ax.set_ylim(0, max(min(100, top * 1.25), top + 8))  # room for the PGR labels inside the axes, also near 100%
-    ax.set_ylabel("test accuracy (%)"); ax.set_xlabel("run")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xlabel("run")
     ax.set_title("Weak-to-strong results across runs (95% CI; PGR above weak-to-strong bars)")
     notes = [f"{run_title(r)}: PGR undefined, {pgr_note(r['metrics'])}" for r in runs if pgr_note(r["metrics"])]
     if notes: fig.supxlabel("\n".join(notes), fontsize=8, color="#b2182b")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    ax.grid(axis="y", alpha=0.3); ax.set_axisbelow(True)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
     return fig
 
+# %% ../nbs/12_report.ipynb #79a1cc87
 def compare_runs(run_dirs: list, out_dir) -> dict[str, Path]:
     """One table (`compare.md`) and figure (`compare.png/.svg`) of several runs in `out_dir`, plus `seeds.md` and
     `seeds.png/.svg` when the runs differ only in the seed; `{file name: path}`."""
-    if not run_dirs: raise ValueError("compare_runs: expected at least one run directory")
+    if not run_dirs:
+        raise ValueError("compare_runs: expected at least one run directory")
     runs = [load_run(d) for d in run_dirs]
     out_dir = Path(out_dir)
     written = save_figure(plot_comparison(runs), out_dir, "compare")
@@ -496,7 +676,8 @@ def compare_runs(run_dirs: list, out_dir) -> dict[str, Path]:
         written.update(save_figure(plot_seeds(runs), out_dir, "seeds"))
         seeds = atomic_write_text(out_dir / "seeds.md", seeds_markdown(runs) + "\n![seeds](seeds.png)\n")
         written[seeds.name] = seeds
-        text += "\nThese runs differ only in the seed: mean ± sd across seeds and pooled paired tests in [seeds.md](seeds.md).\n"
+        text += ("\nThese runs differ only in the seed: mean ± sd across seeds and pooled paired tests in "
+                 "[seeds.md](seeds.md).\n")
     md = atomic_write_text(out_dir / "compare.md", text)
     written[md.name] = md
     return written
@@ -506,78 +687,127 @@ def run_seed(run: dict) -> Optional[int]:
     "The `seed` in a run's config (None if it has none)."
     return (run.get("config") or {}).get("seed")
 
+# %% ../nbs/12_report.ipynb #e0484b0e
 def _without_seed(run: dict) -> dict:
     return {k: v for k, v in (run.get("config") or {}).items() if k not in ("seed", "name")}
 
+# %% ../nbs/12_report.ipynb #660edce6
 def is_seed_sweep(runs: list[dict]) -> bool:
     "Are these runs of one config with different seeds (configs equal but for `seed` and `name`, each seed once)?"
     seeds = [run_seed(r) for r in runs]
     return (len(runs) > 1 and all(isinstance(s, int) for s in seeds) and len(set(seeds)) == len(seeds)
             and all(_without_seed(r) == _without_seed(runs[0]) for r in runs[1:]))
 
+# %% ../nbs/12_report.ipynb #33784dde
 def spread(xs: list[float]) -> dict:
     "`{n, mean, sd, min, max}` of numbers; `sd` is the sample standard deviation (n − 1), None for a single value."
     if not xs: raise ValueError("spread of no values")
-    return dict(n=len(xs), mean=statistics.fmean(xs), sd=statistics.stdev(xs) if len(xs) > 1 else None, min=min(xs), max=max(xs))
+    return dict(
+        n=len(xs), mean=statistics.fmean(xs), sd=statistics.stdev(xs) if len(xs) > 1 else None, min=min(xs), max=max(xs)
+    )
 
+# %% ../nbs/12_report.ipynb #f8436fcf
 def seed_summary(runs: list[dict]) -> list[dict]:
-    "Per kind of model (`compare_columns`): every seed's accuracy and PGR, and their `spread` (PGR over seeds where defined)."
+    """Per kind of model (`compare_columns`): every seed's accuracy and PGR, and their `spread` (PGR over seeds where
+    defined)."""
     out = []
     for c, head in compare_columns(runs):
         cells = [(run_seed(r), m) for r in runs if (m := _cell(r, c)) is not None]
-        if not cells: continue
+        if not cells:
+            continue
         acc, pgrs = [m["accuracy"] for _, m in cells], [m.get("pgr") for _, m in cells]
         defined = [p for p in pgrs if p is not None]
-        out.append(dict(column=c, header=head, seeds=[s for s, _ in cells], accuracy=acc, pgr=pgrs,
-                        accuracy_spread=spread(acc), pgr_spread=spread(defined) if defined else None))
+        out.append(
+            dict(
+                column=c,
+                header=head,
+                seeds=[s for s, _ in cells],
+                accuracy=acc,
+                pgr=pgrs,
+                accuracy_spread=spread(acc),
+                pgr_spread=spread(defined) if defined else None,
+            )
+        )
     return out
 
+# %% ../nbs/12_report.ipynb #5fbfa75e
 def pooled_paired_tests(runs: list[dict]) -> list[dict]:
     "Every step's McNemar counts summed over the runs, the exact test on the sums, and each run's `(seed, b, c)`."
     from w2s_nb.eval import mcnemar
     pooled: dict[tuple, dict] = {}
     for r in runs:
         for t in paired_tests(r):
-            d = pooled.setdefault((t["first"], t["second"]), dict(first=t["first"], second=t["second"], b=0, c=0, per_run=[]))
-            d["b"] += t["b"]; d["c"] += t["c"]; d["per_run"].append((run_seed(r), t["b"], t["c"]))
+            d = pooled.setdefault(
+                (t["first"], t["second"]), dict(first=t["first"], second=t["second"], b=0, c=0, per_run=[])
+            )
+            d["b"] += t["b"]
+            d["c"] += t["c"]
+            d["per_run"].append((run_seed(r), t["b"], t["c"]))
     return [dict(d, p=mcnemar(d["b"], d["c"])) for d in pooled.values()]
 
+# %% ../nbs/12_report.ipynb #b0873474
 def _mean_sd(s: dict, scale: float = 100, digits: int = 1) -> str:
     mean = f"{scale * s['mean']:.{digits}f}"
     return mean if s["sd"] is None else f"{mean} ± {scale * s['sd']:.{digits}f}"
 
+# %% ../nbs/12_report.ipynb #d2dcf9c0
 def _range(s: dict, scale: float = 100, digits: int = 1) -> str:
     return f"{scale * s['min']:.{digits}f} to {scale * s['max']:.{digits}f}"
 
+# %% ../nbs/12_report.ipynb #78079b04
 def sweep_title(runs: list[dict]) -> str:
     "The name of a seed sweep: the first run's folder name without its `-seed<s>` ending."
     return re.sub(r"-seed\d+$", "", runs[0]["name"])
 
+# %% ../nbs/12_report.ipynb #f993afff
 def seeds_markdown(runs: list[dict]) -> str:
-    "`seeds.md`: mean ± sd, range and per-seed values of accuracy and PGR per kind of model; paired tests pooled over seeds."
+    """`seeds.md`: mean ± sd, range and per-seed values of accuracy and PGR per kind of model; paired tests pooled over
+    seeds."""
     seeds = [run_seed(r) for r in runs]
-    out = [f"# Across seeds: {sweep_title(runs)}", "",
-           f"{len(runs)} runs of one config that differ only in the seed ({', '.join(map(str, seeds))}). Test accuracy (%) and "
-           "PGR: mean ± sample standard deviation over the seeds, their range, and every seed's value.", "",
-           "| model | seeds | accuracy (%) | range (%) | PGR | PGR range | accuracy per seed (%) |",
-           "|---|---:|---:|---:|---:|---:|---|"]
+    out = [
+        f"# Across seeds: {sweep_title(runs)}",
+        "",
+        f"{len(runs)} runs of one config that differ only in the seed ({', '.join(map(str, seeds))}). Test accuracy "
+        f"(%) and "
+        "PGR: mean ± sample standard deviation over the seeds, their range, and every seed's value.",
+        "",
+        "| model | seeds | accuracy (%) | range (%) | PGR | PGR range | accuracy per seed (%) |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
     for r in seed_summary(runs):
         a, p = r["accuracy_spread"], r["pgr_spread"]
         per = ", ".join(f"{s}: {_pct(x)}" for s, x in zip(r["seeds"], r["accuracy"]))
-        pgr_cells = "– | –" if p is None or r["column"] in ("weak_floor", "ceiling") else f"{_mean_sd(p, 1, 3)} | {_range(p, 1, 3)}"
+        pgr_cells = (
+            "– | –"
+            if p is None or r["column"] in ("weak_floor", "ceiling")
+            else f"{_mean_sd(p, 1, 3)} | {_range(p, 1, 3)}"
+        )
         out.append(f"| {r['header']} | {a['n']} | {_mean_sd(a)} | {_range(a)} | {pgr_cells} | {per} |")
     if tests := pooled_paired_tests(runs):
         heads = dict(compare_columns(runs))
-        out += ["", "## Paired tests between consecutive stages, pooled over seeds", "",
-                "b (right before the step, wrong after) and c (the reverse) summed over the seeds; p: exact two-sided McNemar "
-                "test on the sums.", "",
-                "| from | to | b | c | p | b / c per seed |", "|---|---|---:|---:|---:|---|"]
-        out += [f"| {heads[t['first']]} | {heads[t['second']]} | {t['b']} | {t['c']} | {_p(t['p'])} | "
-                + ", ".join(f"{s}: {b} / {c}" for s, b, c in t["per_run"]) + " |" for t in tests]
+        out += [
+            "",
+            "## Paired tests between consecutive stages, pooled over seeds",
+            "",
+            "b (right before the step, wrong after) and c (the reverse) summed over the seeds; p: exact two-sided "
+            "McNemar "
+            "test on the sums.",
+            "",
+            "| from | to | b | c | p | b / c per seed |",
+            "|---|---|---:|---:|---:|---|",
+        ]
+        out += [
+            f"| {heads[t['first']]} | {heads[t['second']]} | {t['b']} | {t['c']} | {_p(t['p'])} | "
+            + ", ".join(f"{s}: {b} / {c}" for s, b, c in t["per_run"])
+            + " |"
+            for t in tests
+        ]
     return "\n".join(out) + "\n"
 
+# %% ../nbs/12_report.ipynb #b93517e9
 def plot_seeds(runs: list[dict]) -> Figure:
-    "Bars at the mean accuracy across seeds per kind of model (± 1 sd), a dot per seed, mean PGR above weak-to-strong bars."
+    """Bars at the mean accuracy across seeds per kind of model (± 1 sd), a dot per seed, mean PGR above weak-to-strong
+    bars."""
     rows, cols = seed_summary(runs), compare_columns(runs)
     fig = Figure(figsize=(max(6.5, 0.9 * len(rows) + 3.5), 4.8), layout="constrained")
     ax = fig.add_subplot()
@@ -593,14 +823,28 @@ def plot_seeds(runs: list[dict]) -> Figure:
         ax.scatter(xi + offs, acc, s=16, color="white", edgecolor="black", linewidth=0.8, zorder=3)
         h = max(acc.max(), mean[xi] + sd[xi])
         txt = _mean_sd(r["accuracy_spread"])
-        if r["column"] not in ("weak_floor", "ceiling") and r["pgr_spread"]: txt += f"\nPGR {r['pgr_spread']['mean']:.2f}"
-        ax.text(xi, h + 1, txt, ha="center", va="bottom", fontsize=7.5, linespacing=1.1, zorder=4,
-                bbox=dict(facecolor="white", edgecolor="none", pad=0.6))
+        if r["column"] not in ("weak_floor", "ceiling") and r["pgr_spread"]:
+            txt += f"\nPGR {r['pgr_spread']['mean']:.2f}"
+        ax.text(
+            xi,
+            h + 1,
+            txt,
+            ha="center",
+            va="bottom",
+            fontsize=7.5,
+            linespacing=1.1,
+            zorder=4,
+            bbox=dict(facecolor="white", edgecolor="none", pad=0.6),
+        )
         top = max(top, h)
     ax.set_xticks(x, [r["header"] for r in rows], rotation=30, ha="right")
     ax.set_ylim(0, max(min(100, top * 1.25), top + 12))  # room for the labels, also near 100%
     ax.set_yticks([t for t in ax.get_yticks() if 0 <= t <= 100])
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{sweep_title(runs)}: mean ± sd over {len(runs)} seeds ({', '.join(str(run_seed(r)) for r in runs)}); dots: one seed each")
-    ax.grid(axis="y", alpha=0.3); ax.set_axisbelow(True)
+    ax.set_title(
+        f"{sweep_title(runs)}: mean ± sd over {len(runs)} seeds ({', '.join(str(run_seed(r)) for r in runs)}); dots: "
+        f"one seed each"
+    )
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
     return fig

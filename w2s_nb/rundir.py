@@ -29,11 +29,15 @@ __all__ = ['PACKAGES', 'LOCK_ENV', 'STAGES', 'DONE', 'STARTED', 'STAGE_PRODUCTS'
 # %% ../nbs/01_rundir.ipynb #2d401523
 def _umask() -> int:
     "The process umask (read without changing it for long)."
-    m = os.umask(0); os.umask(m); return m
+    m = os.umask(0)
+    os.umask(m)
+    return m
 
+# %% ../nbs/01_rundir.ipynb #65f87096
 @contextlib.contextmanager
 def atomic_file(path) -> Iterator[Path]:
-    "A temporary file next to `path` to write; `os.replace`d onto `path` when the block succeeds, removed when it fails."
+    """A temporary file next to `path` to write; `os.replace`d onto `path` when the block succeeds, removed when it
+    fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -43,9 +47,11 @@ def atomic_file(path) -> Iterator[Path]:
         yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
 
+# %% ../nbs/01_rundir.ipynb #d3d5befd
 def atomic_write_text(path, text: str) -> Path:
     "Write `text` to `path` atomically (temp file in the same folder, fsync, `os.replace`)."
     with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
@@ -54,23 +60,28 @@ def atomic_write_text(path, text: str) -> Path:
         os.fsync(f.fileno())
     return Path(path)
 
+# %% ../nbs/01_rundir.ipynb #4e28b676
 def atomic_write_json(path, obj: Any) -> Path:
     "Write JSON atomically (indented, UTF-8)."
     return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
+# %% ../nbs/01_rundir.ipynb #dd815f47
 def atomic_write_jsonl(path, records: Iterable[dict]) -> Path:
     "Write JSON Lines atomically."
     return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
+# %% ../nbs/01_rundir.ipynb #30f22bd3
 def read_json(path) -> Any:
     "Read a JSON file."
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
+# %% ../nbs/01_rundir.ipynb #a8cc067f
 def read_jsonl(path) -> list[dict]:
     "Read a JSON Lines file (blank lines skipped)."
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
+# %% ../nbs/01_rundir.ipynb #ebd176f6
 def replace_dir(tmp, target) -> Path:
     "Move the finished folder `tmp` to `target` (same file system), replacing an old `target`."
     tmp, target = Path(tmp), Path(target)
@@ -82,6 +93,7 @@ def replace_dir(tmp, target) -> Path:
     shutil.rmtree(old, ignore_errors=True)
     return target
 
+# %% ../nbs/01_rundir.ipynb #c8f07fa5
 @contextlib.contextmanager
 def atomic_dir(path) -> Iterator[Path]:
     "Build a folder under a temporary name; on success it replaces `path` in one rename."
@@ -100,6 +112,7 @@ def atomic_dir(path) -> Iterator[Path]:
 def sha256_bytes(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 
+# %% ../nbs/01_rundir.ipynb #f3661571
 def sha256_file(path, full_limit: int = 2 << 30) -> str:
     "sha256 of a file (fingerprint of size + first/last MiB above `full_limit` bytes)."
     path, h = Path(path), hashlib.sha256()
@@ -108,13 +121,21 @@ def sha256_file(path, full_limit: int = 2 << 30) -> str:
         if size <= full_limit:
             for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
         else:
-            h.update(f"fingerprint:{size}:".encode()); h.update(f.read(1 << 20))
-            f.seek(max(0, size - (1 << 20))); h.update(f.read())
+            h.update(f"fingerprint:{size}:".encode())
+            h.update(f.read(1 << 20))
+            f.seek(max(0, size - (1 << 20)))
+            h.update(f.read())
     return h.hexdigest()
 
+# %% ../nbs/01_rundir.ipynb #7e1b19b6
 def _visible_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
 
+# %% ../nbs/01_rundir.ipynb #df252ebe
 def sha256_path(path) -> str:
     "sha256 of a file, or of a folder's (relative path, file hash) list; hidden files ignored."
     path = Path(path)
@@ -122,19 +143,35 @@ def sha256_path(path) -> str:
     lines = [f"{p.relative_to(path).as_posix()} {sha256_file(p)}" for p in _visible_files(path)]
     return sha256_bytes("\n".join(lines).encode())
 
+# %% ../nbs/01_rundir.ipynb #875756e1
 def hash_files(root) -> dict[str, str]:
     "`{relative path: sha256}` for every visible file under `root`."
     root = Path(root)
     return {p.relative_to(root).as_posix(): sha256_file(p) for p in _visible_files(root)} if root.exists() else {}
 
+# %% ../nbs/01_rundir.ipynb #8d6f9b2d
 def stable_hash(obj: Any) -> str:
     "A hash of a JSON-able object, independent of dict order and of the process."
     return sha256_bytes(json.dumps(obj, sort_keys=True, default=str).encode())[:16]
 
 # %% ../nbs/01_rundir.ipynb #f02f202c
-PACKAGES = ("w2s_nb", "torch", "transformers", "trl", "peft", "bitsandbytes", "accelerate", "datasets", "papermill", "nbdev",
-            "vllm", "deepspeed", "gguf")  # the optional ones are None where not installed
+PACKAGES = (
+    "w2s_nb",
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "bitsandbytes",
+    "accelerate",
+    "datasets",
+    "papermill",
+    "nbdev",
+    "vllm",
+    "deepspeed",
+    "gguf",
+)  # the optional ones are None where not installed
 
+# %% ../nbs/01_rundir.ipynb #fad6ad88
 def versions() -> dict[str, str | None]:
     "Python and key package versions (None where a package is not installed)."
     out = {"python": platform.python_version()}
@@ -143,20 +180,26 @@ def versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError: out[p] = None
     return out
 
+# %% ../nbs/01_rundir.ipynb #dfeab712
 def git_commit(cwd=None) -> str | None:
     "The current git commit (with `+dirty` when the tree has changes), or None outside git."
     try:
-        run = lambda *a: subprocess.run(["git", *a], cwd=cwd, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        run = lambda *a: subprocess.run(
+            ["git", *a], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
         sha = run("rev-parse", "HEAD")
         return sha + ("+dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
-    except (OSError, subprocess.SubprocessError): return None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
+# %% ../nbs/01_rundir.ipynb #dbc9b24c
 def _gpu(i: int) -> dict:
     "One CUDA device: name, memory (GiB), compute capability."
     import torch
     p = torch.cuda.get_device_properties(i)
     return dict(name=p.name, memory_gib=round(p.total_memory / 2**30, 1), capability=f"{p.major}.{p.minor}")
 
+# %% ../nbs/01_rundir.ipynb #82a5fc19
 def hardware() -> dict:
     """What the numbers were computed on: the CPU's vector extension (bf16 has native CPU kernels only with
     AVX512-BF16 or AMX) and core count, each CUDA device, and whether CUDA has bf16 (`dtype: auto` picks by it)."""
@@ -169,28 +212,38 @@ def hardware() -> dict:
 class RunLockedError(RuntimeError):
     "Another process is writing this run directory."
 
+# %% ../nbs/01_rundir.ipynb #27c5f4ae
 LOCK_ENV = "W2S_RUN_LOCK"
 
+# %% ../nbs/01_rundir.ipynb #ff185980
 @contextlib.contextmanager
 def run_lock(root) -> Iterator[None]:
     "Hold the run directory's lock (re-entrant across a parent pipeline and its stage kernels)."
     root = Path(root).resolve()
     if os.environ.get(LOCK_ENV) == str(root):
-        yield; return
+        yield
+        return
     root.mkdir(parents=True, exist_ok=True)
     fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-            raise RunLockedError(f"run directory {root} is in use by another process ({holder}); "
-                                 "wait for it to finish or stop it, then re-run") from None
-        os.ftruncate(fd, 0); os.pwrite(fd, f"pid {os.getpid()} on {platform.node()}".encode(), 0)
+            raise RunLockedError(
+                f"run directory {root} is in use by another process ({holder}); "
+                "wait for it to finish or stop it, then re-run"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {platform.node()}".encode(), 0)
         old, os.environ[LOCK_ENV] = os.environ.get(LOCK_ENV), str(root)
-        try: yield
+        try:
+            yield
         finally:
-            if old is None: os.environ.pop(LOCK_ENV, None)
-            else: os.environ[LOCK_ENV] = old
+            if old is None:
+                os.environ.pop(LOCK_ENV, None)
+            else:
+                os.environ[LOCK_ENV] = old
     finally:
         os.close(fd)  # closing the descriptor releases the flock
 
@@ -199,10 +252,12 @@ STAGES = ("data", "weak", "stage1", "stage2", "eval", "report")
 DONE = "_done.json"
 STARTED = "_started.json"
 
+# %% ../nbs/01_rundir.ipynb #bc3803cf
 def utc_now() -> str:
     "The one timestamp format of a run directory: UTC, ISO 8601, seconds (`2026-11-26T22:51:24+00:00`)."
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
+# %% ../nbs/01_rundir.ipynb #95c42151
 class RunDir:
     "The folder of one run: stage folders, manifest, stage markers."
     def __init__(self, root): self.root = Path(root)
@@ -210,11 +265,17 @@ class RunDir:
     def path(self, *parts) -> Path: return self.root.joinpath(*map(str, parts))
     def stage_dir(self, stage: str) -> Path:
         "The folder of `stage` (created)."
-        d = self.path(stage); d.mkdir(parents=True, exist_ok=True); return d
+        d = self.path(stage)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
     @property
-    def manifest_path(self) -> Path: return self.path("manifest.json")
+    def manifest_path(self) -> Path:
+        return self.path("manifest.json")
+
     @property
-    def config_path(self) -> Path: return self.path("config.yaml")
+    def config_path(self) -> Path:
+        return self.path("config.yaml")
 
     def manifest(self) -> dict:
         "The manifest (an empty skeleton before the first write)."
@@ -222,13 +283,19 @@ class RunDir:
 
     def update_manifest(self, **fields) -> dict:
         "Merge top-level `fields` into the manifest and write it atomically."
-        m = self.manifest(); m.update(fields); m["updated"] = utc_now()
-        atomic_write_json(self.manifest_path, m); return m
+        m = self.manifest()
+        m.update(fields)
+        m["updated"] = utc_now()
+        atomic_write_json(self.manifest_path, m)
+        return m
 
     def record_stage(self, stage: str, **info) -> dict:
         "Merge `info` into the manifest entry of `stage`."
-        m = self.manifest(); m.setdefault("stages", {}).setdefault(stage, {}).update(info); m["updated"] = utc_now()
-        atomic_write_json(self.manifest_path, m); return m
+        m = self.manifest()
+        m.setdefault("stages", {}).setdefault(stage, {}).update(info)
+        m["updated"] = utc_now()
+        atomic_write_json(self.manifest_path, m)
+        return m
 
     def done_key(self, stage: str) -> str | None:
         "The key of the finished `stage`, or None if it has not finished."
@@ -244,7 +311,9 @@ class RunDir:
         started with another key, or anything when `clear`, is removed; partial work with the same
         key is kept (resume)."""
         d, started = self.path(stage), self.path(stage, STARTED)
-        stale = clear or self.done_key(stage) not in (None, key) or (started.exists() and read_json(started)["key"] != key)
+        stale = (
+            clear or self.done_key(stage) not in (None, key) or (started.exists() and read_json(started)["key"] != key)
+        )
         if stale and d.exists(): shutil.rmtree(d)
         with contextlib.suppress(FileNotFoundError): self.path(stage, DONE).unlink()
         atomic_write_json(self.stage_dir(stage) / STARTED, {"key": key, "started": utc_now()})
@@ -253,7 +322,9 @@ class RunDir:
     def finish_stage(self, stage: str, key: str, wall_s: float, inputs: dict | None = None) -> dict:
         "Hash the stage's outputs, record them in the manifest, then write the done marker (last)."
         outputs = {f"{stage}/{k}": v for k, v in hash_files(self.path(stage)).items() if not k.startswith("_")}
-        info = dict(key=key, status="done", finished=utc_now(), wall_s=round(wall_s, 3), inputs=inputs or {}, outputs=outputs)
+        info = dict(
+            key=key, status="done", finished=utc_now(), wall_s=round(wall_s, 3), inputs=inputs or {}, outputs=outputs
+        )
         self.record_stage(stage, **info)
         atomic_write_json(self.path(stage, DONE), {"key": key, "finished": info["finished"], "wall_s": info["wall_s"]})
         return info
@@ -264,19 +335,23 @@ def project_root() -> Path:
     import w2s_nb
     return Path(w2s_nb.__file__).resolve().parent.parent
 
+# %% ../nbs/01_rundir.ipynb #e3b1656c
 def default_config_path() -> Path:
     "The embedded default config (`configs/default.yaml` of the project)."
     return project_root() / "configs" / "default.yaml"
 
+# %% ../nbs/01_rundir.ipynb #2ef3f20a
 STAGE_PRODUCTS = {"data": "data/splits.json", "weak": "weak/models.json", "stage1": "stage1/models.json",
                   "stage2": "stage2/models.json", "eval": "eval/metrics.json"}  # what the next stages read
 
 STAGE_NEEDS = {"data": (), "weak": ("data",), "stage1": ("data", "weak"), "stage2": ("data", "weak", "stage1"),
                "eval": ("data", "weak", "stage1", "stage2"), "report": ("eval",)}  # the report reads only the metrics
 
+# %% ../nbs/01_rundir.ipynb #073cfe0b
 class StageMissing(FileNotFoundError):
     "A stage needs an earlier stage's products that are not in the run directory."
 
+# %% ../nbs/01_rundir.ipynb #cee453ee
 def require_stages(rd: RunDir, stage: str, config_hint=None):
     "Raise `StageMissing`, naming the first earlier stage without its product and the command that runs it."
     for before in STAGE_NEEDS[stage]:
@@ -285,6 +360,7 @@ def require_stages(rd: RunDir, stage: str, config_hint=None):
             raise StageMissing(f"stage '{stage}' needs the '{before}' stage, which has not run in {rd.root.resolve()} "
                                f"(no {STAGE_PRODUCTS[before]}). Run it first: w2s run {hint} --until {before}")
 
+# %% ../nbs/01_rundir.ipynb #2366cf21
 def open_run(run_dir, config_file=None, overrides=None, knobs: dict | None = None, stage: str | None = None):
     """Validate a stage notebook's parameters; return `(RunConfig, RunDir)`.
     With `stage`, the earlier stages' products must be there (`require_stages`)."""
@@ -295,7 +371,8 @@ def open_run(run_dir, config_file=None, overrides=None, knobs: dict | None = Non
         raise ConfigError(f"config_file={config_file!r}: expected a YAML file path or None")
     if overrides is None: overrides = {}
     if isinstance(overrides, (list, tuple)): overrides = dict(parse_override(o) for o in overrides)
-    if not isinstance(overrides, dict): raise ConfigError(f"overrides={overrides!r}: expected a dict of dotted keys or a list of KEY=VALUE")
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"overrides={overrides!r}: expected a dict of dotted keys or a list of KEY=VALUE")
     rd = RunDir(run_dir)
     if config_file is None:
         config_file = rd.config_path if rd.config_path.exists() else default_config_path()

@@ -45,17 +45,23 @@ __all__ = ['log', 'FINISH_REASONS', 'VLLM_TESTED', 'VLLM_OVERRIDE', 'VLLM_MEMORY
 # %% ../nbs/06_sample.ipynb #ac873821
 FINISH_REASONS = ("stop", "length")  # why a sample ended: EOS or a stop string / the token cap
 
+# %% ../nbs/06_sample.ipynb #d37bfdfd
 def finish_reason(new_ids: list, eos_ids: set, text: str, stop) -> str:
     """Why one generated sequence ended: "stop" when it holds an EOS token or its text (`text`, decoded, not yet cut)
     a stop string, else "length" (it ran to the token cap: a cut-off solution)."""
     return "stop" if eos_ids & set(new_ids) or any(s in text for s in stop or ()) else "length"
 
+# %% ../nbs/06_sample.ipynb #0c84e4ae
 def hf_generate(model, tokenizer, prompts: list, n: int, temperature: float, top_p: float, max_new_tokens: int,
                 stop, seed: int) -> list:
     "Generate for one batch of prompt strings: per prompt `(n trimmed texts, n finish reasons)`."
     from transformers import GenerationConfig
     greedy = temperature == 0
-    eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tokenizer.eos_token_id
+    eos = (
+        model.generation_config.eos_token_id
+        if model.generation_config.eos_token_id is not None
+        else tokenizer.eos_token_id
+    )
     gc = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=not greedy, num_return_sequences=1 if greedy else n,
                           temperature=None if greedy else temperature, top_p=None if greedy else top_p,
                           top_k=None if greedy else 0, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos,
@@ -84,19 +90,23 @@ def read_shards(out_dir) -> dict:
             recs[r["id"]] = r
     return recs
 
+# %% ../nbs/06_sample.ipynb #62ce1e61
 def rank_and_world() -> tuple[int, int]:
     "(this process's rank, number of processes) of a launch; (0, 1) in a plain process."
     return int(os.environ.get("RANK", 0)), world_size()
 
+# %% ../nbs/06_sample.ipynb #188ebc93
 def shard_name(index: int, rank: int = 0, world: int = 1) -> str:
     "A shard's file name; under several processes it names the rank, so ranks never write the same file."
     return f"shard-{index:05d}" + (f"-r{rank}" if world > 1 else "") + ".jsonl"
 
+# %% ../nbs/06_sample.ipynb #c878072c
 def _next_shard(out_dir, rank: int = 0, world: int = 1) -> int:
     "The next free shard index (of this rank, under several processes)."
     pattern = f"shard-*-r{rank}.jsonl" if world > 1 else "shard-*.jsonl"
     return 1 + max((int(p.stem.split("-")[1]) for p in Path(out_dir).glob(pattern)), default=-1)
 
+# %% ../nbs/06_sample.ipynb #a360256b
 def _check_settings(out_dir, settings: dict):
     "Record the sampling settings; refuse to resume with different ones."
     p = Path(out_dir) / "sampling.json"
@@ -107,6 +117,7 @@ def _check_settings(out_dir, settings: dict):
                              "Use another out_dir or delete it.")
     else: atomic_write_text(p, json.dumps(settings) + "\n")
 
+# %% ../nbs/06_sample.ipynb #a3b49453
 def _open_out_dir(out_dir, recs: list, n: int, temperature: float, top_p: float, max_new_tokens: int, stop, seed: int,
                   **batching) -> dict:
     """Create or reopen `out_dir` for sampling `recs` with these settings (the batching ones do not change the samples):
@@ -120,6 +131,7 @@ def _open_out_dir(out_dir, recs: list, n: int, temperature: float, top_p: float,
             raise ValueError(f"{out_dir}: id {r['id']!r} was written for another prompt")
     return done
 
+# %% ../nbs/06_sample.ipynb #b6ba6e7d
 def finished_records(out_dir, recs: list, **settings) -> Optional[list]:
     """The records of `recs` (`{id, prompt}`) in input order when `out_dir` holds every one, else None; `settings` are
     `sample`'s (`n`, `temperature`, ...): samples made with other settings or for another prompt are an error, never
@@ -128,6 +140,7 @@ def finished_records(out_dir, recs: list, **settings) -> Optional[list]:
     done = _open_out_dir(out_dir, recs, **settings)
     return [done[r["id"]] for r in recs] if all(r["id"] in done for r in recs) else None
 
+# %% ../nbs/06_sample.ipynb #7f5fb919
 def _as_records(prompts) -> list:
     "Normalise prompts (strings, or dicts with id and prompt) to `[{id, prompt}]`; ids must be unique."
     recs = [{"id": i, "prompt": p} if isinstance(p, str) else {"id": p["id"], "prompt": p["prompt"]}
@@ -139,6 +152,7 @@ def _as_records(prompts) -> list:
         seen.add(r["id"])
     return recs
 
+# %% ../nbs/06_sample.ipynb #a5e75271
 def _batch_seed(seed: int, first_id) -> int:
     "A batch's seed: from the run seed and the batch's first id (stable when a resumed run re-forms batches)."
     return int(hashlib.sha256(f"{seed}:{first_id}".encode()).hexdigest()[:8], 16)
@@ -148,11 +162,13 @@ def was_cut(finish: str | None) -> bool:
     "Whether a sample stopped at the token cap (`finish` \"length\"): cut mid-solution. None (not recorded) is not."
     return finish == "length"
 
+# %% ../nbs/06_sample.ipynb #26d0b29a
 def finish_reasons(rec: dict) -> list:
     """Why each of a record's samples ended: "stop", "length" or None (unknown: a shard written before `finish` was
     recorded, which resumes as it is)."""
     return rec.get("finish") or [None] * len(rec["samples"])
 
+# %% ../nbs/06_sample.ipynb #6e0fc30d
 def complete_samples(rec: dict) -> list:
     "A record's samples that ended by themselves: every one but those cut by the token cap (`finish` \"length\")."
     return [s for s, f in zip(rec["samples"], finish_reasons(rec)) if not was_cut(f)]
@@ -183,10 +199,12 @@ def model_context(model) -> Optional[int]:
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     return getattr(text, "max_position_embeddings", None)
 
+# %% ../nbs/06_sample.ipynb #e64367ed
 def token_caps(lens: list, max_new_tokens: int, limit: Optional[int]) -> list:
     "Per prompt of token length `lens[i]`, the new tokens it may take: `max_new_tokens`, capped at the context `limit`."
     return [max_new_tokens if not limit else min(max_new_tokens, limit - n) for n in lens]
 
+# %% ../nbs/06_sample.ipynb #2d83a9e5
 def check_prompts_fit(ids: list, lens: list, limit: Optional[int]):
     "An error naming every prompt (id, token length) that alone fills the model's context `limit`: no new token fits."
     full = [(i, n) for i, n in zip(ids, lens) if limit and n >= limit]
@@ -196,6 +214,7 @@ def check_prompts_fit(ids: list, lens: list, limit: Optional[int]):
                      f"positions: {named}. Shorten them (fewer or shorter demonstrations) or use a model with a "
                      "longer context.")
 
+# %% ../nbs/06_sample.ipynb #30b6f157
 def context_overflow(lens: list, max_new_tokens: int, limit: Optional[int]) -> Optional[str]:
     """A note when prompts of token lengths `lens` plus `max_new_tokens` would run past `limit`, the model's context
     (`max_position_embeddings`): their new tokens are capped there; None when all fit or the limit is unknown."""
@@ -211,6 +230,7 @@ def _barrier(world: int) -> bool:
     torch.distributed.barrier()
     return True
 
+# %% ../nbs/06_sample.ipynb #42e225c3
 def remove_stale_tmp(out_dir, rank: int = 0, world: int = 1) -> list:
     "Delete this rank's half-written shard files (`.shard-….jsonl.….tmp`) that a killed run left; their names."
     stem = "shard-[0-9]*" + (f"-r{rank}" if world > 1 else "")
@@ -218,6 +238,7 @@ def remove_stale_tmp(out_dir, rank: int = 0, world: int = 1) -> list:
     for p in stale: p.unlink(missing_ok=True)
     return [p.name for p in stale]
 
+# %% ../nbs/06_sample.ipynb #7556e701
 def _check_outputs(batch: list, outs: list, n: int) -> list:
     "A `generate_fn`'s answer for `batch`: per prompt `(n samples, n finish reasons)`, checked."
     if len(outs) != len(batch): raise ValueError(f"generate_fn returned {len(outs)} outputs for {len(batch)} prompts")
@@ -227,23 +248,42 @@ def _check_outputs(batch: list, outs: list, n: int) -> list:
                              f"{FINISH_REASONS}, got {len(texts)} samples and finish {finish!r}")
     return outs
 
-def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
-           max_new_tokens: int = 256, stop=None, batch_size: int = 32, seed: int = 0, out_dir=None,
-           shard_size: int = 256, generate_fn: Optional[Callable] = None, max_batch_tokens: Optional[int] = None,
-           context_limit: Optional[int] = None, rank_world: Optional[tuple] = None) -> list:
+# %% ../nbs/06_sample.ipynb #c082e5fe
+def sample(
+    model,
+    tokenizer,
+    prompts,
+    n: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    max_new_tokens: int = 256,
+    stop=None,
+    batch_size: int = 32,
+    seed: int = 0,
+    out_dir=None,
+    shard_size: int = 256,
+    generate_fn: Optional[Callable] = None,
+    max_batch_tokens: Optional[int] = None,
+    context_limit: Optional[int] = None,
+    rank_world: Optional[tuple] = None,
+) -> list:
     """`n` completions per prompt → `[{id, prompt, samples, finish}]` in input order; resumable via JSONL shards in
     `out_dir`. `batch_size` counts generated sequences per `generate` call, `max_batch_tokens` (optional) their prompt +
     new tokens; `temperature=0` is greedy. With a tokenizer, prompt + new tokens never pass the model's context
     (`context_limit`, default `model_context(model)`). `generate_fn(prompts, seed, caps)` (default: transformers on
     `model`) answers per prompt `(samples, finish)`, with at most `caps[i]` new tokens for prompt `i`. `rank_world`:
     this process's (rank, number of processes) of a launch, default from the environment (`rank_and_world`)."""
-    if n < 1: raise ValueError(f"n={n}: expected >= 1")
-    if temperature < 0: raise ValueError(f"temperature={temperature}: expected >= 0")
-    if not 0 < top_p <= 1: raise ValueError(f"top_p={top_p}: expected 0 < top_p <= 1")
+    if n < 1:
+        raise ValueError(f"n={n}: expected >= 1")
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature}: expected >= 0")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p}: expected 0 < top_p <= 1")
     recs = _as_records(prompts)
     done = {} if out_dir is None else _open_out_dir(out_dir, recs, n, temperature, top_p, max_new_tokens, stop, seed)
     rank, world = (rank_world or rank_and_world()) if out_dir is not None else (0, 1)
-    if out_dir is not None: remove_stale_tmp(out_dir, rank, world)  # a killed run's unfinished write
+    if out_dir is not None:
+        remove_stale_tmp(out_dir, rank, world)  # a killed run's unfinished write
     _barrier(world)  # every rank has read the same shards before any rank writes one
     todo = [r for r in recs if r["id"] not in done]
     limit = None
@@ -254,19 +294,26 @@ def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_
         check_prompts_fit([r["id"] for r in todo], lens, limit)  # before anything is generated, on every rank
         if rank == 0 and (msg := context_overflow(lens, max_new_tokens, limit)):
             log.warning(msg)  # once per launch, counted over every rank's prompts
-    else: lens = [len(r["prompt"]) for r in todo]
+    else:
+        lens = [len(r["prompt"]) for r in todo]
     mine = {r["id"] for r in recs[rank::world]}  # data parallel: each rank a fixed share of the prompts (whatever the
     keep = [i for i, r in enumerate(todo) if r["id"] in mine]  # other ranks have written so far), into its own shards
     todo, lens = [todo[i] for i in keep], [lens[i] for i in keep]
     if todo:
-        generate_fn = generate_fn or (lambda ps, s, caps: hf_generate(model, tokenizer, ps, n, temperature, top_p,
-                                                                      min(caps), stop, s))
+        generate_fn = generate_fn or (
+            lambda ps, s, caps: hf_generate(model, tokenizer, ps, n, temperature, top_p, min(caps), stop, s)
+        )
         order = sorted(range(len(todo)), key=lambda i: -lens[i])  # longest first: OOM shows early
         todo, lens = [todo[i] for i in order], [lens[i] for i in order]
         caps = token_caps(lens, max_new_tokens, limit)
-        bounds = batch_bounds(lens, 1 if temperature == 0 else n, batch_size, max_new_tokens,
-                              max_batch_tokens if tokenizer is not None else None,
-                              capped=sum(c < max_new_tokens for c in caps))
+        bounds = batch_bounds(
+            lens,
+            1 if temperature == 0 else n,
+            batch_size,
+            max_new_tokens,
+            max_batch_tokens if tokenizer is not None else None,
+            capped=sum(c < max_new_tokens for c in caps),
+        )
         shard, buf = (_next_shard(out_dir, rank, world) if out_dir is not None else 0), []
         for b, e in tqdm(bounds, desc="sampling"):
             batch = todo[b:e]
@@ -276,20 +323,25 @@ def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_
                 buf.append(rec)
             while out_dir is not None and (len(buf) >= shard_size or (buf and e >= len(todo))):
                 part, buf = buf[:shard_size], buf[shard_size:]
-                atomic_write_text(Path(out_dir) / shard_name(shard, rank, world), "".join(json.dumps(x) + "\n" for x in part))
+                atomic_write_text(
+                    Path(out_dir) / shard_name(shard, rank, world), "".join(json.dumps(x) + "\n" for x in part)
+                )
                 shard += 1
-    if _barrier(world): done = read_shards(out_dir)  # every rank's shards are written: read them all
+    if _barrier(world):
+        done = read_shards(out_dir)  # every rank's shards are written: read them all
     return [done[r["id"]] for r in recs if r["id"] in done]
 
 # %% ../nbs/06_sample.ipynb #c9623a60
 VLLM_TESTED = ">=0.27.1,<0.28"  # the vLLM versions this package is tested with (settings.ini's cuda extra pins them)
 VLLM_OVERRIDE = "W2S_ALLOW_UNTESTED_VLLM"  # set to 1 to run with a vLLM outside VLLM_TESTED anyway
 
+# %% ../nbs/06_sample.ipynb #70bffb7e
 def installed_vllm_version() -> Optional[str]:
     "The installed vLLM's version (from its package metadata: vLLM is not imported), None when it is not installed."
     try: return importlib.metadata.version("vllm")
     except importlib.metadata.PackageNotFoundError: return None
 
+# %% ../nbs/06_sample.ipynb #9c3367fd
 def vllm_version_problem(version: Optional[str] = None) -> Optional[str]:
     """None when vLLM `version` (default: the installed one) is in the tested range `VLLM_TESTED`, or is absent, or the
     override `W2S_ALLOW_UNTESTED_VLLM=1` is set (logged); else why it must not run."""
@@ -305,6 +357,7 @@ def vllm_version_problem(version: Optional[str] = None) -> Optional[str]:
     return (f"{msg}. Install the tested one (pip install -e '.[cuda]', or pip install 'vllm{VLLM_TESTED}'), or set "
             f"{VLLM_OVERRIDE}=1 to run with {version} anyway")
 
+# %% ../nbs/06_sample.ipynb #597fac28
 def vllm_problem(device: str) -> Optional[str]:
     "None if the vLLM backend can run here, else why not."
     if not device.startswith("cuda") or not torch.cuda.is_available(): return "vLLM needs a CUDA device"
@@ -312,6 +365,7 @@ def vllm_problem(device: str) -> Optional[str]:
         return "vLLM is not installed (pip install -e '.[cuda]')"
     return None
 
+# %% ../nbs/06_sample.ipynb #70a7a740
 def choose_backend(backend: str, device: str) -> str:
     """`hf` or `vllm` for a configured `sampling.backend`: `vllm` that cannot run is an error; `auto` falls back
     (logged); an installed vLLM outside the tested versions is an error for both (`vllm_version_problem`)."""
@@ -321,18 +375,23 @@ def choose_backend(backend: str, device: str) -> str:
         if bad := vllm_version_problem(): raise RuntimeError(f"sampling.backend={backend}: {bad}")
         return "vllm"
     if backend == "vllm":
-        raise RuntimeError(f"sampling.backend=vllm cannot run here: {problem}. Use backend: hf, or backend: auto to fall "
-                           "back to transformers where vLLM cannot run.")
+        raise RuntimeError(
+            f"sampling.backend=vllm cannot run here: {problem}. Use backend: hf, or backend: auto to fall "
+            "back to transformers where vLLM cannot run."
+        )
     log.warning("sampling.backend=auto: %s; using transformers generate", problem)
     return "hf"
 
+# %% ../nbs/06_sample.ipynb #086cf0dc
 def vllm_preflight(backend: str, device: str) -> str:
     """What a run calls at its start, before any work: the backend its sampling will use (`hf` or `vllm`), or the error
     sampling would stop with hours later (vLLM asked for where it cannot run, or a vLLM outside the tested versions)."""
     return choose_backend(backend, resolve_device(device))
 
+# %% ../nbs/06_sample.ipynb #ac56c799
 VLLM_MEMORY_SLACK = 2 * 2**30  # bytes of GPU memory a shut-down engine may keep (CUDA context, allocator caches)
 
+# %% ../nbs/06_sample.ipynb #219d91ab
 def shutdown_vllm(llm):
     """Stop a `vllm.LLM`'s engine: its engine core (`llm.llm_engine.engine_core.shutdown()`: the engine process and its
     workers, which hold the model and KV cache) and vLLM's parallel state. The caller drops its references."""
@@ -347,10 +406,12 @@ def shutdown_vllm(llm):
         destroy_distributed_environment()
     except Exception as e: log.debug("vLLM parallel state not torn down: %s", e)
 
+# %% ../nbs/06_sample.ipynb #2259e221
 def gpu_free_bytes() -> Optional[int]:
     "Free memory on the current CUDA device (`torch.cuda.mem_get_info`), None without CUDA."
     return torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else None
 
+# %% ../nbs/06_sample.ipynb #b62fa8ca
 def check_memory_back(free_before: Optional[int], slack: int = VLLM_MEMORY_SLACK):
     "After an engine's shutdown: an error when the GPU memory free before it loaded (`free_before`) did not come back."
     gc.collect()
@@ -364,8 +425,10 @@ def check_memory_back(free_before: Optional[int], slack: int = VLLM_MEMORY_SLACK
                            "alive or its worker processes did not exit (nvidia-smi lists them). The next model would "
                            "not fit; re-run the stage in a fresh process (finished samples are kept in their shards).")
 
+# %% ../nbs/06_sample.ipynb #02d4bf72
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM's `max_lora_rank` accepts
 
+# %% ../nbs/06_sample.ipynb #45fea3ea
 def vllm_lora_rank(adapter_dir) -> int:
     "vLLM's `max_lora_rank` for a PEFT adapter: the smallest rank vLLM accepts that holds the adapter's `r`."
     f = Path(adapter_dir) / "adapter_config.json"
@@ -374,6 +437,7 @@ def vllm_lora_rank(adapter_dir) -> int:
     if r > VLLM_LORA_RANKS[-1]: raise ValueError(f"{f}: LoRA rank r={r}; vLLM serves ranks up to {VLLM_LORA_RANKS[-1]}")
     return next(x for x in VLLM_LORA_RANKS if x >= r)
 
+# %% ../nbs/06_sample.ipynb #6a0373fb
 @dataclass(frozen=True)
 class VllmPlan:
     """How models are served by one vLLM engine: `engine` (the keyword arguments of `vllm.LLM`, nothing else),
@@ -384,19 +448,23 @@ class VllmPlan:
     merge_to: Optional[str] = None
     loras: tuple = ()
 
+# %% ../nbs/06_sample.ipynb #24ee4972
 def vllm_dtype(dtype: str) -> str:
     "The dtype vLLM gets: the one `load_model` uses on CUDA (`auto`: bf16, fp16 without bf16), so both backends agree."
     return str(resolve_dtype(dtype, "cuda")).removeprefix("torch.")
 
+# %% ../nbs/06_sample.ipynb #6f8f848f
 def _refs(refs) -> list:
     "`refs` (one `ModelRef` or several) as a list, each model once."
     refs = [refs] if isinstance(refs, ModelRef) else list(refs)
     return [r for i, r in enumerate(refs) if r not in refs[:i]]
 
+# %% ../nbs/06_sample.ipynb #78270483
 def vllm_shares_base(ref: ModelRef, cfg: ModelConfig, sampling: SamplingConfig) -> bool:
     "Whether `ref` can be served over its base by a shared engine (the base itself, or one LoRA adapter over it)."
     return len(ref.adapters) <= 1 and sampling.vllm_adapters == "lora" and _source(ref, cfg)[1] is None
 
+# %% ../nbs/06_sample.ipynb #f619da72
 def vllm_engine_args(refs, cfg: ModelConfig, sampling: SamplingConfig, seed: int, work_dir,
                      max_model_len: Optional[int] = None) -> VllmPlan:
     """How one vLLM engine serves `refs` (a `ModelRef` or several sharing one base), with the context `max_model_len`
@@ -427,11 +495,13 @@ def vllm_engine_args(refs, cfg: ModelConfig, sampling: SamplingConfig, seed: int
         return VllmPlan({**kw, "model": merged}, merge_to=merged)
     return VllmPlan({**kw, "model": str(Path(path) / gguf)} if gguf else kw)
 
+# %% ../nbs/06_sample.ipynb #8c8d9c37
 def vllm_finish(reason) -> str:
     "A vLLM `CompletionOutput.finish_reason` as a sample's `finish` (\"stop\": EOS or a stop string; \"length\": cap)."
     if reason in FINISH_REASONS: return reason
     raise RuntimeError(f"vLLM ended a sample with finish_reason={reason!r}; expected one of {FINISH_REASONS}")
 
+# %% ../nbs/06_sample.ipynb #2139c4e5
 def vllm_generate_fn(llm, n: int, temperature: float, top_p: float, stop, lora_request=None) -> Callable:
     """A `generate_fn(prompts, seed, caps)` for `sample` backed by a `vllm.LLM` (and the LoRA adapter to apply, if any):
     one `SamplingParams` per prompt, `max_tokens` its cap, so no prompt + new tokens pass the engine's max_model_len."""
@@ -446,6 +516,7 @@ def vllm_generate_fn(llm, n: int, temperature: float, top_p: float, stop, lora_r
                  [vllm_finish(o.finish_reason) for o in out.outputs] * copies) for out in outs]
     return fn
 
+# %% ../nbs/06_sample.ipynb #270ceb81
 class VllmEngine:
     """One vLLM engine for a base model, reused by every model it serves (`refs`: the base itself and models of one LoRA
     adapter over it, `max_loras` = their adapters, a `LoRARequest` with its own id per adapter), or for one model that
@@ -521,8 +592,10 @@ def _hf_sample(ref: ModelRef, cfg: ModelConfig, recs: list, kw: dict, device: st
         log.info("sampling on the CPU with %d 4-bit layers dequantized to %s", n, next(model.parameters()).dtype)
     return sample(model, tok, recs, **kw, context_limit=cfg.context_length)  # None: the model's own positions
 
+# %% ../nbs/06_sample.ipynb #c656ae19
 SAMPLING_TIMEOUT_S = 6 * 3600  # a sampling launch's process-group timeout: its ranks may finish hours apart
 
+# %% ../nbs/06_sample.ipynb #aa7be454
 def launch_sampling(ref: ModelRef, cfg: ModelConfig, recs: list, kw: dict, device: str, num_processes: int,
                     accelerate_config: Optional[str] = None, sampling: Optional[SamplingConfig] = None,
                     timeout_s: int = SAMPLING_TIMEOUT_S) -> list:
@@ -543,10 +616,12 @@ def launch_sampling(ref: ModelRef, cfg: ModelConfig, recs: list, kw: dict, devic
     return launch_job(job, out_dir, num_processes, accelerate_config, module="w2s_nb.sample",
                       result=lambda: finished_records(recs=recs, **kw))  # None: a record is missing, an error
 
+# %% ../nbs/06_sample.ipynb #6db5e413
 def vllm_data_parallel(num_processes: int, tensor_parallel_size: int) -> int:
     "vLLM engines side by side: one per `tensor_parallel_size` of the run's `num_processes` GPUs (at least one)."
     return max(1, num_processes // tensor_parallel_size)
 
+# %% ../nbs/06_sample.ipynb #9d58bf2e
 def _vllm_sample(engine: VllmEngine, ref: ModelRef, cfg: ModelConfig, recs: list, kw: dict, sampling: SamplingConfig,
                  rank_world: Optional[tuple] = None) -> list:
     "Sample `recs` for `ref` on a vLLM `engine`: whole shards per call, each prompt capped at the context."
@@ -557,6 +632,7 @@ def _vllm_sample(engine: VllmEngine, ref: ModelRef, cfg: ModelConfig, recs: list
     return sample(None, load_tokenizer(ref, cfg, padding_side="left"), recs, **{**kw, **whole_shards}, generate_fn=fn,
                   context_limit=engine.max_model_len, rank_world=rank_world)
 
+# %% ../nbs/06_sample.ipynb #9790d185
 def generate_texts(ref: ModelRef, cfg: ModelConfig, prompts: list, sampling: SamplingConfig, n: int = 1,
                    temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, device: str = "cpu",
                    out_dir=None, num_processes: int = 1, accelerate_config: Optional[str] = None,
@@ -596,9 +672,11 @@ def _start_process_group(device: str, timeout_s: int = SAMPLING_TIMEOUT_S):
     backend = "nccl" if device.startswith("cuda") else "gloo"
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
 
+# %% ../nbs/06_sample.ipynb #540444cf
 TORCHRUN_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
                 "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
 
+# %% ../nbs/06_sample.ipynb #bec12449
 def rank_gpus(local_rank: int, tensor_parallel_size: int, local_world: int, visible: Optional[str] = None) -> str:
     """`CUDA_VISIBLE_DEVICES` for data-parallel vLLM rank `local_rank` of `local_world` on this machine: its own
     `tensor_parallel_size` GPUs, in order from `visible` (the launch's `CUDA_VISIBLE_DEVICES`; unset: 0, 1, ...)."""
@@ -610,6 +688,7 @@ def rank_gpus(local_rank: int, tensor_parallel_size: int, local_world: int, visi
                            "tensor_parallel_size")
     return ",".join(mine)
 
+# %% ../nbs/06_sample.ipynb #d14d11b4
 def _vllm_rank(job: dict) -> list:
     """One data-parallel vLLM rank: pinned to its own GPUs, the launch's torchrun variables hidden from vLLM (its engine
     is a process of its own), its share of the prompts into own shards; no process group (the launcher reads them)."""
@@ -624,6 +703,7 @@ def _vllm_rank(job: dict) -> list:
     with VllmEngine(ref, cfg, sampling, kw["seed"], kw["out_dir"]) as engine:
         return _vllm_sample(engine, ref, cfg, job["prompts"], kw, sampling, rank_world=(rank, world))
 
+# %% ../nbs/06_sample.ipynb #59e45f21
 def run_sample_job(job: dict) -> list:
     """One rank of a launched sampling job (as `launch_sampling` writes it): with transformers the whole model on this
     rank's device, with vLLM an engine on this rank's GPUs; its slice of the prompts."""
@@ -635,9 +715,11 @@ def run_sample_job(job: dict) -> list:
     finally:
         if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
 
+# %% ../nbs/06_sample.ipynb #c43c51a0
 def main(argv=None):
     "`python -m w2s_nb.sample JOB.json` (under `accelerate launch`, which `generate_texts` runs)."
     run_sample_job(read_job(sys.argv[1:] if argv is None else argv, "w2s_nb.sample"))
 
+# %% ../nbs/06_sample.ipynb #6eed87b6
 # A notebook (Jupyter, or nbdev_test's kernel) also runs as `__main__`; only a real module run has `__file__`.
 if __name__ == "__main__" and not IN_NOTEBOOK and "__file__" in globals(): main()

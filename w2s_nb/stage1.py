@@ -24,9 +24,11 @@ __all__ = ['GOLD_FIELDS', 'VARIANT_SIDES', 'GoldLeakError', 'assert_no_gold', 'i
 # %% ../nbs/09_stage1.ipynb #a2989d27
 GOLD_FIELDS = frozenset({"solution", "answer", "gold", "gold_answer", "gold_solution"})
 
+# %% ../nbs/09_stage1.ipynb #6af5cd16
 class GoldLeakError(RuntimeError):
     "A record headed for weak-to-strong training carries a gold field."
 
+# %% ../nbs/09_stage1.ipynb #de8a2ab2
 def assert_no_gold(records: list[dict], where: str) -> list[dict]:
     "Refuse records that carry gold fields; return them unchanged otherwise."
     for i, r in enumerate(records):
@@ -61,17 +63,20 @@ def select_consistent(labels_weak: list[dict], labels_icl: list[dict], fmt: str 
 # %% ../nbs/09_stage1.ipynb #55f4d6f2
 VARIANT_SIDES = {"weak": ("weak_text",), "icl": ("icl_text",), "hybrid": ("weak_text", "icl_text")}
 
+# %% ../nbs/09_stage1.ipynb #7e988ea7
 def label_completion(text: str) -> str:
     "A generated solution as an SFT completion (it already follows the prompt, so only trailing space is trimmed)."
     text = text.rstrip()
     return text if text[:1].isspace() else " " + text
 
+# %% ../nbs/09_stage1.ipynb #1e29c9a3
 def variant_examples(selection: list[dict], variant: str, template: str) -> list[dict]:
     "Prompt/completion examples of a Stage I variant from the *agreeing* questions (hybrid: two per question)."
     assert_no_gold(selection, f"stage I {variant} training set")
     return [dict(prompt=zero_shot_prompt(s["question"], template), completion=label_completion(s[side]))
             for s in selection if s["agree"] for side in VARIANT_SIDES[variant]]
 
+# %% ../nbs/09_stage1.ipynb #210c9263
 def label_examples(labels: list[dict], template: str) -> list[dict]:
     "Prompt/completion examples from every complete label record (the full-weak-FT baseline; cut ones are left out)."
     assert_no_gold(labels, "full weak FT training set")
@@ -90,15 +95,29 @@ def agreement_table(selection: list[dict], gold_by_id: dict[str, str], fmt: str)
     "Reporting only: counts of agree/disagree × weak label correct/wrong (hidden gold), with totals."
     import pandas as pd
     agree = ["agree" if s["agree"] else "disagree" for s in selection]
-    right = ["weak label correct" if s["weak_pred"] and is_equiv(s["weak_pred"], gold_by_id[s["id"]], fmt) else "weak label wrong" for s in selection]
-    return pd.crosstab(pd.Series(agree, name="final answers"), pd.Series(right, name="against hidden gold"), margins=True, margins_name="total")
+    right = [
+        (
+            "weak label correct"
+            if s["weak_pred"] and is_equiv(s["weak_pred"], gold_by_id[s["id"]], fmt)
+            else "weak label wrong"
+        )
+        for s in selection
+    ]
+    return pd.crosstab(
+        pd.Series(agree, name="final answers"),
+        pd.Series(right, name="against hidden gold"),
+        margins=True,
+        margins_name="total",
+    )
 
 # %% ../nbs/09_stage1.ipynb #cd9d399a
 def stage1_variants(cfg: RunConfig, t: int) -> list[str]:
-    "Variants to train in round t: the configured ones, plus weak/icl labellers for the next round, plus hybrid (M_plus)."
+    """Variants to train in round t: the configured ones, plus weak/icl labellers for the next round, plus hybrid
+    (M_plus)."""
     need = set(cfg.stage1.variants) | {"hybrid"} | ({"weak", "icl"} if t < cfg.stage1.rounds else set())
     return [v for v in ("weak", "icl", "hybrid") if v in need]
 
+# %% ../nbs/09_stage1.ipynb #ce9c0439
 def run_stage1(cfg: RunConfig, rd: RunDir) -> dict:
     "Weak-ICL, consistency selection and strong SFT for every round, plus the full-weak and ceiling baselines."
     t0, fmt, dev, tpl = time.time(), answer_format(cfg.data), resolve_device(cfg.device), cfg.data.prompt_template
@@ -123,25 +142,36 @@ def run_stage1(cfg: RunConfig, rd: RunDir) -> dict:
             with shared_engine(labellers, cfg.strong, cfg.sampling, cfg.seed) as engine:  # shut down before training
                 lab_w = label(labellers[0], question_prompts(q2, cfg), rdir / "labels_weak_shards", engine)
                 lab_i = label(labellers[1], question_prompts(q2, cfg), rdir / "labels_icl_shards", engine)
-        atomic_write_jsonl(rdir / "labels_weak.jsonl", lab_w); atomic_write_jsonl(rdir / "labels_icl.jsonl", lab_i)
+        atomic_write_jsonl(rdir / "labels_weak.jsonl", lab_w)
+        atomic_write_jsonl(rdir / "labels_icl.jsonl", lab_i)
         sel = select_consistent(lab_w, lab_i, fmt)
         atomic_write_jsonl(rdir / "selection.jsonl", sel)
         kept = [s for s in sel if s["agree"]]
-        if not kept: raise RuntimeError(f"stage I round {t}: the weak and ICL answers agree on no question; nothing to train on "
-                                        f"(see {rdir / 'selection.jsonl'})")
+        if not kept:
+            raise RuntimeError(
+                f"stage I round {t}: the weak and ICL answers agree on no question; nothing to train on "
+                f"(see {rdir / 'selection.jsonl'})"
+            )
         for v in stage1_variants(cfg, t):
             name = f"s1_r{t}_{v}"
             refs[name] = train_sft(base, cfg.strong, variant_examples(sel, v, tpl), rdir / v, **run)
             models[name] = model_entry(refs[name], rd, "strong", "stage1", f"Stage I r{t} {v}", round=t, variant=v)
-        m = dict(round=t, n_questions=len(sel), selected=len(kept),
-                 weak_empty=sum(not r["pred"] for r in lab_w), icl_empty=sum(not r["pred"] for r in lab_i),
-                 weak_cut=sum(was_cut(r.get("finish")) for r in lab_w),
-                 icl_cut=sum(was_cut(r.get("finish")) for r in lab_i),
-                 cut=sum(s["cut"] for s in sel),
-                 selection_label_acc=label_quality(kept, gold_ans, "weak_pred", fmt),
-                 weak_label_acc=label_quality(lab_w, gold_ans, "pred", fmt), icl_label_acc=label_quality(lab_i, gold_ans, "pred", fmt),
-                 labellers=["weak", "icl"] if t == 1 else [f"s1_r{t-1}_weak", f"s1_r{t-1}_icl"])
-        atomic_write_json(rdir / "metrics.json", m); rounds.append(m)
+        m = dict(
+            round=t,
+            n_questions=len(sel),
+            selected=len(kept),
+            weak_empty=sum(not r["pred"] for r in lab_w),
+            icl_empty=sum(not r["pred"] for r in lab_i),
+            weak_cut=sum(was_cut(r.get("finish")) for r in lab_w),
+            icl_cut=sum(was_cut(r.get("finish")) for r in lab_i),
+            cut=sum(s["cut"] for s in sel),
+            selection_label_acc=label_quality(kept, gold_ans, "weak_pred", fmt),
+            weak_label_acc=label_quality(lab_w, gold_ans, "pred", fmt),
+            icl_label_acc=label_quality(lab_i, gold_ans, "pred", fmt),
+            labellers=["weak", "icl"] if t == 1 else [f"s1_r{t-1}_weak", f"s1_r{t-1}_icl"],
+        )
+        atomic_write_json(rdir / "metrics.json", m)
+        rounds.append(m)
     final = f"s1_r{cfg.stage1.rounds}_hybrid"
     models["m_plus"] = {**models[final], "label": "M_plus (Stage I)", "alias_of": final}
     full_weak = label_examples(d_weak, tpl) if cfg.stage1.full_weak_baseline else []
@@ -149,7 +179,13 @@ def run_stage1(cfg: RunConfig, rd: RunDir) -> dict:
         ref = train_sft(base, cfg.strong, full_weak, rd.path("stage1", "full_weak"), **run)
         models["full_weak"] = model_entry(ref, rd, "strong", "full_weak", "full weak FT")
     if cfg.stage1.ceiling_baseline:  # the one use of D_gold,2 gold for training: the ceiling is defined by it
-        ref = train_sft(base, cfg.strong, gold_sft_examples([{**q, **gold2[q["id"]]} for q in q2], cfg), rd.path("stage1", "ceiling"), **run)
+        ref = train_sft(
+            base,
+            cfg.strong,
+            gold_sft_examples([{**q, **gold2[q["id"]]} for q in q2], cfg),
+            rd.path("stage1", "ceiling"),
+            **run,
+        )
         models["ceiling"] = model_entry(ref, rd, "strong", "ceiling", "strong ceiling (gold)")
     atomic_write_json(rd.path("stage1", "models.json"), models)
     metrics = dict(rounds=rounds, d_weak_label_acc=label_quality(d_weak, gold_ans, "pred", fmt), m_plus=final,

@@ -46,8 +46,10 @@ def question_pairs(weak: dict, samples: list[str], preds: list[str], cfg: Stage2
     m = cfg.pairs_per_question
     if cfg.pair_source == "strong":
         k = min(m, len(agree), len(differ))
-        return ([dict(chosen=c, rejected=r, kind="strong") for c, r in zip(rng.sample(agree, k), rng.sample(differ, k))],
-                "" if k else "no_rejected" if none_differ else "cut")
+        return (
+            [dict(chosen=c, rejected=r, kind="strong") for c, r in zip(rng.sample(agree, k), rng.sample(differ, k))],
+            "" if k else "no_rejected" if none_differ else "cut",
+        )
     weak_cut = was_cut(weak.get("finish"))
     if weak["pred"] == a_plus:
         if none_differ: return [], "no_rejected"
@@ -57,12 +59,16 @@ def question_pairs(weak: dict, samples: list[str], preds: list[str], cfg: Stage2
     if weak_cut or not agree: return [], "cut"
     return [dict(chosen=c, rejected=weak["text"], kind="weak_rejected") for c in distinct_samples(agree, m, rng)], ""
 
+# %% ../nbs/10_stage2.ipynb #b601ee2e
 def distinct_samples(samples: list[str], m: int, rng: random.Random) -> list[str]:
-    "Up to `m` samples: a random one, then the next ones whose text differs from all taken (`construct_paired_data_math`)."
+    """Up to `m` samples: a random one, then the next ones whose text differs from all taken
+    (`construct_paired_data_math`)."""
     out = [rng.choice(samples)]
     for s in samples:
-        if len(out) >= m: break
-        if s not in out: out.append(s)
+        if len(out) >= m:
+            break
+        if s not in out:
+            out.append(s)
     return out
 
 # %% ../nbs/10_stage2.ipynb #452f00ac
@@ -82,9 +88,19 @@ def build_pairs(d_weak: list[dict], sampled: list[dict], cfg: Stage2Config, fmt:
         conf_recs.append(dict(id=w["id"], majority=a_plus, confidence=conf, weak_pred=weak_pred, preds=preds,
                               n_cut=sum(cut), weak_cut=was_cut(w.get("finish")), n_pairs=len(qp)))
         prompt = zero_shot_prompt(w["question"], template)
-        pairs += [dict(id=w["id"], prompt=prompt, chosen=label_completion(p["chosen"]), rejected=label_completion(p["rejected"]), kind=p["kind"]) for p in qp]
+        pairs += [
+            dict(
+                id=w["id"],
+                prompt=prompt,
+                chosen=label_completion(p["chosen"]),
+                rejected=label_completion(p["rejected"]),
+                kind=p["kind"],
+            )
+            for p in qp
+        ]
     return conf_recs, pairs, dict(skipped)
 
+# %% ../nbs/10_stage2.ipynb #5b49f100
 def pair_quality(pairs: list[dict], gold_by_id: dict[str, str], fmt: str, rule: str = "strict") -> dict:
     "Reporting only: share of chosen responses that are correct and of rejected ones that are wrong (hidden gold)."
     if not pairs: return dict(chosen_correct=None, rejected_wrong=None)
@@ -95,58 +111,107 @@ def pair_quality(pairs: list[dict], gold_by_id: dict[str, str], fmt: str, rule: 
 # %% ../nbs/10_stage2.ipynb #48abdad4
 def majority_vs_greedy(greedy: list[str], samples: list[list[str]], gold: list[str], fmt: str, tau: float) -> dict:
     "Greedy answers vs the majority of each question's sampled answers (all extracted), scored against `gold`."
-    if not (len(greedy) == len(samples) == len(gold)): raise ValueError(f"{len(greedy)} greedy answers, {len(samples)} sample lists, {len(gold)} gold answers: expected one each per question")
-    if not gold or not all(samples): raise ValueError("expected at least one question and one sample per question")
+    if not (len(greedy) == len(samples) == len(gold)):
+        raise ValueError(
+            f"{len(greedy)} greedy answers, {len(samples)} sample lists, {len(gold)} gold answers: expected one each "
+            f"per question"
+        )
+    if not gold or not all(samples):
+        raise ValueError("expected at least one question and one sample per question")
     every, confident, right = Counter(), Counter(), 0  # cells: (greedy right, majority right)
     for g_pred, preds, ans in zip(greedy, samples, gold):
         g_pred, *preds = canonical_answers([g_pred, *preds], fmt)
         a_plus, conf = majority(preds)
         ok = [is_equiv(p, ans, fmt) for p in preds]  # a+ is one of preds: its check is among these
         cell = (is_equiv(g_pred, ans, fmt), bool(a_plus) and ok[preds.index(a_plus)])
-        every[cell] += 1; right += sum(ok)
-        if a_plus and conf >= tau: confident[cell] += 1
-    def named(c): return {f"greedy_{'right' if g else 'wrong'}/majority_{'right' if m else 'wrong'}": v for (g, m), v in sorted(c.items(), reverse=True)}
+        every[cell] += 1
+        right += sum(ok)
+        if a_plus and conf >= tau:
+            confident[cell] += 1
+
+    def named(c):
+        return {
+            f"greedy_{'right' if g else 'wrong'}/majority_{'right' if m else 'wrong'}": v
+            for (g, m), v in sorted(c.items(), reverse=True)
+        }
+
     n = len(gold)
-    return dict(questions=n, greedy=sum(v for (g, _), v in every.items() if g) / n,
-                majority=sum(v for (_, m), v in every.items() if m) / n,
-                per_sample=right / sum(map(len, samples)), table=named(every), table_confident=named(confident))
+    return dict(
+        questions=n,
+        greedy=sum(v for (g, _), v in every.items() if g) / n,
+        majority=sum(v for (_, m), v in every.items() if m) / n,
+        per_sample=right / sum(map(len, samples)),
+        table=named(every),
+        table_confident=named(confident),
+    )
 
 # %% ../nbs/10_stage2.ipynb #e8a27ee2
 SKIP_REASONS = ("low_confidence", "no_rejected", "below_tau_high", "empty_majority", "cut")
 
+# %% ../nbs/10_stage2.ipynb #5725cfea
 def run_stage2(cfg: RunConfig, rd: RunDir) -> dict:
     "Sample from M_plus, build confidence pairs, train every configured preference method from M_plus."
     t0, fmt, dev, s2 = time.time(), answer_format(cfg.data), resolve_device(cfg.device), cfg.stage2
     m_plus = model_ref(rd, read_models(rd, ["stage1"])["m_plus"])
     d_weak = read_jsonl(rd.path("weak", "d_weak.jsonl"))
-    sampled = generate_texts(m_plus, cfg.strong, question_prompts(d_weak, cfg), cfg.sampling, n=s2.n, temperature=s2.temperature,
-                             top_p=s2.top_p, out_dir=rd.path("stage2", "samples"), **launch_kwargs(cfg, dev))
+    sampled = generate_texts(
+        m_plus,
+        cfg.strong,
+        question_prompts(d_weak, cfg),
+        cfg.sampling,
+        n=s2.n,
+        temperature=s2.temperature,
+        top_p=s2.top_p,
+        out_dir=rd.path("stage2", "samples"),
+        **launch_kwargs(cfg, dev),
+    )
     conf, pairs, skipped = build_pairs(d_weak, sampled, s2, fmt, cfg.data.prompt_template, cfg.seed,
                                        cfg.data.answer_extraction)
     atomic_write_jsonl(rd.path("stage2", "confidence.jsonl"), conf)
     atomic_write_jsonl(rd.path("stage2", "pairs.jsonl"), pairs)
-    if not pairs: raise RuntimeError(f"stage II: no preference pairs (skips: {skipped}); lower stage2.tau / tau_high or check M_plus samples")
+    if not pairs:
+        raise RuntimeError(
+            f"stage II: no preference pairs (skips: {skipped}); lower stage2.tau / tau_high or check M_plus samples"
+        )
     gold = {r["id"]: r["answer"] for r in read_jsonl(rd.path("data", "gold2_gold.jsonl"))}  # reporting only
     models = {}
     for method in s2.methods:
-        ref = train_preference(m_plus, cfg.strong, s2.pref, method, [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs],
-                               rd.path("stage2", method), **launch_kwargs(cfg, dev))
+        ref = train_preference(
+            m_plus,
+            cfg.strong,
+            s2.pref,
+            method,
+            [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs],
+            rd.path("stage2", method),
+            **launch_kwargs(cfg, dev),
+        )
         models[f"m_pro_{method}"] = model_entry(ref, rd, "strong", "stage2", f"M_pro ({method.upper()})", method=method)
     atomic_write_json(rd.path("stage2", "models.json"), models)
     kinds = Counter(p["kind"] for p in pairs)
-    metrics = dict(n_questions=len(d_weak), n_samples=s2.n, confidences=[c["confidence"] for c in conf], tau=s2.tau, tau_high=s2.tau_high,
-                   kept=sum(c["confidence"] >= s2.tau and bool(c["majority"]) for c in conf), pairs=len(pairs),
-                   pairs_weak_chosen=kinds["weak_chosen"], pairs_weak_rejected=kinds["weak_rejected"], pairs_strong=kinds["strong"],
-                   **pair_quality(pairs, gold, fmt, cfg.data.answer_extraction),
-                   samples_cut=sum(c["n_cut"] for c in conf), weak_cut=sum(c["weak_cut"] for c in conf),
-                   skipped={k: skipped.get(k, 0) for k in SKIP_REASONS},
-                   wall_s=round(time.time() - t0, 1))
+    metrics = dict(
+        n_questions=len(d_weak),
+        n_samples=s2.n,
+        confidences=[c["confidence"] for c in conf],
+        tau=s2.tau,
+        tau_high=s2.tau_high,
+        kept=sum(c["confidence"] >= s2.tau and bool(c["majority"]) for c in conf),
+        pairs=len(pairs),
+        pairs_weak_chosen=kinds["weak_chosen"],
+        pairs_weak_rejected=kinds["weak_rejected"],
+        pairs_strong=kinds["strong"],
+        **pair_quality(pairs, gold, fmt, cfg.data.answer_extraction),
+        samples_cut=sum(c["n_cut"] for c in conf),
+        weak_cut=sum(c["weak_cut"] for c in conf),
+        skipped={k: skipped.get(k, 0) for k in SKIP_REASONS},
+        wall_s=round(time.time() - t0, 1),
+    )
     atomic_write_json(rd.path("stage2", "stage2_metrics.json"), metrics)
     return metrics
 
 # %% ../nbs/10_stage2.ipynb #8f42c919
 ORACLE_PAIRS = ("own", "own4", "greedy", "weak")
 
+# %% ../nbs/10_stage2.ipynb #c62d7c87
 def oracle_pairs(kind: str, right: list[str], wrong: list[str], weak: tuple[str, bool], greedy: tuple[str, bool],
                  rng: random.Random) -> list[tuple[str, str]]:
     """Gold-labelled `(chosen, rejected)` texts for one question (a diagnostic: `right` / `wrong` are M_plus's samples

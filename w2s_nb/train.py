@@ -16,7 +16,8 @@ from typing import Callable, Optional
 import torch
 from fastcore.imports import IN_NOTEBOOK
 
-from .config import DIST_TIMEOUT_S, ModelConfig, PrefSettings, TrainSettings, from_dict, per_device_batch, to_dict, validate
+from .config import (DIST_TIMEOUT_S, ModelConfig, PrefSettings, TrainSettings, from_dict, per_device_batch,
+                           to_dict, validate)
 from .models import (ModelRef, effective_finetune, load_model, load_tokenizer, lora_config, resolve_device,
                            resolve_dtype, save_merged)
 from .rundir import atomic_write_text, replace_dir, stable_hash
@@ -30,11 +31,13 @@ __all__ = ['RESULT', 'CHECKPOINTS', 'RESUME_KEY', 'finished', 'world_size', 'in_
 # %% ../nbs/05_train.ipynb #1b11a2f7
 RESULT = "result.json"
 
+# %% ../nbs/05_train.ipynb #645cd321
 def finished(out_dir) -> Optional[ModelRef]:
     "The `ModelRef` of a finished training run in `out_dir`, or None."
     p = Path(out_dir) / RESULT
     return ModelRef.from_dict(json.loads(p.read_text())["ref"]) if p.exists() else None
 
+# %% ../nbs/05_train.ipynb #4c78a52c
 def _check_examples(rows: list, keys: tuple, what: str) -> list:
     if not rows: raise ValueError(f"{what}: no training examples")
     for i, r in enumerate(rows):
@@ -47,15 +50,18 @@ def world_size() -> int:
     "The number of processes of this launch (1 outside `accelerate launch` / torchrun)."
     return int(os.environ.get("WORLD_SIZE", 1))
 
+# %% ../nbs/05_train.ipynb #adce757b
 def in_launch() -> bool:
     "Whether this process is a rank of an `accelerate launch` / torchrun (so it must not launch one itself)."
     return "WORLD_SIZE" in os.environ
 
+# %% ../nbs/05_train.ipynb #e40c3f24
 def _save_args(s: TrainSettings) -> dict:
     "Checkpointing every `s.save_steps` optimizer steps (`save_steps: 0`: never)."
     if not s.save_steps: return dict(save_strategy="no")
     return dict(save_strategy="steps", save_steps=s.save_steps, save_total_limit=s.save_total_limit)
 
+# %% ../nbs/05_train.ipynb #5db38cbc
 def _common_args(out_dir, s: TrainSettings, cfg: ModelConfig, seed: int, device: str, num_processes: int = 1,
                  timeout_s: int = DIST_TIMEOUT_S) -> dict:
     """Keyword arguments shared by every TRL config: a trainer's settings `s`, mixed precision from `cfg.dtype`;
@@ -72,6 +78,7 @@ def _common_args(out_dir, s: TrainSettings, cfg: ModelConfig, seed: int, device:
                 activation_checkpointing_kwargs={"use_reentrant": False}, disable_tqdm=False,
                 dataloader_num_workers=0, ddp_find_unused_parameters=False)
 
+# %% ../nbs/05_train.ipynb #39571053
 def _prepare(ref: ModelRef, cfg: ModelConfig, s: TrainSettings, device: str, seed: int):
     """(model for training, right-padded tokenizer, fresh LoRA config or None, effective finetune, the ref the
     trained adapter goes on). A 4-bit ref's adapter comes loaded trainable: it is trained further, not stacked on."""
@@ -84,9 +91,11 @@ def _prepare(ref: ModelRef, cfg: ModelConfig, s: TrainSettings, device: str, see
     if isinstance(model, PeftModel): return model, tok, None, ft, ModelRef(ref.base, ref.adapters[:-1], ref.gguf_file)
     return model, tok, lora_config(cfg), ft, ref
 
+# %% ../nbs/05_train.ipynb #b1967318
 def launch_kwargs(cfg, device: str) -> dict:
     """How a stage's trainers and samplers run, from the run config (a `RunConfig`): seed, device, processes, accelerate
-    config and process-group timeout, the keyword arguments `train_sft`, `train_preference` and `generate_texts` share."""
+    config and process-group timeout, the keyword arguments `train_sft`, `train_preference` and `generate_texts` share.
+    """
     return dict(seed=cfg.seed, device=device, num_processes=cfg.num_processes, accelerate_config=cfg.accelerate_config,
                 timeout_s=cfg.dist_timeout_s)
 
@@ -94,16 +103,19 @@ def launch_kwargs(cfg, device: str) -> dict:
 CHECKPOINTS = "trainer"   # the Trainer's output_dir inside a run's out_dir: checkpoint-N/ folders
 RESUME_KEY = "resume_key.txt"
 
+# %% ../nbs/05_train.ipynb #f298cd53
 def last_checkpoint(out_dir) -> Optional[Path]:
     "The newest complete `checkpoint-N` of the run in `out_dir` (one holding `trainer_state.json`), or None."
     done = [p for p in (Path(out_dir) / CHECKPOINTS).glob("checkpoint-*")
             if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
+# %% ../nbs/05_train.ipynb #60859411
 def resume_key(job: dict) -> str:
     "What a checkpoint must have been trained on to be resumed: the job without its folder and timeout."
     return stable_hash({k: v for k, v in job.items() if k not in ("out_dir", "timeout_s")})
 
+# %% ../nbs/05_train.ipynb #339616bf
 def prepare_resume(out_dir, job: dict) -> Optional[Path]:
     "Delete checkpoints in `out_dir` that another job wrote, record this job's key; the checkpoint to resume from."
     d = Path(out_dir) / CHECKPOINTS
@@ -116,10 +128,12 @@ def prepare_resume(out_dir, job: dict) -> Optional[Path]:
     atomic_write_text(key_file, key + "\n")
     return last_checkpoint(out_dir)
 
+# %% ../nbs/05_train.ipynb #f1f78cfb
 def _drop_checkpoints(out_dir):
     "A finished run's checkpoints are of no further use."
     for c in (Path(out_dir) / CHECKPOINTS).glob("checkpoint-*"): shutil.rmtree(c, ignore_errors=True)
 
+# %% ../nbs/05_train.ipynb #2ebbb48d
 def _keep_dtypes_on_resume(trainer):
     """PEFT's `load_adapter` (the `Trainer` reloads a checkpoint's adapters with it) upcasts them to float32, but TRL
     trains QLoRA adapters in bf16: cast every parameter back to the dtype the trainer gave it, before the optimizer
@@ -132,14 +146,20 @@ def _keep_dtypes_on_resume(trainer):
             if n in dtypes and p.dtype != dtypes[n]: p.data = p.data.to(dtypes[n])
     trainer._load_from_checkpoint = load_keeping_dtypes
 
+# %% ../nbs/05_train.ipynb #0f9e381b
 def _train(trainer, out_dir):
     "`trainer.train()`, resumed from the newest complete checkpoint in `out_dir` if there is one (logged)."
     from transformers import TrainerCallback
     class _Resume(TrainerCallback):
         def on_train_begin(self, args, state, control, **kw):  # called after the checkpoint's state is loaded
-            if state.global_step: state.log_history.append(dict(resumed_from_step=state.global_step, step=state.global_step))
-        def on_step_end(self, args, state, control, **kw):  # no checkpoint after the last step: `_finish` saves the model
+            if state.global_step:
+                state.log_history.append(dict(resumed_from_step=state.global_step, step=state.global_step))
+
+        def on_step_end(
+            self, args, state, control, **kw
+        ):  # no checkpoint after the last step: `_finish` saves the model
             if state.global_step >= state.max_steps: control.should_save = False
+
     ckpt = last_checkpoint(out_dir)
     trainer.add_callback(_Resume())
     _keep_dtypes_on_resume(trainer)
@@ -149,17 +169,25 @@ def _train(trainer, out_dir):
 # %% ../nbs/05_train.ipynb #48bccdc7
 def saved_model_problem(d: Path, ft: str) -> Optional[str]:
     "None if `d` holds a loadable adapter (or, `ft == 'full'`, a full model), else what is missing."
-    weights = ("adapter_model.safetensors", "adapter_model.bin") if ft != "full" else ("model.safetensors", "model.safetensors.index.json")
+    weights = (
+        ("adapter_model.safetensors", "adapter_model.bin")
+        if ft != "full"
+        else ("model.safetensors", "model.safetensors.index.json")
+    )
     config = "adapter_config.json" if ft != "full" else "config.json"
     if not (d / config).exists(): return f"{d} has no {config}"
     if not any((d / w).exists() for w in weights): return f"{d} has none of {', '.join(weights)}"
     return None
 
+# %% ../nbs/05_train.ipynb #32693423
 def drop_adapters(d: Path, names: list):
-    "Delete the adapters `names` from a saved PEFT folder `d` (PEFT saves each but `default` in a subfolder of its name)."
+    """Delete the adapters `names` from a saved PEFT folder `d` (PEFT saves each but `default` in a subfolder of its
+    name)."""
     for n in names:
-        if n != "default" and (Path(d) / n).is_dir(): shutil.rmtree(Path(d) / n)
+        if n != "default" and (Path(d) / n).is_dir():
+            shutil.rmtree(Path(d) / n)
 
+# %% ../nbs/05_train.ipynb #aa6020e3
 def _finish(trainer, start: ModelRef, cfg: ModelConfig, tok, out_dir: Path, ft: str, device: str,
             merge: bool, extra: dict) -> ModelRef:
     "Save adapter/model, merged copy, log and marker; return the new `ModelRef` (`start` + the trained adapter)."
@@ -190,6 +218,7 @@ def _finish(trainer, start: ModelRef, cfg: ModelConfig, tok, out_dir: Path, ft: 
     acc.wait_for_everyone()
     return new
 
+# %% ../nbs/05_train.ipynb #a5932fb8
 def read_train_log(out_dir) -> list[dict]:
     "The logged training steps of a finished run."
     return [json.loads(l) for l in (Path(out_dir) / "train_log.jsonl").read_text().splitlines() if l.strip()]
@@ -201,19 +230,23 @@ def _run_sft(ref: ModelRef, cfg: ModelConfig, examples: list, out_dir, seed: int
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
     common = _common_args(out_dir, cfg.sft, cfg, seed, device, world_size(), timeout_s)
-    args = SFTConfig(**common, packing=False, completion_only_loss=True)  # before the model: ZeRO-3 partitions it while loading
+    args = SFTConfig(
+        **common, packing=False, completion_only_loss=True
+    )  # before the model: ZeRO-3 partitions it while loading
     model, tok, peft_cfg, ft, start = _prepare(ref, cfg, cfg.sft, device, seed)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
                          processing_class=tok, peft_config=peft_cfg, callbacks=callbacks)
     _train(trainer, out_dir)
     return _finish(trainer, start, cfg, tok, out_dir, ft, device, cfg.sft.merge_adapter, dict(kind="sft"))
 
+# %% ../nbs/05_train.ipynb #0b8e4df9
 def release_memory():
     "Collect a finished trainer and its model (they form reference cycles) and return cached CUDA memory."
     import gc
     gc.collect()
     if torch.cuda.is_available(): torch.cuda.empty_cache()
 
+# %% ../nbs/05_train.ipynb #bbccf881
 def train_sft(ref: ModelRef, cfg: ModelConfig, examples: list, out_dir, seed: int, device: str = "cpu",
               num_processes: int = 1, accelerate_config: Optional[str] = None, callbacks=None,
               timeout_s: int = DIST_TIMEOUT_S) -> ModelRef:
@@ -241,9 +274,12 @@ def _pref_args(method: str, pref: PrefSettings, common: dict):
         return ORPOConfig(**common, beta=pref.beta)
     if method == "simpo":
         from trl.experimental.cpo import CPOConfig
-        return CPOConfig(**common, loss_type="simpo", beta=pref.beta, simpo_gamma=pref.simpo_gamma, cpo_alpha=pref.cpo_alpha)
+        return CPOConfig(
+            **common, loss_type="simpo", beta=pref.beta, simpo_gamma=pref.simpo_gamma, cpo_alpha=pref.cpo_alpha
+        )
     raise ValueError(f"method={method!r}: expected one of dpo, orpo, simpo")
 
+# %% ../nbs/05_train.ipynb #31d97b4e
 def _pref_trainer(method: str, model, ref_model, tok, peft_cfg, args, dataset, callbacks=None):
     "The TRL trainer for `method`."
     if method == "dpo":
@@ -260,6 +296,7 @@ def _pref_trainer(method: str, model, ref_model, tok, peft_cfg, args, dataset, c
                           callbacks=callbacks)
     raise ValueError(f"method={method!r}: expected one of dpo, orpo, simpo")
 
+# %% ../nbs/05_train.ipynb #ae1f730b
 def preference_trainer(ref: ModelRef, cfg: ModelConfig, pref: PrefSettings, method: str, pairs: list, out_dir,
                        seed: int, device: str, callbacks=None, timeout_s: int = DIST_TIMEOUT_S):
     "(TRL trainer ready to `train()`, tokenizer, effective finetune, the ref the trained adapter goes on)."
@@ -273,15 +310,30 @@ def preference_trainer(ref: ModelRef, cfg: ModelConfig, pref: PrefSettings, meth
     trainer = _pref_trainer(method, model, ref_model, tok, peft_cfg, args, Dataset.from_list(pairs), callbacks)
     return trainer, tok, ft, start
 
+# %% ../nbs/05_train.ipynb #cf343d03
 def _run_preference(ref: ModelRef, cfg: ModelConfig, pref: PrefSettings, method: str, pairs: list, out_dir,
                     seed: int, device: str, callbacks=None, timeout_s: int = DIST_TIMEOUT_S) -> ModelRef:
-    trainer, tok, ft, start = preference_trainer(ref, cfg, pref, method, pairs, out_dir, seed, device, callbacks, timeout_s)
+    trainer, tok, ft, start = preference_trainer(
+        ref, cfg, pref, method, pairs, out_dir, seed, device, callbacks, timeout_s
+    )
     _train(trainer, out_dir)
     return _finish(trainer, start, cfg, tok, out_dir, ft, device, False, dict(kind="preference", method=method))
 
-def train_preference(ref: ModelRef, cfg: ModelConfig, pref: PrefSettings, method: str, pairs: list, out_dir,
-                     seed: int, device: str = "cpu", num_processes: int = 1,
-                     accelerate_config: Optional[str] = None, callbacks=None, timeout_s: int = DIST_TIMEOUT_S) -> ModelRef:
+# %% ../nbs/05_train.ipynb #722c1d3f
+def train_preference(
+    ref: ModelRef,
+    cfg: ModelConfig,
+    pref: PrefSettings,
+    method: str,
+    pairs: list,
+    out_dir,
+    seed: int,
+    device: str = "cpu",
+    num_processes: int = 1,
+    accelerate_config: Optional[str] = None,
+    callbacks=None,
+    timeout_s: int = DIST_TIMEOUT_S,
+) -> ModelRef:
     """Preference-train `ref` on `{prompt, chosen, rejected}` pairs with DPO, ORPO or SimPO; return the new model
     (resumed like `train_sft`'s)."""
     if method not in ("dpo", "orpo", "simpo"): raise ValueError(f"method={method!r}: expected one of dpo, orpo, simpo")
@@ -296,15 +348,19 @@ def train_preference(ref: ModelRef, cfg: ModelConfig, pref: PrefSettings, method
     try:
         return _run_preference(ref, validate(cfg), validate(pref), method, pairs, out_dir, seed, device, callbacks,
                                timeout_s)
-    finally: release_memory()
+    finally:
+        release_memory()
 
 # %% ../nbs/05_train.ipynb #1a176dcd
 def check_job_world(job: dict):
     "Refuse to run a job under a launch with another number of processes than it asks for."
     if job.get("num_processes", world_size()) != world_size():  # e.g. a MULTI_CPU accelerate config: 1 process
-        raise RuntimeError(f"the job asks for num_processes={job['num_processes']} but this launch runs {world_size()} "
-                           "process(es); check the accelerate config (on CPU: distributed_type MULTI_GPU with use_cpu: true)")
+        raise RuntimeError(
+            f"the job asks for num_processes={job['num_processes']} but this launch runs {world_size()} "
+            "process(es); check the accelerate config (on CPU: distributed_type MULTI_GPU with use_cpu: true)"
+        )
 
+# %% ../nbs/05_train.ipynb #ccbf03ce
 def run_job(job: dict) -> ModelRef:
     "Run a training job spec (a dict as written by `train_sft`/`train_preference`) in this process."
     check_job_world(job)
@@ -317,6 +373,7 @@ def run_job(job: dict) -> ModelRef:
                                job["pairs"], job["out_dir"], job["seed"], job["device"], timeout_s=timeout_s)
     raise ValueError(f"unknown job kind {job['kind']!r}: expected sft or preference")
 
+# %% ../nbs/05_train.ipynb #7b87f6f3
 def launch_command(job_path, num_processes: int, accelerate_config: Optional[str] = None,
                    module: str = "w2s_nb.train") -> list[str]:
     "The `accelerate launch` command line that runs `python -m module JOB.json` on `num_processes` processes."
@@ -325,37 +382,47 @@ def launch_command(job_path, num_processes: int, accelerate_config: Optional[str
     else: cmd += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     return cmd + ["--num_processes", str(num_processes), "-m", module, str(job_path)]
 
+# %% ../nbs/05_train.ipynb #6a270403
 def launch_job(job: dict, out_dir, num_processes: int, accelerate_config: Optional[str], result: Callable,
                module: str = "w2s_nb.train"):
     """Write `job` to `out_dir/job.json` and run it with `python -m module` under `accelerate launch` on `num_processes`
     processes, their output streamed live and kept in `out_dir/launch.log`; return `result()`, what the job left (read
     once). Unless the launch exits 0 and `result()` is not None, raise with the log's path and its last lines."""
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     job_path = atomic_write_text(out_dir / "job.json", json.dumps(job))
     log_path = out_dir / "launch.log"
     with open(log_path, "wb") as log:  # stream the ranks' output (progress bars) live and keep a copy
         p = subprocess.Popen(launch_command(job_path, num_processes, accelerate_config, module),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         while chunk := os.read(p.stdout.fileno(), 4096):
-            log.write(chunk); sys.stderr.write(chunk.decode(errors="replace")); sys.stderr.flush()
+            log.write(chunk)
+            sys.stderr.write(chunk.decode(errors="replace"))
+            sys.stderr.flush()
         rc = p.wait()
     if rc == 0 and (out := result()) is not None: return out
     tail = log_path.read_bytes()[-3000:].decode(errors="replace")
-    raise RuntimeError(f"accelerate launch of {module} failed (exit {rc}; full output in {log_path}); last output:\n{tail}")
+    raise RuntimeError(
+        f"accelerate launch of {module} failed (exit {rc}; full output in {log_path}); last output:\n{tail}"
+    )
 
+# %% ../nbs/05_train.ipynb #39b789b3
 def _launch(job: dict, out_dir, num_processes: int, accelerate_config: Optional[str]) -> ModelRef:
     "Run a training job under `accelerate launch`; return its result."
     return launch_job(job, out_dir, num_processes, accelerate_config, result=lambda: finished(out_dir))
 
+# %% ../nbs/05_train.ipynb #e497e44f
 def read_job(argv, module: str) -> dict:
     "The job of `python -m module JOB.json` (`argv`: the arguments after the module)."
     if len(argv) != 1: raise SystemExit(f"usage: python -m {module} JOB.json")
     return json.loads(Path(argv[0]).read_text())
 
+# %% ../nbs/05_train.ipynb #62cb4cba
 def main(argv=None):
     "`python -m w2s_nb.train JOB.json` (normally under `accelerate launch`)."
     print(run_job(read_job(sys.argv[1:] if argv is None else argv, "w2s_nb.train")).to_json())
 
+# %% ../nbs/05_train.ipynb #77f51a45
 # A notebook (Jupyter, or nbdev_test's kernel) also runs as `__main__`; only a real module run has `__file__`.
 if __name__ == "__main__" and not IN_NOTEBOOK and "__file__" in globals(): main()
 
@@ -373,7 +440,8 @@ def completion_logprobs(model, tok, prompts: list, completions: list, batch_size
         ids = torch.full((len(seqs), L), pad, dtype=torch.long)
         mask, cmask = torch.zeros_like(ids), torch.zeros_like(ids, dtype=torch.bool)
         for j, (p, c) in enumerate(seqs):
-            ids[j, :len(p) + len(c)] = torch.tensor(p + c); mask[j, :len(p) + len(c)] = 1
+            ids[j, : len(p) + len(c)] = torch.tensor(p + c)
+            mask[j, : len(p) + len(c)] = 1
             cmask[j, len(p):len(p) + len(c)] = True
         logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits.float()[:, :-1]
         lp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None].to(dev))[..., 0]

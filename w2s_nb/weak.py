@@ -28,10 +28,12 @@ def gold_sft_examples(records: list[dict], cfg: RunConfig) -> list[dict]:
     from datasets import Dataset
     return [{k: r[k] for k in ("prompt", "completion")} for r in sft_examples(Dataset.from_list(records), cfg.data)]
 
+# %% ../nbs/08_weak.ipynb #176222ba
 def question_prompts(records: list[dict], cfg: RunConfig) -> list[dict]:
     "Zero-shot prompts `{id, prompt}` for question records."
     return [dict(id=r["id"], prompt=zero_shot_prompt(r["question"], cfg.data.prompt_template)) for r in records]
 
+# %% ../nbs/08_weak.ipynb #98a43132
 def label_records(questions: list[dict], generated: list[dict], fmt: str, rule: str = "strict") -> list[dict]:
     """Join questions with their greedy generations: `{id, question, text, pred, finish}` (the first sample; `pred` by
     extraction `rule`; `finish`: why the sample ended, None if the sampler did not record it)."""
@@ -55,6 +57,7 @@ def choose_demo_questions(pool: list[dict], n_shots: int, choice: str, seed: int
     k = min(len(pool), n_shots * (8 if choice == "correct" else 1))
     return random.Random(seed).sample(pool, k)
 
+# %% ../nbs/08_weak.ipynb #9a5907ff
 def demo_segments(pool: list[dict], n_shots: int, choice: str, seed: int, demo_ids: list | None = None,
                   where: str = "D_gold,2") -> list[list[dict]]:
     """`pool` in the order its records are tried as demonstrations: `choose_demo_questions`' draw, then (not for
@@ -67,6 +70,7 @@ def demo_segments(pool: list[dict], n_shots: int, choice: str, seed: int, demo_i
     step = 8 * max(n_shots, 1)
     return [first] + [rest[i:i + step] for i in range(0, len(rest), step)]
 
+# %% ../nbs/08_weak.ipynb #62dfec03
 def demo_records(candidates: list[dict], labels: list[dict], n_shots: int | None, choice: str, fmt: str) -> list[dict]:
     """Demonstrations `{id, question, solution, answer, correct, finish}` from the weak model's labels of gold
     `candidates`, in the order they are tried (`correct`: the right ones first); the first `n_shots` (None: all)."""
@@ -99,6 +103,7 @@ def fit_demos(candidates: Iterable[dict], n: int, prompt_tokens: Callable[[list[
         demos.append(d)
     return demos, passed
 
+# %% ../nbs/08_weak.ipynb #888ba9a1
 def pick_demos(segments: list[list[dict]], labels_of: Callable[[int, list[dict]], list[dict]], gold_by_id: dict,
                s1: Stage1Config, fmt: str, prompt_tokens: Callable | None = None,
                budget: int | None = None) -> tuple[list[dict], list[dict]]:
@@ -119,6 +124,7 @@ def pick_demos(segments: list[list[dict]], labels_of: Callable[[int, list[dict]]
                          + (", or choose other stage1.demo_ids" if s1.demo_choice == "fixed" else ""))
     return demos, passed
 
+# %% ../nbs/08_weak.ipynb #2b7bcb0b
 def d_weak_demos(d_weak: list[dict], gold2: list[dict], s1: Stage1Config, seed: int, fmt: str,
                  prompt_tokens: Callable | None = None, budget: int | None = None) -> tuple[list[dict], list[dict]]:
     "The paper's demonstrations: `D_weak` records chosen by `s1.demo_choice` (gold2 only judges `correct`), that fit."
@@ -145,6 +151,7 @@ def icl_prompt_tokens(questions: list[dict], template: str, tokenizer, above: in
         return max(head, count(ordered[first:], demos))
     return longest
 
+# %% ../nbs/08_weak.ipynb #b45c7cd6
 def demo_budget(cfg: RunConfig, questions: list[dict]) -> tuple[int | None, int | None, Callable | None]:
     """The strong model's context, the prompt budget (context − `sampling.max_new_tokens`) and the token counter
     `icl_prompt_tokens` with the strong tokenizer; all None where the context is unknown."""
@@ -166,6 +173,7 @@ def weak_model(cfg: RunConfig, rd: RunDir, device: str) -> tuple[ModelRef, str]:
                     **launch_kwargs(cfg, device))
     return ref, "weak model (SFT on D_gold,1)"
 
+# %% ../nbs/08_weak.ipynb #117a0ca8
 def run_weak(cfg: RunConfig, rd: RunDir) -> dict:
     "Get the weak model, label D_gold,2 zero-shot (D_weak), write demonstrations."
     t0, fmt, dev, s1 = time.time(), answer_format(cfg.data), resolve_device(cfg.device), cfg.stage1

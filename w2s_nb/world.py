@@ -39,6 +39,7 @@ class ModelSpec:
     intermediate: int
     docs: int
 
+# %% ../nbs/07_world.ipynb #585bebdc
 @dataclass(frozen=True)
 class WorldSpec:
     "Generator, corpus, tokenizer and model settings of the embedded world."
@@ -71,12 +72,31 @@ class WorldSpec:
 # %% ../nbs/07_world.ipynb #b2068cf3
 NAMES = [("Mia", "she"), ("Tom", "he"), ("Ava", "she"), ("Leo", "he"), ("Zoe", "she"), ("Ben", "he"),
          ("Lily", "she"), ("Max", "he"), ("Emma", "she"), ("Jack", "he"), ("Nora", "she"), ("Sam", "he")]
-ITEMS = ["apples", "marbles", "stickers", "pencils", "cookies", "books", "cards", "shells", "coins", "toys", "eggs", "beads"]
+ITEMS = [
+    "apples",
+    "marbles",
+    "stickers",
+    "pencils",
+    "cookies",
+    "books",
+    "cards",
+    "shells",
+    "coins",
+    "toys",
+    "eggs",
+    "beads",
+]
 CONTAINERS = ["boxes", "bags", "packs", "jars"]
 ADD_VERBS = ["buys", "finds", "gets", "wins"]
 SUB_VERBS = ["gives away", "loses", "uses", "sells"]
-ORDINALS = {1: ["Finally"], 2: ["First", "Finally"], 3: ["First", "Then", "Finally"], 4: ["First", "Then", "Next", "Finally"]}
+ORDINALS = {
+    1: ["Finally"],
+    2: ["First", "Finally"],
+    3: ["First", "Then", "Finally"],
+    4: ["First", "Then", "Next", "Finally"],
+}
 
+# %% ../nbs/07_world.ipynb #9a9badc3
 def make_problem(rng: random.Random, spec: WorldSpec = WorldSpec(), n_steps: int | None = None) -> dict:
     "One problem: `question`, solution `lines` `(text, pronoun, a, op, b, c)` (op None: the opening), `item`, `answer`."
     n_steps = n_steps or rng.randint(*spec.steps)
@@ -99,12 +119,16 @@ def make_problem(rng: random.Random, spec: WorldSpec = WorldSpec(), n_steps: int
                 s, op, c = f"{o}, {p} {rng.choice(ADD_VERBS)} {b} more {item}", "+", x + b
             elif x - b >= 1:
                 s, op, c = f"{o}, {p} {rng.choice(SUB_VERBS)} {b} {item}", "-", x - b
-            else: break
-            q.append(s + "."); lines.append((s, p, x, op, b, c)); x = c
+            else:
+                break
+            q.append(s + ".")
+            lines.append((s, p, x, op, b, c))
+            x = c
         else:
             q.append(f"How many {item} does {name} have now?")
             return dict(question=" ".join(q), lines=lines, item=item, answer=x)
 
+# %% ../nbs/07_world.ipynb #99d7e65d
 def render_solution(prob: dict, style: str = "gsm") -> str:
     "The worked solution: GSM8K-style sentences (`gsm`, the target) or terse working (`eq`)."
     if style not in ("gsm", "eq"): raise ValueError(f"style={style!r}: expected 'gsm' or 'eq'")
@@ -113,17 +137,20 @@ def render_solution(prob: dict, style: str = "gsm") -> str:
         return f"{s}, so {p} has {a} {op} {b} = {c} {prob['item']}." if style == "gsm" else f"{s}: {a} {op} {b} = {c}."
     return "\n".join(line(*l) for l in prob["lines"])
 
+# %% ../nbs/07_world.ipynb #fd065bfd
 def gsm_record(prob: dict) -> dict:
     "A problem as a GSM8K JSONL record (`question`, `answer` = solution + `#### N`)."
     return {"question": prob["question"], "answer": render_solution(prob, "gsm") + f"\n#### {prob['answer']}"}
 
+# %% ../nbs/07_world.ipynb #909fb29b
 def dataset(seed: int, n: int, spec: WorldSpec = WorldSpec()) -> list[dict]:
     "`n` distinct problems for a seed."
     rng, out, seen = random.Random(seed), [], set()
     while len(out) < n:
         pr = make_problem(rng, spec)
         if pr["question"] in seen: continue
-        seen.add(pr["question"]); out.append(pr)
+        seen.add(pr["question"])
+        out.append(pr)
     return out
 
 # %% ../nbs/07_world.ipynb #5f46fd5c
@@ -131,6 +158,7 @@ WRAPPERS = [("Problem:", "Solution:"), ("Q:", "A:"), ("Exercise:", "Work:"), ("T
 TARGET = ("Question:", "Answer:")
 MARKERS = ["#### {n}", "The answer is {n}.", "So the result is {n}."]
 
+# %% ../nbs/07_world.ipynb #1b3fff07
 def render_doc(rng: random.Random, probs: list[dict], spec: WorldSpec = WorldSpec()) -> list:
     "One corpus document, as `(text, trained)` segments: a few solved problems in one surface format."
     if rng.random() < spec.p_target:
@@ -138,23 +166,39 @@ def render_doc(rng: random.Random, probs: list[dict], spec: WorldSpec = WorldSpe
         style, marker = ("gsm", MARKERS[0]) if rng.random() < spec.p_target_cot else ("direct", None)
     else:
         ql, al = rng.choice(WRAPPERS)
-        style, marker = ("direct", None) if rng.random() < spec.p_direct else (rng.choice(["gsm", "eq"]), rng.choice(MARKERS))
+        style, marker = (
+            ("direct", None) if rng.random() < spec.p_direct else (rng.choice(["gsm", "eq"]), rng.choice(MARKERS))
+        )
     segs = []
     for i, pr in enumerate(probs):
-        body = f" {pr['answer']}" if style == "direct" else " " + render_solution(pr, style) + "\n" + marker.format(n=pr["answer"])
+        body = (
+            f" {pr['answer']}"
+            if style == "direct"
+            else " " + render_solution(pr, style) + "\n" + marker.format(n=pr["answer"])
+        )
         segs += [(("\n\n" if i else "") + ql, True), (" " + pr["question"], False), (f"\n{al}{body}", True)]
     return segs
 
+# %% ../nbs/07_world.ipynb #17decf85
 def drill(rng: random.Random, n: int, spec: WorldSpec = WorldSpec()) -> list:
     "A document of `n` one-step equations (one trained segment)."
     out = []
     for _ in range(n):
         r = rng.random()
-        if r < 0.45: a = rng.randint(1, spec.maxv - 1); b = rng.randint(1, min(spec.bmax, spec.maxv - a)); out.append(f"{a} + {b} = {a + b}")
-        elif r < 0.9: a = rng.randint(2, spec.maxv); b = rng.randint(1, min(spec.bmax, a - 1)); out.append(f"{a} - {b} = {a - b}")
-        else: a, b = rng.randint(2, spec.kmax), rng.randint(2, spec.kmax); out.append(f"{a} * {b} = {a * b}")
+        if r < 0.45:
+            a = rng.randint(1, spec.maxv - 1)
+            b = rng.randint(1, min(spec.bmax, spec.maxv - a))
+            out.append(f"{a} + {b} = {a + b}")
+        elif r < 0.9:
+            a = rng.randint(2, spec.maxv)
+            b = rng.randint(1, min(spec.bmax, a - 1))
+            out.append(f"{a} - {b} = {a - b}")
+        else:
+            a, b = rng.randint(2, spec.kmax), rng.randint(2, spec.kmax)
+            out.append(f"{a} * {b} = {a * b}")
     return [("\n".join(out), True)]
 
+# %% ../nbs/07_world.ipynb #22d89e0e
 def corpus(seed: int, n_docs: int, spec: WorldSpec = WorldSpec()) -> list[list]:
     "The pretraining documents for a seed (each a list of `(text, trained)` segments)."
     rng, docs = random.Random(seed), []
@@ -163,6 +207,7 @@ def corpus(seed: int, n_docs: int, spec: WorldSpec = WorldSpec()) -> list[list]:
         else: docs.append(render_doc(rng, [make_problem(rng, spec) for _ in range(rng.randint(1, 4))], spec))
     return docs
 
+# %% ../nbs/07_world.ipynb #7841b634
 def doc_text(doc: list) -> str: return "".join(t for t, _ in doc)
 
 # %% ../nbs/07_world.ipynb #9d094407
@@ -172,26 +217,34 @@ def pack(docs: list[list], tokenizer, seq: int) -> tuple[torch.Tensor, torch.Ten
     for doc in docs:
         for text, trained in doc:
             t = tokenizer(text, add_special_tokens=False)["input_ids"]
-            ids += t; labels += t if trained else [-100] * len(t)
-        ids.append(tokenizer.eos_token_id); labels.append(tokenizer.eos_token_id)
+            ids += t
+            labels += t if trained else [-100] * len(t)
+        ids.append(tokenizer.eos_token_id)
+        labels.append(tokenizer.eos_token_id)
     n = len(ids) // seq
     return torch.tensor(ids[:n * seq]).view(n, seq), torch.tensor(labels[:n * seq]).view(n, seq)
 
+# %% ../nbs/07_world.ipynb #a734335a
 def pretrain(model, ids: torch.Tensor, labels: torch.Tensor, spec: WorldSpec, desc: str = "pretraining") -> float:
     "Train `model` for one epoch over the blocks; return the final smoothed loss."
     torch.manual_seed(spec.seed)
     steps = math.ceil(ids.shape[0] / spec.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.95), weight_decay=0.1)
     warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
     order = torch.randperm(ids.shape[0], generator=torch.Generator().manual_seed(spec.seed))
-    model.train(); ema = None
+    model.train()
+    ema = None
     for s in (bar := tqdm(range(steps), desc=desc)):
         idx = order[s * spec.batch_size:(s + 1) * spec.batch_size]
         loss = model(input_ids=ids[idx], labels=labels[idx]).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
         ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
         if s % 20 == 0: bar.set_postfix(loss=f"{ema:.3f}")
     model.eval()
@@ -200,15 +253,20 @@ def pretrain(model, ids: torch.Tensor, labels: torch.Tensor, spec: WorldSpec, de
 # %% ../nbs/07_world.ipynb #4fcaf8eb
 ASSETS = Path(__file__).resolve().parent / "assets" / "world" if "__file__" in globals() else None
 
+# %% ../nbs/07_world.ipynb #93da1d57
 def world_cache_dir(spec: WorldSpec = WorldSpec()) -> Path:
     "Where a world built on this machine lives: `$W2S_CACHE` or `~/.cache/w2s_nb`, one folder per spec."
     root = Path(os.environ.get("W2S_CACHE", Path.home() / ".cache" / "w2s_nb"))
     return root / f"world-{spec.key()}"
 
+# %% ../nbs/07_world.ipynb #7840d2f1
 def build_tokenizer_for(spec: WorldSpec, out_dir: Path):
     "The world's tokenizer (byte-level BPE; whole numbers stay one token), trained on a corpus sample."
-    return build_tokenizer([doc_text(d) for d in corpus(12345, 6000, spec)], spec.vocab, out_dir, individual_digits=False)
+    return build_tokenizer(
+        [doc_text(d) for d in corpus(12345, 6000, spec)], spec.vocab, out_dir, individual_digits=False
+    )
 
+# %% ../nbs/07_world.ipynb #d51553ad
 def build_model(role: str, out_dir, spec: WorldSpec = WorldSpec(), tokenizer_dir=None) -> Path:
     "Pretrain the `weak` or `strong` world model into `out_dir` (atomically)."
     from transformers import AutoTokenizer
@@ -218,20 +276,33 @@ def build_model(role: str, out_dir, spec: WorldSpec = WorldSpec(), tokenizer_dir
         ids, labels = pack(corpus(spec.corpus_seed, ms.docs, spec), tok, spec.seq)
         model = new_llama(tok, ms.hidden, ms.layers, ms.heads, ms.intermediate, max_pos=spec.seq, seed=spec.seed)
         loss = pretrain(model, ids, labels, spec, desc=f"pretraining world:{role}")
-        model.save_pretrained(tmp, safe_serialization=True); tok.save_pretrained(tmp)
-        atomic_write_json(Path(tmp) / "world.json", dict(role=role, spec_key=spec.key(role), spec=dataclasses.asdict(spec),
-                          params=sum(p.numel() for p in model.parameters()), loss=loss, seconds=round(time.time() - t0, 1)))
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        atomic_write_json(
+            Path(tmp) / "world.json",
+            dict(
+                role=role,
+                spec_key=spec.key(role),
+                spec=dataclasses.asdict(spec),
+                params=sum(p.numel() for p in model.parameters()),
+                loss=loss,
+                seconds=round(time.time() - t0, 1),
+            ),
+        )
     return Path(out_dir)
 
+# %% ../nbs/07_world.ipynb #44badfa3
 def _is_built(d: Path, spec: WorldSpec, role: str) -> bool:
     "Whether `d` holds world model `role` built from this spec's part for it (so changing one model keeps the other)."
     return (d / "world.json").exists() and read_json(d / "world.json")["spec_key"] == spec.key(role)
 
+# %% ../nbs/07_world.ipynb #2f8d949e
 def _build_role(d: Path, role: str, spec: WorldSpec) -> Path:
     "Build `role` into `d / role`; the strong model reuses the weak model's tokenizer when it is built."
     tok_dir = d / "weak" if role == "strong" and _is_built(d / "weak", spec, "weak") else None
     return build_model(role, d / role, spec, tokenizer_dir=tok_dir)
 
+# %% ../nbs/07_world.ipynb #3396408a
 def world_model_path(role: str, spec: WorldSpec = WorldSpec()) -> Path:
     "The folder of world model `role` (`weak` / `strong`): shipped, cached, or built now (minutes)."
     if role not in ("weak", "strong"): raise ValueError(f"world:{role}: expected world:weak or world:strong")
@@ -243,7 +314,10 @@ def world_model_path(role: str, spec: WorldSpec = WorldSpec()) -> Path:
             _build_role(d, role, spec)
     return d / role
 
-def world_data_paths(cache_dir=None, n_train: int = 8000, n_test: int = 1000, seed: int = 0, spec: WorldSpec = WorldSpec()) -> dict:
+# %% ../nbs/07_world.ipynb #3fbac5a0
+def world_data_paths(
+    cache_dir=None, n_train: int = 8000, n_test: int = 1000, seed: int = 0, spec: WorldSpec = WorldSpec()
+) -> dict:
     "GSM8K-format JSONL files of world problems (`train`, `test`), written once per setting."
     d = Path(cache_dir or world_cache_dir(spec)) / f"data-{stable_hash([n_train, n_test, seed])}"
     paths = dict(train=d / "train.jsonl", test=d / "test.jsonl")
@@ -253,6 +327,7 @@ def world_data_paths(cache_dir=None, n_train: int = 8000, n_test: int = 1000, se
         atomic_write_jsonl(paths["train"], [gsm_record(p) for p in probs[:n_train]])
     return paths
 
+# %% ../nbs/07_world.ipynb #b47f23b8
 def build_world(out_dir=None, spec: WorldSpec = WorldSpec(), force: bool = False) -> dict:
     "Build both models (weak first: the strong one reuses its tokenizer) into `out_dir` (default: the cache)."
     d = Path(out_dir or world_cache_dir(spec))
