@@ -8,7 +8,7 @@ majority-of-`n` accuracy, per-sample accuracy, and the 2x2 table (greedy right?,
 questions and for those whose confidence (the majority's share) reaches the run's `tau`
 (`stage2.majority_vs_greedy`). Greedy answers are the run's own evaluation rows (generated again only if the run evaluated by majority vote);
 samples come from the package's `generate_texts` with the run's model and sampling settings;
-answers are read with the run's extraction rule. `nbs/10_stage2.ipynb` quotes these figures.
+answers are read with the run's extraction rule. `nbs/12_stage2.ipynb` quotes these figures.
 """
 import argparse
 import json

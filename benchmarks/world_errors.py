@@ -10,7 +10,7 @@ evaluated model this compares the solution's equations with the gold solution's 
 prints, per Stage I round, how many `D_gold,2` questions the filter kept and how many of those share a wrong
 answer (gold labels used for this diagnosis only). With `--sample MODEL` it instead samples `n` solutions of the
 first `questions` test questions from that model of the run and gives the shares of right answers and of each error
-kind among the samples (how much more often a sample slips than a greedy answer). `nbs/07_world.ipynb` quotes these figures. World runs only:
+kind among the samples (how much more often a sample slips than a greedy answer). `nbs/04_world.ipynb` quotes these figures. World runs only:
 the equation format is the world's.
 """
 import argparse

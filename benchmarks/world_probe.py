@@ -4,7 +4,7 @@
 
 MODEL_DIR defaults to the shipped strong model (`world:strong`). Demonstrations and problems are drawn
 from the world's generator (seed 5), prompts are the package's few-shot `Question:/Answer:` prompts
-(`data.few_shot_prompt`), and answers are read with its strict GSM8K extraction (`answers.extract_answer`). `nbs/07_world.ipynb` quotes these figures.
+(`data.few_shot_prompt`), and answers are read with its strict GSM8K extraction (`answers.extract_answer`). `nbs/04_world.ipynb` quotes these figures.
 """
 import argparse
 import json

@@ -179,7 +179,7 @@ FORMAT_KEYS = {"label", "group", "round", "variant", "method", "accuracy", "corr
 
 def test_run_eval_with_a_real_tiny_model(tmp_path, tiny_model_dir):
     """Every listed model (no alias) plus weak-ICL is evaluated for real; files follow the run-directory layout
-    (nbs/01_rundir.ipynb)."""
+    (nbs/02_rundir.ipynb)."""
     rd = _run_dir(tmp_path, tiny_model_dir, adapters=False)
     m = run_eval(_cfg(tiny_model_dir, max_new_tokens=4), rd)
     assert m == read_json(rd.path("eval", "metrics.json"))

@@ -22,7 +22,7 @@ def _write(path: Path, obj):
 
 
 def make_fixture_run(root: Path, floor=0.25, ceiling=0.70, stages=True, n_test=200, rows=True, difficulty=True, seed=None) -> Path:
-    """A run directory written straight from the run-directory layout (nbs/01_rundir.ipynb): models.json files with train logs,
+    """A run directory written straight from the run-directory layout (nbs/02_rundir.ipynb): models.json files with train logs,
     stage1/stage2 metrics, eval/metrics.json and (`rows`) the per-question rows eval/<name>.jsonl. Accuracies are made up; no
     model exists. A model with c correct answers gets questions offset..offset+c-1 right (offset 10 for s1_r1_hybrid, else 0),
     so paired counts are easy to work out by hand; question i has difficulty 1 + i % 4. `difficulty=False`: metrics as eval
