@@ -22,7 +22,8 @@ def run_model(run_dir, model: str, sets: tuple = ()):
     records)`; exits naming the run's models if `model` is not one."""
     from w2s_nb.config import load_config
     from w2s_nb.models import model_ref, read_models
-    from w2s_nb.rundir import RunDir, read_jsonl
+    from w2s_nb.rundir import RunDir
+    from w2s_nb.files import read_jsonl
     rd = RunDir(Path(run_dir)); cfg = load_config(rd.root / "config.yaml", list(sets)); models = read_models(rd)
     if model not in models: raise SystemExit(f"{model!r} is not a model of {run_dir}: expected one of {', '.join(models)}")
     return rd, cfg, model_ref(rd, models[model]), models[model], read_jsonl(rd.path("data", "test.jsonl"))

@@ -29,10 +29,12 @@ import torch
 from w2s_nb.config import load_config
 from w2s_nb.models import base_ref, load_model, load_tokenizer
 from w2s_nb.pipeline import absolute_paths, run_pipeline
-from w2s_nb.rundir import RunDir, read_jsonl
+from w2s_nb.rundir import RunDir
+from w2s_nb.files import read_jsonl
 from w2s_nb.sample import generate_texts
 from w2s_nb.train import completion_logprobs, read_train_log, train_sft
-from w2s_nb.weak import gold_sft_examples, question_prompts
+from w2s_nb.weak import gold_sft_examples
+from w2s_nb.data import question_prompts
 
 ROOT = Path(__file__).resolve().parent.parent
 GIB = 2 ** 30

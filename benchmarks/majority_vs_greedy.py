@@ -17,10 +17,11 @@ from pathlib import Path
 from w2s_nb.answers import extract_answer
 from w2s_nb.data import answer_format
 from w2s_nb.models import resolve_device
-from w2s_nb.rundir import RunDir, read_jsonl
+from w2s_nb.rundir import RunDir
+from w2s_nb.files import read_jsonl
 from w2s_nb.sample import generate_texts
 from w2s_nb.stage2 import majority_vs_greedy
-from w2s_nb.weak import question_prompts
+from w2s_nb.data import question_prompts
 
 from _w2s import run_model
 

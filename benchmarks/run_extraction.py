@@ -12,7 +12,7 @@ from pathlib import Path
 from w2s_nb.answers import EXTRACTION_RULES, extract_answer, is_equiv
 from w2s_nb.config import load_config
 from w2s_nb.data import answer_format
-from w2s_nb.rundir import read_jsonl
+from w2s_nb.files import read_jsonl
 
 
 def counts(texts: list[str], golds: list[str], fmt: str, rule: str) -> tuple[int, int]:

@@ -13,7 +13,8 @@ import time
 import torch
 
 from w2s_nb.config import ModelConfig
-from w2s_nb.models import ModelRef, build_tokenizer, load_model, load_tokenizer, new_llama
+from w2s_nb.models import ModelRef, load_model, load_tokenizer
+from w2s_nb.world import build_tokenizer, new_llama
 from w2s_nb.sample import sample
 
 

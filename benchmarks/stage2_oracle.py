@@ -32,12 +32,13 @@ from w2s_nb.answers import extract_answer, is_equiv
 from w2s_nb.data import answer_format, zero_shot_prompt
 from w2s_nb.eval import evaluate, mcnemar, paired_counts, summarize
 from w2s_nb.models import resolve_device
-from w2s_nb.rundir import RunDir, read_jsonl, stable_hash
+from w2s_nb.rundir import RunDir
+from w2s_nb.files import read_jsonl, stable_hash
 from w2s_nb.sample import generate_texts, read_shards
-from w2s_nb.stage1 import label_completion
+from w2s_nb.data import label_completion
 from w2s_nb.stage2 import ORACLE_PAIRS, oracle_pairs
 from w2s_nb.train import train_preference
-from w2s_nb.weak import question_prompts
+from w2s_nb.data import question_prompts
 
 from _w2s import run_model
 

@@ -11,7 +11,8 @@ import tempfile
 import torch
 
 from w2s_nb.config import LoraSettings, ModelConfig, SFTSettings
-from w2s_nb.models import ModelRef, build_tokenizer, load_tokenizer, new_llama
+from w2s_nb.models import ModelRef, load_tokenizer
+from w2s_nb.world import build_tokenizer, new_llama
 from w2s_nb.train import read_train_log, train_sft
 
 

@@ -21,9 +21,10 @@ from pathlib import Path
 
 from w2s_nb.answers import extract_answer, is_equiv
 from w2s_nb.models import resolve_device
-from w2s_nb.rundir import RunDir, read_jsonl
+from w2s_nb.rundir import RunDir
+from w2s_nb.files import read_jsonl
 from w2s_nb.sample import generate_texts
-from w2s_nb.weak import question_prompts
+from w2s_nb.data import question_prompts
 
 from _w2s import run_model
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from w2s_nb.models import build_tokenizer, new_llama
+from w2s_nb.world import build_tokenizer, new_llama
 
 REAL_FILES = ("gsm8k/train.jsonl", "gsm8k/test.jsonl", "math/test.jsonl", "math/test5000_hendrycks.jsonl")
 

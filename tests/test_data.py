@@ -299,7 +299,8 @@ def test_data_files():
 
 def test_run_data_writes_the_splits(tmp_path, real_data):
     from w2s_nb.config import RunConfig
-    from w2s_nb.rundir import RunDir, read_json, read_jsonl
+    from w2s_nb.rundir import RunDir
+    from w2s_nb.files import read_json, read_jsonl
     cfg = RunConfig(seed=3, data=DataConfig(dataset="math", data_dir=str(real_data), n_gold1=40, n_gold2=30, n_test=20))
     rd = RunDir(tmp_path / "run")
     summary = run_data(cfg, rd)

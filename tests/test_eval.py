@@ -9,7 +9,8 @@ import w2s_nb.sample
 from w2s_nb.config import EvalConfig, ModelConfig, RunConfig, SamplingConfig
 from w2s_nb.eval import (accuracy_by_difficulty, add_pgr, difficulty, majority_answer, mcnemar, paired_counts, pass_at_k, pgr,
                          run_eval, run_models, score_predictions, solution_lines, summarize, wilson_interval)
-from w2s_nb.rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
+from w2s_nb.rundir import RunDir
+from w2s_nb.files import atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
 
 
 # ---------------------------------------------------------------- accuracy and CI

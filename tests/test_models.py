@@ -8,10 +8,12 @@ from peft import PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from w2s_nb.config import ModelConfig, SFTSettings
-from w2s_nb.models import (ModelRef, bnb_4bit_problem, build_tokenizer, load_model, load_tokenizer,
-                           lora_config, merge_adapters, model_entry, model_ref, new_llama, read_models,
-                           resolve_device, resolve_dtype, resolve_model_path, save_merged)
-from w2s_nb.rundir import RunDir, atomic_write_json
+from w2s_nb.models import (ModelRef, bnb_4bit_problem, load_model, load_tokenizer, lora_config, merge_adapters,
+                           model_entry, model_ref, read_models, resolve_device, resolve_dtype, resolve_model_path,
+                           save_merged)
+from w2s_nb.world import build_tokenizer, new_llama
+from w2s_nb.rundir import RunDir
+from w2s_nb.files import atomic_write_json
 
 
 @pytest.fixture(scope="module")

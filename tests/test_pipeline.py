@@ -11,7 +11,8 @@ import pytest
 
 from w2s_nb.config import load_config
 from w2s_nb.pipeline import StageFailed, run_pipeline
-from w2s_nb.rundir import LOCK_ENV, STAGES, RunDir, read_json, read_jsonl
+from w2s_nb.rundir import STAGES, RunDir
+from w2s_nb.files import LOCK_ENV, read_json, read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 W2S = [sys.executable, "-m", "w2s_nb.cli"]  # the `w2s` command
@@ -128,7 +129,7 @@ def test_every_stage_samples_on_the_configured_processes(tmp_path, monkeypatch):
     import w2s_nb.sample, w2s_nb.stage1, w2s_nb.stage2, w2s_nb.weak
     from w2s_nb.eval import run_eval
     from w2s_nb.models import base_ref, model_entry
-    from w2s_nb.rundir import atomic_write_json, atomic_write_jsonl
+    from w2s_nb.files import atomic_write_json, atomic_write_jsonl
     calls = []
     def fake(*args, **kw): calls.append(kw); raise Sampled
     for mod in (w2s_nb.weak, w2s_nb.stage1, w2s_nb.stage2, w2s_nb.sample): monkeypatch.setattr(mod, "generate_texts", fake)

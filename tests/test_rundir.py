@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from w2s_nb.rundir import (LOCK_ENV, RunDir, RunLockedError, atomic_dir, atomic_write_json, atomic_write_jsonl,
-                           read_json, read_jsonl, run_lock, sha256_file, sha256_path, stage_key, versions)
+from w2s_nb.rundir import RunDir, stage_key, versions
+from w2s_nb.files import (LOCK_ENV, RunLockedError, atomic_dir, atomic_write_json, atomic_write_jsonl, read_json,
+                          read_jsonl, run_lock, sha256_file, sha256_path)
 
 
 def _clean_env():

@@ -10,7 +10,7 @@ import pytest
 
 from w2s_nb.config import ModelConfig, SamplingConfig
 from w2s_nb.models import ModelRef, load_model, load_tokenizer
-from w2s_nb.rundir import read_jsonl
+from w2s_nb.files import read_jsonl
 from w2s_nb.sample import generate_texts, read_shards, sample
 
 

@@ -2,8 +2,8 @@
 import pytest
 
 from w2s_nb.config import load_config
-from w2s_nb.stage1 import (GoldLeakError, assert_no_gold, icl_prompts, label_examples, select_consistent,
-                           stage1_variants, variant_examples)
+from w2s_nb.stage1 import label_examples, select_consistent, stage1_variants, variant_examples
+from w2s_nb.data import GoldLeakError, assert_no_gold, icl_prompts
 
 TPL = "Question: {question}\nAnswer:"
 
@@ -100,7 +100,8 @@ def test_full_weak_ft_skips_cut_labels():
 def test_run_stage1_counts_cut_labels_and_trains_on_complete_ones(tmp_path, monkeypatch):
     import w2s_nb.stage1 as stage1
     from w2s_nb.models import ModelRef
-    from w2s_nb.rundir import RunDir, atomic_write_jsonl, read_json
+    from w2s_nb.rundir import RunDir
+    from w2s_nb.files import atomic_write_jsonl, read_json
     cfg = load_config(overrides={"stage1.rounds": 1, "stage1.ceiling_baseline": False})
     rd = RunDir(tmp_path / "run")
     q = [dict(id=f"q{i}", question=f"What is q{i}?") for i in range(5)]

@@ -2,7 +2,7 @@
 import pytest
 
 from w2s_nb.config import Stage2Config
-from w2s_nb.stage1 import GoldLeakError
+from w2s_nb.data import GoldLeakError
 from w2s_nb.stage2 import build_pairs, majority, majority_vs_greedy, pair_quality, question_pairs
 
 S = [f"s{i}" for i in range(10)]
@@ -206,7 +206,8 @@ def test_run_stage2_counts_cut_samples_and_skips(tmp_path, monkeypatch):
     import w2s_nb.stage2 as stage2
     from w2s_nb.config import load_config
     from w2s_nb.models import ModelRef
-    from w2s_nb.rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
+    from w2s_nb.rundir import RunDir
+    from w2s_nb.files import atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
     cfg = load_config(overrides={"stage2.n": 10, "stage2.methods": ["dpo"]})
     rd = RunDir(tmp_path / "run")
     d_weak = [dict(id=i, question=f"Q{i}?", text=f" ... #### {a}", pred=a, finish=f)

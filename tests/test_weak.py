@@ -5,7 +5,8 @@ import pytest
 
 from w2s_nb.config import ConfigError, Stage1Config, load_config
 from w2s_nb.data import answer_format, load_olympicarena, load_pool_and_test, olympic_keep, zero_shot_prompt
-from w2s_nb.rundir import RunDir, read_json, read_jsonl
+from w2s_nb.rundir import RunDir
+from w2s_nb.files import read_json, read_jsonl
 from w2s_nb.weak import (choose_demo_questions, d_weak_demos, demo_budget, demo_records, fit_demos, icl_prompt_tokens,
                          label_records)
 
@@ -160,7 +161,7 @@ def _weak_run(tmp_path, overrides):
 
 def test_run_weak_replaces_cut_demos_and_records_why(tmp_path, monkeypatch):
     import w2s_nb.weak as weak
-    from w2s_nb.stage1 import icl_prompts
+    from w2s_nb.data import icl_prompts
     cfg, rd = _weak_run(tmp_path, {"weak.finetune": "none", "data.n_gold1": 0})
     q2 = read_jsonl(rd.path("data", "gold2_questions.jsonl"))
     first = [d["id"] for d in choose_demo_questions(q2, 4, "random", cfg.seed)]          # the draw of the old code

@@ -28,7 +28,7 @@ def _config_check(args) -> int:
 def _run(args) -> int:
     from pathlib import Path
     from w2s_nb.pipeline import StageFailed, run_pipeline
-    from w2s_nb.rundir import RunLockedError
+    from w2s_nb.files import RunLockedError
     cfg = load_config(args.config, args.set)  # the whole config is validated before any stage runs
     try:
         rd = run_pipeline(cfg, overrides=args.set, only=args.only, start=args.start, until=args.until,
@@ -44,7 +44,7 @@ def _run(args) -> int:
 # %% ../nbs/19_cli.ipynb #9d2daa6e
 def _sweep(args) -> int:
     from w2s_nb.pipeline import StageFailed, run_sweep
-    from w2s_nb.rundir import RunLockedError
+    from w2s_nb.files import RunLockedError
     cfg = load_config(args.config, args.set)
     try:
         rds, written = run_sweep(

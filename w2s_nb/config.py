@@ -483,5 +483,5 @@ def load_config(path=None, overrides: dict | list | None = None) -> RunConfig:
 # %% ../nbs/01_config.ipynb #0679509e
 def save_config(cfg, path) -> Path:
     "Write a config as YAML, atomically (round-trips through `load_config`)."
-    from w2s_nb.rundir import atomic_write_text
+    from w2s_nb.files import atomic_write_text
     return atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -18,16 +18,18 @@ from datasets import Dataset
 
 from .answers import last_boxed
 from .config import DataConfig, RunConfig
-from .rundir import atomic_write_json, atomic_write_jsonl
+from .files import atomic_write_json, atomic_write_jsonl
+from .world import ensure_world_models, world_data_paths
 
 # %% auto #0
 __all__ = ['log', 'COLUMNS', 'CALC_RE', 'OLYMPIC_SUBJECTS', 'OLYMPIC_DROPPED_TYPES', 'DEFAULT_FILES', 'MATH_SUBJECTS',
-           'DEFAULT_HUB', 'DEFAULT_TEMPLATE', 'QUESTION_FIELDS', 'DataError', 'resolve_data_dir', 'data_source',
-           'read_records', 'split_gsm8k_solution', 'gsm8k_dataset', 'load_gsm8k', 'math_dataset', 'load_math',
-           'load_jsonl', 'olympic_keep', 'olympic_question', 'olympic_answer', 'load_olympicarena', 'HubSpec',
-           'hub_specs', 'load_hub_records', 'load_hub', 'answer_format', 'question_key', 'data_files', 'hub_entries',
-           'data_inputs', 'load_pool_and_test', 'make_splits', 'split_sha256', 'save_split_ids', 'zero_shot_prompt',
-           'few_shot_prompt', 'sft_target', 'chat_messages', 'format_prompt', 'sft_examples', 'run_data']
+           'DEFAULT_HUB', 'DEFAULT_TEMPLATE', 'QUESTION_FIELDS', 'GOLD_FIELDS', 'DataError', 'resolve_data_dir',
+           'data_source', 'read_records', 'split_gsm8k_solution', 'gsm8k_dataset', 'load_gsm8k', 'math_dataset',
+           'load_math', 'load_jsonl', 'olympic_keep', 'olympic_question', 'olympic_answer', 'load_olympicarena',
+           'HubSpec', 'hub_specs', 'load_hub_records', 'load_hub', 'answer_format', 'question_key', 'data_files',
+           'hub_entries', 'data_inputs', 'load_pool_and_test', 'make_splits', 'split_sha256', 'save_split_ids',
+           'zero_shot_prompt', 'few_shot_prompt', 'sft_target', 'chat_messages', 'format_prompt', 'sft_examples',
+           'question_prompts', 'icl_prompts', 'label_completion', 'GoldLeakError', 'assert_no_gold', 'run_data']
 
 # %% ../nbs/05_data.ipynb #05523e14
 log = logging.getLogger(__name__)
@@ -424,7 +426,6 @@ def _drop_overlap(pool: Dataset, test: Dataset) -> Dataset:
 def data_files(cfg: DataConfig) -> list[Path]:
     "The local files `load_pool_and_test(cfg)` reads: [pool file, test file] ([] for a Hub source)."
     if cfg.dataset == "world":
-        from w2s_nb.world import world_data_paths
 
         paths = world_data_paths()
         return [Path(cfg.path or paths["train"]), Path(cfg.test_path or paths["test"])]
@@ -449,7 +450,7 @@ def hub_entries(cfg: DataConfig) -> dict[str, list[dict]]:
 # %% ../nbs/05_data.ipynb #c78b4af3
 def data_inputs(cfg: DataConfig) -> dict[str, str]:
     "What the data stage reads, fingerprinted: `{file: sha256}` for local files, `{hub split: revision}` for Hub ones."
-    from w2s_nb.rundir import sha256_path
+    from w2s_nb.files import sha256_path
     out = {str(p): sha256_path(p) if p.exists() else "missing" for p in data_files(cfg)}
     if cfg.dataset in DEFAULT_HUB and data_source(cfg) == "hub":
         for part, entries in hub_entries(cfg).items():
@@ -470,7 +471,6 @@ def _load_part(cfg: DataConfig, part: str) -> Dataset:
 def load_pool_and_test(cfg: DataConfig) -> tuple[Dataset, Dataset]:
     "(training pool, test set) of a data config, disjoint by question."
     if cfg.dataset == "world":
-        from w2s_nb.world import world_data_paths
 
         paths = world_data_paths()
         pool, test = load_gsm8k(cfg.path or paths["train"], "world"), load_gsm8k(
@@ -622,12 +622,48 @@ def sft_examples(ds: Dataset, cfg: DataConfig) -> Dataset:
             )
     return Dataset.from_list(rows)
 
+# %% ../nbs/05_data.ipynb #176222ba
+def question_prompts(records: list[dict], cfg: RunConfig) -> list[dict]:
+    "Zero-shot prompts `{id, prompt}` for question records."
+    return [dict(id=r["id"], prompt=zero_shot_prompt(r["question"], cfg.data.prompt_template)) for r in records]
+
+# %% ../nbs/05_data.ipynb #3f627bb9
+def icl_prompts(questions: list[dict], demos: list[dict], template: str) -> list[dict]:
+    "k-shot prompts `{id, prompt}` whose demonstrations are the weak model's solutions."
+    shots = [(d["question"], d["solution"]) for d in demos]
+    return [dict(id=q["id"], prompt=few_shot_prompt(shots, q["question"], template)) for q in questions]
+
+# %% ../nbs/05_data.ipynb #7e988ea7
+def label_completion(text: str) -> str:
+    "A generated solution as an SFT completion (it already follows the prompt, so only trailing space is trimmed)."
+    text = text.rstrip()
+    return text if text[:1].isspace() else " " + text
+
 # %% ../nbs/05_data.ipynb #a8c183f3
 QUESTION_FIELDS = ("id", "question", "source", "level", "subject")
 
+# %% ../nbs/05_data.ipynb #a2989d27
+GOLD_FIELDS = frozenset({"solution", "answer", "gold", "gold_answer", "gold_solution"})
+
+# %% ../nbs/05_data.ipynb #6af5cd16
+class GoldLeakError(RuntimeError):
+    "A record headed for weak-to-strong training carries a gold field."
+
+# %% ../nbs/05_data.ipynb #de8a2ab2
+def assert_no_gold(records: list[dict], where: str) -> list[dict]:
+    "Refuse records that carry gold fields; return them unchanged otherwise."
+    for i, r in enumerate(records):
+        leak = GOLD_FIELDS & set(r)
+        if leak:
+            raise GoldLeakError(f"{where}: record {r.get('id', i)!r} carries gold field(s) {sorted(leak)}; "
+                                "weak-to-strong training must never see D_gold,2 gold")
+    return records
+
 # %% ../nbs/05_data.ipynb #edfa80be
 def run_data(cfg: RunConfig, rd) -> dict:
-    "The data stage: load, split (seeded), and write the splits into `rd`'s `data/` folder."
+    """The data stage: load, split (seeded), and write the splits into `rd`'s `data/` folder; first build the run's
+    `world:` models if neither shipped nor cached (`world.ensure_world_models`: the one place a world is built)."""
+    ensure_world_models([cfg.weak.path, cfg.strong.path])
     d = cfg.data
     pool, test = load_pool_and_test(d)
     splits = make_splits(pool, test, d.n_gold1, d.n_gold2, d.n_test, cfg.seed)

@@ -18,7 +18,8 @@ from typing import NamedTuple, Optional
 from .answers import majority_answer
 from .config import EvalConfig, ModelConfig, RunConfig, SamplingConfig
 from .models import read_models
-from .rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl, stable_hash
+from .rundir import RunDir
+from .files import atomic_write_json, atomic_write_jsonl, read_json, read_jsonl, stable_hash
 
 # %% auto #0
 __all__ = ['DIFFICULTY_NAMES', 'META_KEYS', 'wilson_interval', 'pass_at_k', 'score_predictions', 'summarize', 'solution_lines',
@@ -320,9 +321,8 @@ def _eval_one(rd: RunDir, name: str, ref, model_cfg: ModelConfig, test: list[dic
 def run_eval(cfg: RunConfig, rd: RunDir) -> dict:
     """Evaluate every model of the run plus weak-ICL on `data/test.jsonl`; write `eval/<name>.jsonl` and
     `eval/metrics.json`."""
-    from w2s_nb.data import answer_format, few_shot_prompt
+    from w2s_nb.data import answer_format, few_shot_prompt, question_prompts
     from w2s_nb.models import base_ref, model_ref, resolve_device
-    from w2s_nb.weak import question_prompts
 
     fmt, device, tpl = answer_format(cfg.data), resolve_device(cfg.device), cfg.data.prompt_template
     test_path, demos_path = rd.path("data", "test.jsonl"), rd.path("weak", "demos.jsonl")

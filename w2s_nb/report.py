@@ -20,7 +20,8 @@ from matplotlib.patches import Patch
 
 from .config import parse_yaml
 from .models import read_models
-from .rundir import RunDir, atomic_file, atomic_write_text, read_json, read_jsonl
+from .rundir import RunDir
+from .files import atomic_file, atomic_write_text, read_json, read_jsonl
 
 # %% auto #0
 __all__ = ['GROUPS', 'VARIANT_ORDER', 'METHOD_ORDER', 'STAGE2_COLOURS', 'load_run', 'train_log_path', 'ordered_models',

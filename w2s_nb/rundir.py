@@ -19,140 +19,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from .files import atomic_write_json, hash_files, read_json, run_lock, stable_hash
+
 # %% auto #0
-__all__ = ['PACKAGES', 'LOCK_ENV', 'STAGES', 'DONE', 'STARTED', 'STAGE_PRODUCTS', 'STAGE_NEEDS', 'atomic_file',
-           'atomic_write_text', 'atomic_write_json', 'atomic_write_jsonl', 'read_json', 'read_jsonl', 'replace_dir',
-           'atomic_dir', 'sha256_bytes', 'sha256_file', 'sha256_path', 'hash_files', 'stable_hash', 'versions',
-           'git_commit', 'hardware', 'RunLockedError', 'run_lock', 'utc_now', 'RunDir', 'project_root',
-           'default_config_path', 'StageMissing', 'require_stages', 'open_run', 'stage_key']
-
-# %% ../nbs/02_rundir.ipynb #2d401523
-def _umask() -> int:
-    "The process umask (read without changing it for long)."
-    m = os.umask(0)
-    os.umask(m)
-    return m
-
-# %% ../nbs/02_rundir.ipynb #65f87096
-@contextlib.contextmanager
-def atomic_file(path) -> Iterator[Path]:
-    """A temporary file next to `path` to write; `os.replace`d onto `path` when the block succeeds, removed when it
-    fails."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private; the file gets normal permissions
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-# %% ../nbs/02_rundir.ipynb #d3d5befd
-def atomic_write_text(path, text: str) -> Path:
-    "Write `text` to `path` atomically (temp file in the same folder, fsync, `os.replace`)."
-    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    return Path(path)
-
-# %% ../nbs/02_rundir.ipynb #4e28b676
-def atomic_write_json(path, obj: Any) -> Path:
-    "Write JSON atomically (indented, UTF-8)."
-    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
-
-# %% ../nbs/02_rundir.ipynb #dd815f47
-def atomic_write_jsonl(path, records: Iterable[dict]) -> Path:
-    "Write JSON Lines atomically."
-    return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-
-# %% ../nbs/02_rundir.ipynb #30f22bd3
-def read_json(path) -> Any:
-    "Read a JSON file."
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-# %% ../nbs/02_rundir.ipynb #a8cc067f
-def read_jsonl(path) -> list[dict]:
-    "Read a JSON Lines file (blank lines skipped)."
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-# %% ../nbs/02_rundir.ipynb #ebd176f6
-def replace_dir(tmp, target) -> Path:
-    "Move the finished folder `tmp` to `target` (same file system), replacing an old `target`."
-    tmp, target = Path(tmp), Path(target)
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-    return target
-
-# %% ../nbs/02_rundir.ipynb #c8f07fa5
-@contextlib.contextmanager
-def atomic_dir(path) -> Iterator[Path]:
-    "Build a folder under a temporary name; on success it replaces `path` in one rename."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the finished folder gets normal permissions
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    replace_dir(tmp, path)
-
-# %% ../nbs/02_rundir.ipynb #db8f8faa
-def sha256_bytes(b: bytes) -> str:
-    return hashlib.sha256(b).hexdigest()
-
-# %% ../nbs/02_rundir.ipynb #f3661571
-def sha256_file(path, full_limit: int = 2 << 30) -> str:
-    "sha256 of a file (fingerprint of size + first/last MiB above `full_limit` bytes)."
-    path, h = Path(path), hashlib.sha256()
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        if size <= full_limit:
-            for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
-        else:
-            h.update(f"fingerprint:{size}:".encode())
-            h.update(f.read(1 << 20))
-            f.seek(max(0, size - (1 << 20)))
-            h.update(f.read())
-    return h.hexdigest()
-
-# %% ../nbs/02_rundir.ipynb #7e1b19b6
-def _visible_files(root: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
-
-# %% ../nbs/02_rundir.ipynb #df252ebe
-def sha256_path(path) -> str:
-    "sha256 of a file, or of a folder's (relative path, file hash) list; hidden files ignored."
-    path = Path(path)
-    if path.is_file(): return sha256_file(path)
-    lines = [f"{p.relative_to(path).as_posix()} {sha256_file(p)}" for p in _visible_files(path)]
-    return sha256_bytes("\n".join(lines).encode())
-
-# %% ../nbs/02_rundir.ipynb #875756e1
-def hash_files(root) -> dict[str, str]:
-    "`{relative path: sha256}` for every visible file under `root`."
-    root = Path(root)
-    return {p.relative_to(root).as_posix(): sha256_file(p) for p in _visible_files(root)} if root.exists() else {}
-
-# %% ../nbs/02_rundir.ipynb #8d6f9b2d
-def stable_hash(obj: Any) -> str:
-    "A hash of a JSON-able object, independent of dict order and of the process."
-    return sha256_bytes(json.dumps(obj, sort_keys=True, default=str).encode())[:16]
+__all__ = ['PACKAGES', 'STAGES', 'DONE', 'STARTED', 'STAGE_PRODUCTS', 'STAGE_NEEDS', 'versions', 'git_commit', 'hardware',
+           'utc_now', 'RunDir', 'project_root', 'default_config_path', 'StageMissing', 'require_stages', 'open_run',
+           'stage_key']
 
 # %% ../nbs/02_rundir.ipynb #f02f202c
 PACKAGES = (
@@ -207,45 +79,6 @@ def hardware() -> dict:
     gpus = [_gpu(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     return dict(cpu_capability=torch.backends.cpu.get_cpu_capability(), cpu_count=os.cpu_count(), cuda=gpus,
                 cuda_bf16=torch.cuda.is_bf16_supported() if gpus else None)
-
-# %% ../nbs/02_rundir.ipynb #5da77ad6
-class RunLockedError(RuntimeError):
-    "Another process is writing this run directory."
-
-# %% ../nbs/02_rundir.ipynb #27c5f4ae
-LOCK_ENV = "W2S_RUN_LOCK"
-
-# %% ../nbs/02_rundir.ipynb #ff185980
-@contextlib.contextmanager
-def run_lock(root) -> Iterator[None]:
-    "Hold the run directory's lock (re-entrant across a parent pipeline and its stage kernels)."
-    root = Path(root).resolve()
-    if os.environ.get(LOCK_ENV) == str(root):
-        yield
-        return
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-            raise RunLockedError(
-                f"run directory {root} is in use by another process ({holder}); "
-                "wait for it to finish or stop it, then re-run"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {platform.node()}".encode(), 0)
-        old, os.environ[LOCK_ENV] = os.environ.get(LOCK_ENV), str(root)
-        try:
-            yield
-        finally:
-            if old is None:
-                os.environ.pop(LOCK_ENV, None)
-            else:
-                os.environ[LOCK_ENV] = old
-    finally:
-        os.close(fd)  # closing the descriptor releases the flock
 
 # %% ../nbs/02_rundir.ipynb #ac6704de
 STAGES = ("data", "weak", "stage1", "stage2", "eval", "report")

@@ -27,7 +27,7 @@ from .answers import cut_at_stop
 from .config import ModelConfig, SamplingConfig, from_dict, to_dict, validate
 from .models import (ModelRef, _adapter_dir, _local_device, _source, context_length, dequantize_4bit,
                            load_model, load_tokenizer, resolve_device, resolve_dtype, save_merged)
-from .rundir import atomic_write_text
+from .files import atomic_write_text
 from .train import check_job_world, in_launch, launch_job, read_job, world_size  # the launcher training uses
 
 log = logging.getLogger(__name__)

@@ -9,40 +9,18 @@ import time
 
 from .answers import answers_agree, is_equiv
 from .config import RunConfig
-from .data import answer_format, few_shot_prompt, zero_shot_prompt
+from .data import (answer_format, assert_no_gold, few_shot_prompt, icl_prompts, label_completion, question_prompts,
+                         zero_shot_prompt)
 from .models import ModelRef, base_ref, model_entry, resolve_device
-from .rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_jsonl
+from .rundir import RunDir
+from .files import atomic_write_json, atomic_write_jsonl, read_jsonl
 from .sample import generate_texts, shared_engine, was_cut
 from .train import launch_kwargs, train_sft
-from .weak import gold_sft_examples, label_records, question_prompts
+from .weak import gold_sft_examples, label_records
 
 # %% auto #0
-__all__ = ['GOLD_FIELDS', 'VARIANT_SIDES', 'GoldLeakError', 'assert_no_gold', 'icl_prompts', 'select_consistent',
-           'label_completion', 'variant_examples', 'label_examples', 'label_quality', 'agreement_table',
+__all__ = ['VARIANT_SIDES', 'select_consistent', 'variant_examples', 'label_examples', 'label_quality', 'agreement_table',
            'stage1_variants', 'run_stage1']
-
-# %% ../nbs/11_stage1.ipynb #a2989d27
-GOLD_FIELDS = frozenset({"solution", "answer", "gold", "gold_answer", "gold_solution"})
-
-# %% ../nbs/11_stage1.ipynb #6af5cd16
-class GoldLeakError(RuntimeError):
-    "A record headed for weak-to-strong training carries a gold field."
-
-# %% ../nbs/11_stage1.ipynb #de8a2ab2
-def assert_no_gold(records: list[dict], where: str) -> list[dict]:
-    "Refuse records that carry gold fields; return them unchanged otherwise."
-    for i, r in enumerate(records):
-        leak = GOLD_FIELDS & set(r)
-        if leak:
-            raise GoldLeakError(f"{where}: record {r.get('id', i)!r} carries gold field(s) {sorted(leak)}; "
-                                "weak-to-strong training must never see D_gold,2 gold")
-    return records
-
-# %% ../nbs/11_stage1.ipynb #3f627bb9
-def icl_prompts(questions: list[dict], demos: list[dict], template: str) -> list[dict]:
-    "k-shot prompts `{id, prompt}` whose demonstrations are the weak model's solutions."
-    shots = [(d["question"], d["solution"]) for d in demos]
-    return [dict(id=q["id"], prompt=few_shot_prompt(shots, q["question"], template)) for q in questions]
 
 # %% ../nbs/11_stage1.ipynb #a72cba80
 def select_consistent(labels_weak: list[dict], labels_icl: list[dict], fmt: str | None = None) -> list[dict]:
@@ -62,12 +40,6 @@ def select_consistent(labels_weak: list[dict], labels_icl: list[dict], fmt: str 
 
 # %% ../nbs/11_stage1.ipynb #55f4d6f2
 VARIANT_SIDES = {"weak": ("weak_text",), "icl": ("icl_text",), "hybrid": ("weak_text", "icl_text")}
-
-# %% ../nbs/11_stage1.ipynb #7e988ea7
-def label_completion(text: str) -> str:
-    "A generated solution as an SFT completion (it already follows the prompt, so only trailing space is trimmed)."
-    text = text.rstrip()
-    return text if text[:1].isspace() else " " + text
 
 # %% ../nbs/11_stage1.ipynb #1e29c9a3
 def variant_examples(selection: list[dict], variant: str, template: str) -> list[dict]:

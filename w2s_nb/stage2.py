@@ -11,13 +11,12 @@ from collections import Counter
 
 from .answers import canonical_answers, extract_answer, is_equiv, majority_answer
 from .config import RunConfig, Stage2Config
-from .data import answer_format, zero_shot_prompt
+from .data import answer_format, assert_no_gold, label_completion, question_prompts, zero_shot_prompt
 from .models import model_entry, model_ref, read_models, resolve_device
-from .rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_jsonl, stable_hash
+from .rundir import RunDir
+from .files import atomic_write_json, atomic_write_jsonl, read_jsonl, stable_hash
 from .sample import finish_reasons, generate_texts, was_cut
-from .stage1 import assert_no_gold, label_completion
 from .train import launch_kwargs, train_preference
-from .weak import question_prompts
 
 # %% auto #0
 __all__ = ['SKIP_REASONS', 'ORACLE_PAIRS', 'majority', 'question_pairs', 'distinct_samples', 'build_pairs', 'pair_quality',

@@ -20,7 +20,7 @@ from .config import (DIST_TIMEOUT_S, ModelConfig, PrefSettings, TrainSettings, f
                            to_dict, validate)
 from .models import (ModelRef, effective_finetune, load_model, load_tokenizer, lora_config, resolve_device,
                            resolve_dtype, save_merged)
-from .rundir import atomic_write_text, replace_dir, stable_hash
+from .files import atomic_write_text, replace_dir, stable_hash
 
 # %% auto #0
 __all__ = ['RESULT', 'CHECKPOINTS', 'RESUME_KEY', 'finished', 'world_size', 'in_launch', 'launch_kwargs', 'last_checkpoint',

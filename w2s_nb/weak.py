@@ -12,26 +12,22 @@ from typing import Callable, Iterable
 
 from .answers import extract_answer, is_equiv
 from .config import RunConfig, Stage1Config
-from .data import answer_format, sft_examples, zero_shot_prompt
+from .data import answer_format, icl_prompts, question_prompts, sft_examples, zero_shot_prompt
 from .models import base_ref, context_length, load_tokenizer, model_entry, resolve_device
-from .rundir import RunDir, atomic_write_json, atomic_write_jsonl, read_jsonl, stable_hash
+from .rundir import RunDir
+from .files import atomic_write_json, atomic_write_jsonl, read_jsonl, stable_hash
 from .sample import finish_reasons, generate_texts, was_cut
 from .train import launch_kwargs, train_sft
 
 # %% auto #0
-__all__ = ['gold_sft_examples', 'question_prompts', 'label_records', 'choose_demo_questions', 'demo_segments', 'demo_records',
-           'fit_demos', 'pick_demos', 'd_weak_demos', 'icl_prompt_tokens', 'demo_budget', 'weak_model', 'run_weak']
+__all__ = ['gold_sft_examples', 'label_records', 'choose_demo_questions', 'demo_segments', 'demo_records', 'fit_demos',
+           'pick_demos', 'd_weak_demos', 'icl_prompt_tokens', 'demo_budget', 'weak_model', 'run_weak']
 
 # %% ../nbs/10_weak.ipynb #1da60450
 def gold_sft_examples(records: list[dict], cfg: RunConfig) -> list[dict]:
     "Prompt/completion examples from gold records (`question`, `solution`, `answer`): `data.sft_examples`."
     from datasets import Dataset
     return [{k: r[k] for k in ("prompt", "completion")} for r in sft_examples(Dataset.from_list(records), cfg.data)]
-
-# %% ../nbs/10_weak.ipynb #176222ba
-def question_prompts(records: list[dict], cfg: RunConfig) -> list[dict]:
-    "Zero-shot prompts `{id, prompt}` for question records."
-    return [dict(id=r["id"], prompt=zero_shot_prompt(r["question"], cfg.data.prompt_template)) for r in records]
 
 # %% ../nbs/10_weak.ipynb #98a43132
 def label_records(questions: list[dict], generated: list[dict], fmt: str, rule: str = "strict") -> list[dict]:
@@ -138,7 +134,6 @@ def icl_prompt_tokens(questions: list[dict], template: str, tokenizer, above: in
     With `above`, the `first` longest questions (by characters) are counted first, and a prompt longer than `above`
     found among them is returned at once (the rule's outcome is the same; a demonstration that does not fit costs one
     small batch instead of every question)."""
-    from w2s_nb.stage1 import icl_prompts  # stage1 imports this module
     ordered = sorted(questions, key=lambda q: len(q["question"]), reverse=True)
     def count(qs: list[dict], demos: list[dict]) -> int:
         "Tokens of the longest prompt for `qs` with `demos`."

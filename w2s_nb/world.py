@@ -14,20 +14,20 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Optional
 
-import torch
 from tqdm.auto import tqdm
 
-from .models import build_tokenizer, new_llama
-from .rundir import atomic_dir, atomic_write_jsonl, atomic_write_json, read_json, run_lock, stable_hash
+from .files import atomic_dir, atomic_write_jsonl, atomic_write_json, read_json, run_lock, stable_hash
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'NAMES', 'ITEMS', 'CONTAINERS', 'ADD_VERBS', 'SUB_VERBS', 'ORDINALS', 'WRAPPERS', 'TARGET', 'MARKERS', 'ASSETS',
-           'ModelSpec', 'WorldSpec', 'make_problem', 'render_solution', 'gsm_record', 'dataset', 'render_doc', 'drill',
-           'corpus', 'doc_text', 'pack', 'pretrain', 'world_cache_dir', 'build_tokenizer_for', 'build_model',
-           'world_model_path', 'world_data_paths', 'build_world']
+__all__ = ['log', 'NAMES', 'ITEMS', 'CONTAINERS', 'ADD_VERBS', 'SUB_VERBS', 'ORDINALS', 'WRAPPERS', 'TARGET', 'MARKERS',
+           'SPECIAL_TOKENS', 'ASSETS', 'ModelSpec', 'WorldSpec', 'make_problem', 'render_solution', 'gsm_record',
+           'dataset', 'render_doc', 'drill', 'corpus', 'doc_text', 'build_tokenizer', 'new_llama', 'pack', 'pretrain',
+           'world_cache_dir', 'build_tokenizer_for', 'build_model', 'world_model_path', 'ensure_world_model',
+           'ensure_world_models', 'world_data_paths', 'build_world']
 
 # %% ../nbs/04_world.ipynb #94cfe323
 @dataclass(frozen=True)
@@ -210,9 +210,57 @@ def corpus(seed: int, n_docs: int, spec: WorldSpec = WorldSpec()) -> list[list]:
 # %% ../nbs/04_world.ipynb #7841b634
 def doc_text(doc: list) -> str: return "".join(t for t, _ in doc)
 
+# %% ../nbs/04_world.ipynb #368b7878
+SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
+
+# %% ../nbs/04_world.ipynb #f2bd58e7
+def build_tokenizer(
+    texts: Iterable[str], vocab_size: int, out_dir=None, individual_digits: bool = True
+) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on `texts`; optionally save it to `out_dir`.
+    `individual_digits=True` splits numbers into digits; `False` lets frequent numbers become single tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    if vocab_size < 256 + len(SPECIAL_TOKENS):
+        raise ValueError(
+            f"vocab_size={vocab_size}: expected >= {256 + len(SPECIAL_TOKENS)} (256 bytes + special tokens)"
+        )
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        ([pre_tokenizers.Digits(individual_digits=True)] if individual_digits else [])
+        + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                 clean_up_tokenization_spaces=False)
+    if out_dir is not None: hf.save_pretrained(str(out_dir))
+    return hf
+
+# %% ../nbs/04_world.ipynb #1132af9c
+def new_llama(tokenizer, hidden: int, layers: int, heads: int, intermediate: int, max_pos: int = 512,
+              seed: int = 0, tie_embeddings: bool = False, kv_heads: Optional[int] = None) -> LlamaForCausalLM:
+    "A randomly initialised `LlamaForCausalLM` (float32) sized for `tokenizer`; same `seed` → same weights."
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    if hidden % heads: raise ValueError(f"hidden={hidden} is not divisible by heads={heads}")
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+                      num_attention_heads=heads, num_key_value_heads=kv_heads or heads,
+                      intermediate_size=intermediate, max_position_embeddings=max_pos,
+                      pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                      eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=tie_embeddings)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg).to(torch.float32)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    return model
+
 # %% ../nbs/04_world.ipynb #9d094407
 def pack(docs: list[list], tokenizer, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
     "Tokenize documents, join them with EOS and cut into `seq`-token blocks → `(input_ids, labels)`."
+    import torch  # here, not at the top: `models` imports this module and must stay light
     ids, labels = [], []
     for doc in docs:
         for text, trained in doc:
@@ -227,6 +275,7 @@ def pack(docs: list[list], tokenizer, seq: int) -> tuple[torch.Tensor, torch.Ten
 # %% ../nbs/04_world.ipynb #a734335a
 def pretrain(model, ids: torch.Tensor, labels: torch.Tensor, spec: WorldSpec, desc: str = "pretraining") -> float:
     "Train `model` for one epoch over the blocks; return the final smoothed loss."
+    import torch
     torch.manual_seed(spec.seed)
     steps = math.ceil(ids.shape[0] / spec.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.95), weight_decay=0.1)
@@ -304,17 +353,35 @@ def _build_role(d: Path, role: str, spec: WorldSpec) -> Path:
 
 # %% ../nbs/04_world.ipynb #3396408a
 def world_model_path(role: str, spec: WorldSpec = WorldSpec()) -> Path:
-    "The folder of world model `role` (`weak` / `strong`): shipped, cached, or built now (minutes)."
+    """The folder of world model `role` (`weak` / `strong`): shipped with the package, or built into the cache by
+    `ensure_world_model`. Resolving a path never builds anything: a world that is not built is a clear error."""
     if role not in ("weak", "strong"): raise ValueError(f"world:{role}: expected world:weak or world:strong")
     if ASSETS is not None and _is_built(ASSETS / role, spec, role): return ASSETS / role
     d = world_cache_dir(spec)
-    with run_lock(d):  # two processes never build the same world at once
+    if _is_built(d / role, spec, role): return d / role
+    raise FileNotFoundError(f"world:{role} is not built for this world spec (neither shipped in {ASSETS} nor cached in "
+                            f"{d}): build it with `w2s_nb.world.ensure_world_model({role!r})` (about 6 minutes)")
+
+# %% ../nbs/04_world.ipynb #3fbac5a0
+def ensure_world_model(role: str, spec: WorldSpec = WorldSpec()) -> Path:
+    """`world_model_path(role)`, building the model into the cache first if it is neither shipped nor cached (minutes,
+    once; two processes never build the same world at once). The explicit step: `run_data` calls it for a run's
+    `world:` models, so the pipeline's later stages only resolve paths."""
+    try: return world_model_path(role, spec)
+    except FileNotFoundError: pass
+    d = world_cache_dir(spec)
+    with run_lock(d):
         if not _is_built(d / role, spec, role):
             log.warning(f"building world:{role} in {d / role} (about 12 minutes for both, once)")
             _build_role(d, role, spec)
     return d / role
 
-# %% ../nbs/04_world.ipynb #3fbac5a0
+# %% ../nbs/04_world.ipynb #6a55f188
+def ensure_world_models(paths: Iterable[str], spec: WorldSpec = WorldSpec()) -> dict[str, Path]:
+    "`ensure_world_model` for every `world:ROLE` among model `paths` (others are left alone): `{path: folder}`."
+    return {p: ensure_world_model(p.split(":", 1)[1], spec) for p in paths if str(p).startswith("world:")}
+
+# %% ../nbs/04_world.ipynb #c87540eb
 def world_data_paths(
     cache_dir=None, n_train: int = 8000, n_test: int = 1000, seed: int = 0, spec: WorldSpec = WorldSpec()
 ) -> dict:
