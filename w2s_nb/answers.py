@@ -19,6 +19,8 @@ from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 
+from fastcore.basics import patch
+
 # %% auto #0
 __all__ = ['FORMATS', 'STOP_STRINGS', 'ANSWER_KEYS', 'EXTRACTION_RULES', 'log', 'cut_at_stop', 'canon_number', 'last_boxed',
            'first_boxed', 'normalize_math', 'normalize_gsm8k', 'normalize_answer', 'strict_raw_answer',
@@ -253,22 +255,11 @@ def _worker_main():
 
 # %% ../nbs/03_answers.ipynb #63b5c424
 class MathChecker:
-    "Symbolic answer checks in a helper process with a hard per-check timeout (thread- and fork-safe)."
+    """Symbolic answer checks in a helper process with a hard per-check timeout (thread- and fork-safe); `_start` and
+    `check` are added below with `@patch`."""
     def __init__(self, timeout: float = 5.0, start_timeout: float = 120.0):
         self.timeout, self.start_timeout = timeout, start_timeout
         self._proc, self._pid, self._lock = None, None, threading.Lock()
-
-    def _start(self):
-        import w2s_nb
-        pkg_root = str(Path(w2s_nb.__file__).resolve().parent.parent)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [pkg_root, os.environ.get("PYTHONPATH")])))
-        self._proc = subprocess.Popen([sys.executable, "-c", "from w2s_nb.answers import _worker_main; _worker_main()"],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, bufsize=1)
-        self._pid = os.getpid()
-        ready, _, _ = select.select([self._proc.stdout], [], [], self.start_timeout)   # start-up is not check time
-        if not ready or self._proc.stdout.readline().strip() != "ready":
-            self._kill()
-            raise RuntimeError(f"the math-verify helper process did not start within {self.start_timeout}s")
 
     def _kill(self):
         if self._proc is not None and self._pid == os.getpid():
@@ -286,27 +277,44 @@ class MathChecker:
         try:self._kill()
         except Exception: pass
 
-    def check(self, pairs: list[tuple[str, str]], timeout: float | None = None) -> bool:
-        "True iff math-verify finds any `(gold, pred)` pair equal within `timeout` seconds (False on timeout)."
-        if not pairs: return False
-        timeout = self.timeout if timeout is None else timeout
-        with self._lock:
-            if self._proc is None or self._pid != os.getpid() or self._proc.poll() is not None: self._start()
-            try:
-                self._proc.stdin.write(json.dumps(pairs) + "\n")
-                self._proc.stdin.flush()
-                ready, _, _ = select.select([self._proc.stdout], [], [], timeout)
-                reply = self._proc.stdout.readline() if ready else None
-            except (BrokenPipeError, OSError):
-                reply = ""
-            if reply is None:
-                log.warning("math check timed out after %.1fs (scored False): %s", timeout, str(pairs)[:200])
-                self._kill()
-                return False
-            if reply.strip() not in ("0", "1"):
-                self._kill()
-                raise RuntimeError("the math-verify helper process died (see its stderr above)")
-            return reply.strip() == "1"
+# %% ../nbs/03_answers.ipynb #8ed5281e
+@patch
+def _start(self: MathChecker):
+    "Start the helper process (this process's: `_pid`) and wait, at most `start_timeout` seconds, for it to be ready."
+    import w2s_nb
+    pkg_root = str(Path(w2s_nb.__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [pkg_root, os.environ.get("PYTHONPATH")])))
+    self._proc = subprocess.Popen([sys.executable, "-c", "from w2s_nb.answers import _worker_main; _worker_main()"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, bufsize=1)
+    self._pid = os.getpid()
+    ready, _, _ = select.select([self._proc.stdout], [], [], self.start_timeout)   # start-up is not check time
+    if not ready or self._proc.stdout.readline().strip() != "ready":
+        self._kill()
+        raise RuntimeError(f"the math-verify helper process did not start within {self.start_timeout}s")
+
+# %% ../nbs/03_answers.ipynb #35cb5504
+@patch
+def check(self: MathChecker, pairs: list[tuple[str, str]], timeout: float | None = None) -> bool:
+    "True iff math-verify finds any `(gold, pred)` pair equal within `timeout` seconds (False on timeout)."
+    if not pairs: return False
+    timeout = self.timeout if timeout is None else timeout
+    with self._lock:
+        if self._proc is None or self._pid != os.getpid() or self._proc.poll() is not None: self._start()
+        try:
+            self._proc.stdin.write(json.dumps(pairs) + "\n")
+            self._proc.stdin.flush()
+            ready, _, _ = select.select([self._proc.stdout], [], [], timeout)
+            reply = self._proc.stdout.readline() if ready else None
+        except (BrokenPipeError, OSError):
+            reply = ""
+        if reply is None:
+            log.warning("math check timed out after %.1fs (scored False): %s", timeout, str(pairs)[:200])
+            self._kill()
+            return False
+        if reply.strip() not in ("0", "1"):
+            self._kill()
+            raise RuntimeError("the math-verify helper process died (see its stderr above)")
+        return reply.strip() == "1"
 
 # %% ../nbs/03_answers.ipynb #986c0bf0
 @lru_cache(maxsize=None)

@@ -100,12 +100,9 @@ def _pipeline_options(p: argparse.ArgumentParser):
     p.add_argument("--fresh-kernels", action="store_true",
                    help="a new kernel for every stage notebook (default: one kernel, namespace reset between stages)")
 
-# %% ../nbs/19_cli.ipynb #7b1f212d
-def build_parser() -> argparse.ArgumentParser:
-    "The `w2s` argument parser (sub-commands register their handler as `func`)."
-    p = argparse.ArgumentParser(prog="w2s", description="Weak-to-strong reasoning pipeline (w2s_nb)")
-    p.add_argument("--version", action="version", version=f"w2s_nb {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+# %% ../nbs/19_cli.ipynb #441befff
+def _add_config_parser(sub):
+    "`w2s config check FILE [--set KEY=VALUE ...]`."
     cfg = sub.add_parser("config", help="work with config files").add_subparsers(
         dest="config_command", metavar="ACTION"
     )
@@ -113,12 +110,20 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("file")
     chk.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override, repeatable")
     chk.set_defaults(func=_config_check)
+
+# %% ../nbs/19_cli.ipynb #017ae243
+def _add_run_parser(sub):
+    "`w2s run CONFIG [...] [--only S ...] [--from S] [--until S]`."
     run = sub.add_parser("run", help="run the pipeline's stage notebooks with papermill into runs/<name>/ (resumable)")
     _pipeline_options(run)
     run.add_argument("--only", action="append", default=None, metavar="STAGE", help="run only this stage (repeatable)")
     run.add_argument("--from", dest="start", default=None, metavar="STAGE", help="first stage to run")
     run.add_argument("--until", default=None, metavar="STAGE", help="last stage to run")
     run.set_defaults(func=_run)
+
+# %% ../nbs/19_cli.ipynb #ab4e699c
+def _add_sweep_parser(sub):
+    "`w2s sweep CONFIG --seeds S [S ...] [...] [--out DIR]`."
     sw = sub.add_parser(
         "sweep",
         help="run the pipeline once per seed into runs/<name>-seed<S>/ (resumable), then the across-seeds report",
@@ -129,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default=None, metavar="DIR", help="folder of the across-seeds report (default: OUT_DIR/<name>-seeds)"
     )
     sw.set_defaults(func=_sweep)
+
+# %% ../nbs/19_cli.ipynb #e3620a61
+def _add_models_parser(sub):
+    "`w2s models fetch GROUP [--dir DIR]`."
     mod = sub.add_parser("models", help="bring real checkpoints into the cache").add_subparsers(
         dest="models_command", metavar="ACTION"
     )
@@ -141,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     fet.add_argument("--dir", default=None, metavar="DIR",
                      help="cache root (default: $W2S_CACHE, else ~/.cache/w2s_nb); the folders go to DIR/real/NAME")
     fet.set_defaults(func=_models_fetch)
+
+# %% ../nbs/19_cli.ipynb #e32b0276
+def _add_report_parser(sub):
+    "`w2s report RUN_DIR [RUN_DIR ...] [--out DIR]`."
     rep = sub.add_parser(
         "report",
         help="draw a run's figures and results.md; several runs: one comparison table and figure "
@@ -154,6 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder (default: RUN_DIR/report; several runs: the folder compare/ beside FIRST_RUN_DIR)",
     )
     rep.set_defaults(func=_report)
+
+# %% ../nbs/19_cli.ipynb #7b1f212d
+def build_parser() -> argparse.ArgumentParser:
+    "The `w2s` argument parser (sub-commands register their handler as `func`)."
+    p = argparse.ArgumentParser(prog="w2s", description="Weak-to-strong reasoning pipeline (w2s_nb)")
+    p.add_argument("--version", action="version", version=f"w2s_nb {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    _add_config_parser(sub)
+    _add_run_parser(sub)
+    _add_sweep_parser(sub)
+    _add_models_parser(sub)
+    _add_report_parser(sub)
     return p
 
 # %% ../nbs/19_cli.ipynb #eb910b70

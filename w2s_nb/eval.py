@@ -186,35 +186,32 @@ def cut_count(record: dict) -> Optional[int]:
     finish = finish_reasons(record)
     return None if None in finish else finish.count("length")
 
+# %% ../nbs/14_eval.ipynb #6e30b7b9
+def _gold_by_prompt(test_records: list[dict], prompts: list[dict]) -> dict:
+    "`{id: gold answer}` of `test_records`; an error when a prompt has no test record."
+    gold = {r["id"]: r["answer"] for r in test_records}
+    if missing := [p["id"] for p in prompts if p["id"] not in gold]:
+        raise ValueError(f"{len(missing)} prompt id(s) have no test record, e.g. {missing[0]!r}")
+    return gold
+
+# %% ../nbs/14_eval.ipynb #bb7e6440
+def _with_cut_counts(rows: list[dict], out: list[dict]) -> list[dict]:
+    "Result `rows` with `n_cut`, the samples of the sampler's records `out` that the cap cut off (unfinished)."
+    cut = {r["id"]: cut_count(r) for r in out}
+    return [{**row, "n_cut": cut[row["id"]]} for row in rows]
+
 # %% ../nbs/14_eval.ipynb #ff83aabd
-def evaluate(
-    ref,
-    model_cfg: ModelConfig,
-    test_records: list[dict],
-    prompts: list[dict],
-    cfg: EvalConfig,
-    sampling: SamplingConfig,
-    fmt: str,
-    out_path=None,
-    seed: int = 0,
-    device: str = "cpu",
-    samples_dir=None,
-    rule: str = "strict",
-    num_processes: int = 1,
-    accelerate_config: Optional[str] = None,
-    engine=None,
-    timeout_s: Optional[int] = None,
-) -> list[dict]:
+def evaluate(ref, model_cfg: ModelConfig, test_records: list[dict], prompts: list[dict], cfg: EvalConfig,
+             sampling: SamplingConfig, fmt: str, out_path=None, seed: int = 0, device: str = "cpu", samples_dir=None,
+             rule: str = "strict", num_processes: int = 1, accelerate_config: Optional[str] = None, engine=None,
+             timeout_s: Optional[int] = None) -> list[dict]:
     """Answer `prompts` (`{id, prompt}`) with model `ref`, score against `test_records` (`id`, `answer`); write the
-    result
-    rows to `out_path` (if given) and return them (`summarize` gives the accuracy and its interval). `engine`: a
+    result rows to `out_path` (if given) and return them (`summarize` gives the accuracy and its interval). `engine`: a
     `sample.VllmEngine` serving `ref`, reused across models (vLLM backend); `timeout_s`: a sampling launch's
     process-group timeout (None: `sample.SAMPLING_TIMEOUT_S`)."""
     from w2s_nb.sample import SAMPLING_TIMEOUT_S, generate_texts
 
-    gold = {r["id"]: r["answer"] for r in test_records}
-    if missing := [p["id"] for p in prompts if p["id"] not in gold]:
-        raise ValueError(f"{len(missing)} prompt id(s) have no test record, e.g. {missing[0]!r}")
+    gold = _gold_by_prompt(test_records, prompts)
     greedy = cfg.n == 1
     out = generate_texts(
         ref,
@@ -232,9 +229,7 @@ def evaluate(
         engine=engine,
         timeout_s=timeout_s or SAMPLING_TIMEOUT_S,
     )
-    rows = score_predictions(out, gold, fmt, sampling.stop, rule)
-    cut = {r["id"]: cut_count(r) for r in out}
-    rows = [{**row, "n_cut": cut[row["id"]]} for row in rows]  # samples the cap cut off: unfinished solutions
+    rows = _with_cut_counts(score_predictions(out, gold, fmt, sampling.stop, rule), out)
     if out_path is not None:
         atomic_write_jsonl(out_path, rows)
     return rows
@@ -317,14 +312,9 @@ def _eval_one(rd: RunDir, name: str, ref, model_cfg: ModelConfig, test: list[dic
         timeout_s=cfg.dist_timeout_s,
     )
 
-# %% ../nbs/14_eval.ipynb #a6c6440c
-def run_eval(cfg: RunConfig, rd: RunDir) -> dict:
-    """Evaluate every model of the run plus weak-ICL on `data/test.jsonl`; write `eval/<name>.jsonl` and
-    `eval/metrics.json`."""
-    from w2s_nb.data import answer_format, few_shot_prompt, question_prompts
-    from w2s_nb.models import base_ref, model_ref, resolve_device
-
-    fmt, device, tpl = answer_format(cfg.data), resolve_device(cfg.device), cfg.data.prompt_template
+# %% ../nbs/14_eval.ipynb #0d5fff24
+def _eval_inputs(rd: RunDir) -> tuple[dict, list, list]:
+    "`(models to evaluate, test records, weak demonstrations)`; an error naming the stage to run when one is missing."
     test_path, demos_path = rd.path("data", "test.jsonl"), rd.path("weak", "demos.jsonl")
     if not test_path.exists():
         raise FileNotFoundError(f"{test_path}: no test split (run the data stage first)")
@@ -334,10 +324,17 @@ def run_eval(cfg: RunConfig, rd: RunDir) -> dict:
             f"{rd.path('weak')}: no weak model or demonstrations in models.json / demos.jsonl (run the weak stage "
             f"first)"
         )
-    test, demos = read_jsonl(test_path), read_jsonl(demos_path)
+    return entries, read_jsonl(test_path), read_jsonl(demos_path)
+
+# %% ../nbs/14_eval.ipynb #c363391f
+def _eval_jobs(cfg: RunConfig, rd: RunDir, entries: dict, test: list[dict], demos: list[dict], tpl: str) -> list:
+    """`[(name, ref, entry, prompts)]`: every model zero-shot, and weak-ICL (the untrained strong base, few-shot with
+    the weak demonstrations) second."""
+    from w2s_nb.data import icl_prompts, question_prompts
+    from w2s_nb.models import base_ref, model_ref
+
     zero_shot = question_prompts(test, cfg)
-    shots = [(d["question"], d["solution"]) for d in demos]
-    few_shot = [dict(id=r["id"], prompt=few_shot_prompt(shots, r["question"], tpl)) for r in test]
+    few_shot = icl_prompts(test, demos, tpl)  # the same prompts Stage I's weak-ICL labels are sampled with
     jobs = [(name, model_ref(rd, e), e, zero_shot) for name, e in entries.items()]
     icl = dict(
         role="strong",
@@ -348,26 +345,49 @@ def run_eval(cfg: RunConfig, rd: RunDir) -> dict:
         method=None,
     )
     jobs.insert(1, ("weak_icl", base_ref(cfg.strong), icl, few_shot))
+    return jobs
+
+# %% ../nbs/14_eval.ipynb #5eeb8ddf
+def _model_metrics(entry: dict, s: dict, rows: list[dict], diff: dict) -> dict:
+    "One model's `metrics.json` entry: its `models.json` labels, summary `s`, accuracy by difficulty, cut samples."
+    return {
+        **{k: entry.get(k) for k in META_KEYS},
+        **{k: s[k] for k in ("accuracy", "correct", "n", "ci95")},
+        "pgr": None,
+        "pass_at_n": s["pass_at_n"],
+        "majority_n": s["majority_n"],
+        "by_difficulty": accuracy_by_difficulty(rows, diff),
+        "n_cut": total_cut(rows),
+    }
+
+# %% ../nbs/14_eval.ipynb #98593a24
+def _eval_group(rd: RunDir, engine, group: list, cfg: RunConfig, test: list[dict], fmt: str, device: str,
+                diff: dict, scored: dict):
+    "Evaluate one engine group's models (the engine shut down after), each into `scored`; print each accuracy."
+    with engine or contextlib.nullcontext():  # one engine per base, shut down before the next starts
+        for name, ref, e, prompts in group:
+            t0 = time.time()
+            model_cfg = cfg.weak if e.get("role") == "weak" else cfg.strong
+            rows = _eval_one(rd, name, ref, model_cfg, test, prompts, cfg, fmt, device, engine)
+            s = summarize(rows)
+            scored[name] = _model_metrics(e, s, rows, diff)
+            lo, hi = s["ci95"]
+            print(f"{name}: accuracy {s['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] ({time.time() - t0:.0f}s)")
+
+# %% ../nbs/14_eval.ipynb #a6c6440c
+def run_eval(cfg: RunConfig, rd: RunDir) -> dict:
+    """Evaluate every model of the run plus weak-ICL on `data/test.jsonl`; write `eval/<name>.jsonl` and
+    `eval/metrics.json`."""
+    from w2s_nb.data import answer_format
+    from w2s_nb.models import resolve_device
+
+    fmt, device, tpl = answer_format(cfg.data), resolve_device(cfg.device), cfg.data.prompt_template
+    entries, test, demos = _eval_inputs(rd)
+    jobs = _eval_jobs(cfg, rd, entries, test, demos, tpl)
     diff = {r["id"]: difficulty(r, fmt) for r in test}
     scored = {}
     for engine, group in engine_groups(jobs, cfg):
-        with engine or contextlib.nullcontext():  # one engine per base, shut down before the next starts
-            for name, ref, e, prompts in group:
-                t0 = time.time()
-                model_cfg = cfg.weak if e.get("role") == "weak" else cfg.strong
-                rows = _eval_one(rd, name, ref, model_cfg, test, prompts, cfg, fmt, device, engine)
-                s = summarize(rows)
-                scored[name] = {
-                    **{k: e.get(k) for k in META_KEYS},
-                    **{k: s[k] for k in ("accuracy", "correct", "n", "ci95")},
-                    "pgr": None,
-                    "pass_at_n": s["pass_at_n"],
-                    "majority_n": s["majority_n"],
-                    "by_difficulty": accuracy_by_difficulty(rows, diff),
-                    "n_cut": total_cut(rows),
-                }
-                lo, hi = s["ci95"]
-                print(f"{name}: accuracy {s['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] ({time.time() - t0:.0f}s)")
+        _eval_group(rd, engine, group, cfg, test, fmt, device, diff, scored)
     models = {name: scored[name] for name, *_ in jobs}  # stage order, whatever order the engines took them in
     known = any(d is not None for d in diff.values())
     metrics = dict(

@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from fastcore.basics import patch
 from .files import atomic_write_json, hash_files, read_json, run_lock, stable_hash
 
 # %% auto #0
@@ -92,7 +93,7 @@ def utc_now() -> str:
 
 # %% ../nbs/02_rundir.ipynb #95c42151
 class RunDir:
-    "The folder of one run: stage folders, manifest, stage markers."
+    "The folder of one run: stage folders, manifest, stage markers (the methods below are added with `@patch`)."
     def __init__(self, root): self.root = Path(root)
     def __repr__(self): return f"RunDir({str(self.root)!r})"
     def path(self, *parts) -> Path: return self.root.joinpath(*map(str, parts))
@@ -110,57 +111,71 @@ class RunDir:
     def config_path(self) -> Path:
         return self.path("config.yaml")
 
-    def manifest(self) -> dict:
-        "The manifest (an empty skeleton before the first write)."
-        return read_json(self.manifest_path) if self.manifest_path.exists() else {"stages": {}}
+# %% ../nbs/02_rundir.ipynb #53151e40
+@patch
+def manifest(self: RunDir) -> dict:
+    "The manifest (an empty skeleton before the first write)."
+    return read_json(self.manifest_path) if self.manifest_path.exists() else {"stages": {}}
 
-    def update_manifest(self, **fields) -> dict:
-        "Merge top-level `fields` into the manifest and write it atomically."
-        m = self.manifest()
-        m.update(fields)
-        m["updated"] = utc_now()
-        atomic_write_json(self.manifest_path, m)
-        return m
+# %% ../nbs/02_rundir.ipynb #8cb48911
+@patch
+def update_manifest(self: RunDir, **fields) -> dict:
+    "Merge top-level `fields` into the manifest and write it atomically."
+    m = self.manifest()
+    m.update(fields)
+    m["updated"] = utc_now()
+    atomic_write_json(self.manifest_path, m)
+    return m
 
-    def record_stage(self, stage: str, **info) -> dict:
-        "Merge `info` into the manifest entry of `stage`."
-        m = self.manifest()
-        m.setdefault("stages", {}).setdefault(stage, {}).update(info)
-        m["updated"] = utc_now()
-        atomic_write_json(self.manifest_path, m)
-        return m
+# %% ../nbs/02_rundir.ipynb #1ce5b341
+@patch
+def record_stage(self: RunDir, stage: str, **info) -> dict:
+    "Merge `info` into the manifest entry of `stage`."
+    m = self.manifest()
+    m.setdefault("stages", {}).setdefault(stage, {}).update(info)
+    m["updated"] = utc_now()
+    atomic_write_json(self.manifest_path, m)
+    return m
 
-    def done_key(self, stage: str) -> str | None:
-        "The key of the finished `stage`, or None if it has not finished."
-        p = self.path(stage, DONE)
-        return read_json(p)["key"] if p.exists() else None
+# %% ../nbs/02_rundir.ipynb #75f55100
+@patch
+def done_key(self: RunDir, stage: str) -> str | None:
+    "The key of the finished `stage`, or None if it has not finished."
+    p = self.path(stage, DONE)
+    return read_json(p)["key"] if p.exists() else None
 
-    def is_done(self, stage: str, key: str) -> bool:
-        "Did `stage` finish with exactly this key (same parameters and inputs)?"
-        return self.done_key(stage) == key
+# %% ../nbs/02_rundir.ipynb #70733be9
+@patch
+def is_done(self: RunDir, stage: str, key: str) -> bool:
+    "Did `stage` finish with exactly this key (same parameters and inputs)?"
+    return self.done_key(stage) == key
 
-    def begin_stage(self, stage: str, key: str, clear: bool = False) -> Path:
-        """Prepare `stage` for a run with `key`: a finished stage with another key, partial work
-        started with another key, or anything when `clear`, is removed; partial work with the same
-        key is kept (resume)."""
-        d, started = self.path(stage), self.path(stage, STARTED)
-        stale = (
-            clear or self.done_key(stage) not in (None, key) or (started.exists() and read_json(started)["key"] != key)
-        )
-        if stale and d.exists(): shutil.rmtree(d)
-        with contextlib.suppress(FileNotFoundError): self.path(stage, DONE).unlink()
-        atomic_write_json(self.stage_dir(stage) / STARTED, {"key": key, "started": utc_now()})
-        return d
+# %% ../nbs/02_rundir.ipynb #8a11913a
+@patch
+def begin_stage(self: RunDir, stage: str, key: str, clear: bool = False) -> Path:
+    """Prepare `stage` for a run with `key`: a finished stage with another key, partial work
+    started with another key, or anything when `clear`, is removed; partial work with the same
+    key is kept (resume)."""
+    d, started = self.path(stage), self.path(stage, STARTED)
+    stale = (
+        clear or self.done_key(stage) not in (None, key) or (started.exists() and read_json(started)["key"] != key)
+    )
+    if stale and d.exists(): shutil.rmtree(d)
+    with contextlib.suppress(FileNotFoundError): self.path(stage, DONE).unlink()
+    atomic_write_json(self.stage_dir(stage) / STARTED, {"key": key, "started": utc_now()})
+    return d
 
-    def finish_stage(self, stage: str, key: str, wall_s: float, inputs: dict | None = None) -> dict:
-        "Hash the stage's outputs, record them in the manifest, then write the done marker (last)."
-        outputs = {f"{stage}/{k}": v for k, v in hash_files(self.path(stage)).items() if not k.startswith("_")}
-        info = dict(
-            key=key, status="done", finished=utc_now(), wall_s=round(wall_s, 3), inputs=inputs or {}, outputs=outputs
-        )
-        self.record_stage(stage, **info)
-        atomic_write_json(self.path(stage, DONE), {"key": key, "finished": info["finished"], "wall_s": info["wall_s"]})
-        return info
+# %% ../nbs/02_rundir.ipynb #79343f46
+@patch
+def finish_stage(self: RunDir, stage: str, key: str, wall_s: float, inputs: dict | None = None) -> dict:
+    "Hash the stage's outputs, record them in the manifest, then write the done marker (last)."
+    outputs = {f"{stage}/{k}": v for k, v in hash_files(self.path(stage)).items() if not k.startswith("_")}
+    info = dict(
+        key=key, status="done", finished=utc_now(), wall_s=round(wall_s, 3), inputs=inputs or {}, outputs=outputs
+    )
+    self.record_stage(stage, **info)
+    atomic_write_json(self.path(stage, DONE), {"key": key, "finished": info["finished"], "wall_s": info["wall_s"]})
+    return info
 
 # %% ../nbs/02_rundir.ipynb #9b7e8847
 def project_root() -> Path:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+from fastcore.basics import patch
 from fastcore.imports import IN_NOTEBOOK
 from tqdm.auto import tqdm
 
@@ -248,37 +249,98 @@ def _check_outputs(batch: list, outs: list, n: int) -> list:
                              f"{FINISH_REASONS}, got {len(texts)} samples and finish {finish!r}")
     return outs
 
-# %% ../nbs/09_sample.ipynb #c082e5fe
-def sample(
-    model,
-    tokenizer,
-    prompts,
-    n: int = 1,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    max_new_tokens: int = 256,
-    stop=None,
-    batch_size: int = 32,
-    seed: int = 0,
-    out_dir=None,
-    shard_size: int = 256,
-    generate_fn: Optional[Callable] = None,
-    max_batch_tokens: Optional[int] = None,
-    context_limit: Optional[int] = None,
-    rank_world: Optional[tuple] = None,
-) -> list:
-    """`n` completions per prompt → `[{id, prompt, samples, finish}]` in input order; resumable via JSONL shards in
-    `out_dir`. `batch_size` counts generated sequences per `generate` call, `max_batch_tokens` (optional) their prompt +
-    new tokens; `temperature=0` is greedy. With a tokenizer, prompt + new tokens never pass the model's context
-    (`context_limit`, default `model_context(model)`). `generate_fn(prompts, seed, caps)` (default: transformers on
-    `model`) answers per prompt `(samples, finish)`, with at most `caps[i]` new tokens for prompt `i`. `rank_world`:
-    this process's (rank, number of processes) of a launch, default from the environment (`rank_and_world`)."""
+# %% ../nbs/09_sample.ipynb #006e6fa6
+def _check_sample_args(n: int, temperature: float, top_p: float):
+    "The error for a sampling setting out of range (`n`, `temperature`, `top_p`)."
     if n < 1:
         raise ValueError(f"n={n}: expected >= 1")
     if temperature < 0:
         raise ValueError(f"temperature={temperature}: expected >= 0")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p={top_p}: expected 0 < top_p <= 1")
+
+# %% ../nbs/09_sample.ipynb #17184ab5
+def _prompt_lens(model, tokenizer, todo: list, max_new_tokens: int, context_limit: Optional[int],
+                 rank: int) -> tuple[list, Optional[int]]:
+    """`(lengths, context limit)` of the prompts `todo`: with a tokenizer their token lengths and the model's context
+    (`context_limit`, default `model_context(model)`), checked to fit (a note on rank 0 when new tokens get capped);
+    without one (or nothing to do) their lengths in characters and no limit."""
+    if not (todo and tokenizer is not None): return [len(r["prompt"]) for r in todo], None
+    tokenizer.padding_side = "left"
+    lens = [len(ids) for ids in tokenizer([r["prompt"] for r in todo])["input_ids"]]  # one batched call
+    limit = context_limit or model_context(model)
+    check_prompts_fit([r["id"] for r in todo], lens, limit)  # before anything is generated, on every rank
+    if rank == 0 and (msg := context_overflow(lens, max_new_tokens, limit)):
+        log.warning(msg)  # once per launch, counted over every rank's prompts
+    return lens, limit
+
+# %% ../nbs/09_sample.ipynb #7e13a281
+def _rank_share(recs: list, todo: list, lens: list, rank: int, world: int) -> tuple[list, list]:
+    """The prompts of `todo` (and their lengths) this rank samples: data parallel, each rank a fixed share of `recs`
+    (whatever the other ranks have written so far), into its own shards."""
+    mine = {r["id"] for r in recs[rank::world]}
+    keep = [i for i, r in enumerate(todo) if r["id"] in mine]
+    return [todo[i] for i in keep], [lens[i] for i in keep]
+
+# %% ../nbs/09_sample.ipynb #48721003
+def _longest_first(todo: list, lens: list) -> tuple[list, list]:
+    "`todo` and `lens` sorted by length, longest first (an out-of-memory error shows early)."
+    order = sorted(range(len(todo)), key=lambda i: -lens[i])
+    return [todo[i] for i in order], [lens[i] for i in order]
+
+# %% ../nbs/09_sample.ipynb #d18fae9b
+def _plan_batches(lens: list, n: int, temperature: float, batch_size: int, max_new_tokens: int,
+                  max_batch_tokens: Optional[int], limit: Optional[int]) -> tuple[list, list]:
+    "`(caps, bounds)` for prompts of lengths `lens` (longest first): new tokens per prompt, and the batches."
+    caps = token_caps(lens, max_new_tokens, limit)
+    bounds = batch_bounds(
+        lens,
+        1 if temperature == 0 else n,
+        batch_size,
+        max_new_tokens,
+        max_batch_tokens,
+        capped=sum(c < max_new_tokens for c in caps),
+    )
+    return caps, bounds
+
+# %% ../nbs/09_sample.ipynb #6926f4ce
+def _flush_shards(out_dir, buf: list, shard: int, shard_size: int, last: bool, rank: int,
+                  world: int) -> tuple[list, int]:
+    """Write every full shard of `buf` (all of it when `last`) to `out_dir` (none without one): `(records left in
+    buf, next shard index)`."""
+    while out_dir is not None and (len(buf) >= shard_size or (buf and last)):
+        part, buf = buf[:shard_size], buf[shard_size:]
+        atomic_write_text(
+            Path(out_dir) / shard_name(shard, rank, world), "".join(json.dumps(x) + "\n" for x in part)
+        )
+        shard += 1
+    return buf, shard
+
+# %% ../nbs/09_sample.ipynb #8606651d
+def _run_batches(todo: list, caps: list, bounds: list, generate_fn: Callable, n: int, seed: int, done: dict, out_dir,
+                 shard_size: int, rank: int, world: int):
+    "Sample `todo` batch by batch (`bounds`, new tokens `caps`) into `done`, written to shards as they fill."
+    shard, buf = (_next_shard(out_dir, rank, world) if out_dir is not None else 0), []
+    for b, e in tqdm(bounds, desc="sampling"):
+        batch = todo[b:e]
+        outs = generate_fn([r["prompt"] for r in batch], _batch_seed(seed, batch[0]["id"]), caps[b:e])
+        for r, (texts, finish) in zip(batch, _check_outputs(batch, outs, n)):
+            done[r["id"]] = rec = {**r, "samples": list(texts), "finish": list(finish)}
+            buf.append(rec)
+        buf, shard = _flush_shards(out_dir, buf, shard, shard_size, e >= len(todo), rank, world)
+
+# %% ../nbs/09_sample.ipynb #c082e5fe
+def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
+           max_new_tokens: int = 256, stop=None, batch_size: int = 32, seed: int = 0, out_dir=None,
+           shard_size: int = 256, generate_fn: Optional[Callable] = None, max_batch_tokens: Optional[int] = None,
+           context_limit: Optional[int] = None, rank_world: Optional[tuple] = None) -> list:
+    """`n` completions per prompt → `[{id, prompt, samples, finish}]` in input order; resumable via JSONL shards in
+    `out_dir`. `batch_size` counts generated sequences per `generate` call, `max_batch_tokens` (optional) their prompt +
+    new tokens; `temperature=0` is greedy. With a tokenizer, prompt + new tokens never pass the model's context
+    (`context_limit`, default `model_context(model)`). `generate_fn(prompts, seed, caps)` (default: transformers on
+    `model`) answers per prompt `(samples, finish)`, with at most `caps[i]` new tokens for prompt `i`. `rank_world`:
+    this process's (rank, number of processes) of a launch, default from the environment (`rank_and_world`)."""
+    _check_sample_args(n, temperature, top_p)
     recs = _as_records(prompts)
     done = {} if out_dir is None else _open_out_dir(out_dir, recs, n, temperature, top_p, max_new_tokens, stop, seed)
     rank, world = (rank_world or rank_and_world()) if out_dir is not None else (0, 1)
@@ -286,47 +348,16 @@ def sample(
         remove_stale_tmp(out_dir, rank, world)  # a killed run's unfinished write
     _barrier(world)  # every rank has read the same shards before any rank writes one
     todo = [r for r in recs if r["id"] not in done]
-    limit = None
-    if todo and tokenizer is not None:
-        tokenizer.padding_side = "left"
-        lens = [len(ids) for ids in tokenizer([r["prompt"] for r in todo])["input_ids"]]  # one batched call
-        limit = context_limit or model_context(model)
-        check_prompts_fit([r["id"] for r in todo], lens, limit)  # before anything is generated, on every rank
-        if rank == 0 and (msg := context_overflow(lens, max_new_tokens, limit)):
-            log.warning(msg)  # once per launch, counted over every rank's prompts
-    else:
-        lens = [len(r["prompt"]) for r in todo]
-    mine = {r["id"] for r in recs[rank::world]}  # data parallel: each rank a fixed share of the prompts (whatever the
-    keep = [i for i, r in enumerate(todo) if r["id"] in mine]  # other ranks have written so far), into its own shards
-    todo, lens = [todo[i] for i in keep], [lens[i] for i in keep]
+    lens, limit = _prompt_lens(model, tokenizer, todo, max_new_tokens, context_limit, rank)
+    todo, lens = _rank_share(recs, todo, lens, rank, world)
     if todo:
         generate_fn = generate_fn or (
             lambda ps, s, caps: hf_generate(model, tokenizer, ps, n, temperature, top_p, min(caps), stop, s)
         )
-        order = sorted(range(len(todo)), key=lambda i: -lens[i])  # longest first: OOM shows early
-        todo, lens = [todo[i] for i in order], [lens[i] for i in order]
-        caps = token_caps(lens, max_new_tokens, limit)
-        bounds = batch_bounds(
-            lens,
-            1 if temperature == 0 else n,
-            batch_size,
-            max_new_tokens,
-            max_batch_tokens if tokenizer is not None else None,
-            capped=sum(c < max_new_tokens for c in caps),
-        )
-        shard, buf = (_next_shard(out_dir, rank, world) if out_dir is not None else 0), []
-        for b, e in tqdm(bounds, desc="sampling"):
-            batch = todo[b:e]
-            outs = generate_fn([r["prompt"] for r in batch], _batch_seed(seed, batch[0]["id"]), caps[b:e])
-            for r, (texts, finish) in zip(batch, _check_outputs(batch, outs, n)):
-                done[r["id"]] = rec = {**r, "samples": list(texts), "finish": list(finish)}
-                buf.append(rec)
-            while out_dir is not None and (len(buf) >= shard_size or (buf and e >= len(todo))):
-                part, buf = buf[:shard_size], buf[shard_size:]
-                atomic_write_text(
-                    Path(out_dir) / shard_name(shard, rank, world), "".join(json.dumps(x) + "\n" for x in part)
-                )
-                shard += 1
+        todo, lens = _longest_first(todo, lens)
+        caps, bounds = _plan_batches(lens, n, temperature, batch_size, max_new_tokens,
+                                     max_batch_tokens if tokenizer is not None else None, limit)
+        _run_batches(todo, caps, bounds, generate_fn, n, seed, done, out_dir, shard_size, rank, world)
     if _barrier(world):
         done = read_shards(out_dir)  # every rank's shards are written: read them all
     return [done[r["id"]] for r in recs if r["id"] in done]
@@ -521,7 +552,8 @@ class VllmEngine:
     """One vLLM engine for a base model, reused by every model it serves (`refs`: the base itself and models of one LoRA
     adapter over it, `max_loras` = their adapters, a `LoRARequest` with its own id per adapter), or for one model that
     needs a merged copy. Started on first use (`llm()`), so a stage whose samples all exist loads nothing; a context
-    manager: leaving it shuts the engine down for real and checks that its GPU memory came back."""
+    manager: leaving it shuts the engine down for real and checks that its GPU memory came back. `prepare`, `llm`,
+    `lora_request` and `close` are added below with `@patch`."""
     def __init__(self, refs, cfg: ModelConfig, sampling: SamplingConfig, seed: int = 0, work_dir=None):
         self.refs = _refs(refs)
         self.cfg, self.sampling, self.seed, self.work_dir = cfg, sampling, seed, work_dir
@@ -529,51 +561,59 @@ class VllmEngine:
 
     def serves(self, ref: ModelRef) -> bool: return ref in self.refs
 
-    def prepare(self) -> VllmPlan:
-        "The engine's plan, with the merged copy it needs written (once: data-parallel ranks find the launcher's)."
-        if self.plan is not None: return self.plan
-        self.max_model_len = context_length(self.refs[0], self.cfg)
-        work_dir = self.work_dir or tempfile.mkdtemp(prefix="w2s-vllm-")
-        plan = vllm_engine_args(self.refs, self.cfg, self.sampling, self.seed, work_dir, self.max_model_len)
-        if plan.merge_to and not (Path(plan.merge_to) / "config.json").exists():
-            save_merged(self.refs[0], self.cfg, plan.merge_to)
-        self.plan = plan
-        return plan
-
-    def llm(self):
-        "The started engine (started now if not yet: merged copy written if needed, GPU memory noted before it loads)."
-        if self._llm is not None: return self._llm
-        from vllm import LLM
-        self.prepare()
-        self._free_before = gpu_free_bytes()
-        self._llm = LLM(**self.plan.engine)
-        return self._llm
-
-    def lora_request(self, ref: ModelRef):
-        "The `LoRARequest` for `ref`'s calls (its adapter's own id, from 1), None for the base or a merged copy."
-        if not self.serves(ref):
-            raise ValueError(f"this vLLM engine serves {[r.to_dict() for r in self.refs]}, not {ref.to_dict()}")
-        self.llm()
-        if not self.plan.loras or not ref.adapters: return None
-        from vllm.lora.request import LoRARequest
-        path = _adapter_dir(ref.adapters[0])
-        i = self.plan.loras.index(path) + 1
-        return LoRARequest(f"adapter-{i}", i, path)
-
-    def close(self):
-        "Shut the engine down (if started), drop its last reference here, and check that its GPU memory came back."
-        if self._llm is None: return
-        llm, self._llm = self._llm, None
-        shutdown_vllm(llm)
-        del llm
-        check_memory_back(self._free_before)
-
     def __enter__(self): return self
     def __exit__(self, kind, *exc):
         try: self.close()
         except RuntimeError as e:  # memory not back: never hide the error that ended the block
             if kind is None: raise
             log.error("%s", e)
+
+# %% ../nbs/09_sample.ipynb #2b7d8421
+@patch
+def prepare(self: VllmEngine) -> VllmPlan:
+    "The engine's plan, with the merged copy it needs written (once: data-parallel ranks find the launcher's)."
+    if self.plan is not None: return self.plan
+    self.max_model_len = context_length(self.refs[0], self.cfg)
+    work_dir = self.work_dir or tempfile.mkdtemp(prefix="w2s-vllm-")
+    plan = vllm_engine_args(self.refs, self.cfg, self.sampling, self.seed, work_dir, self.max_model_len)
+    if plan.merge_to and not (Path(plan.merge_to) / "config.json").exists():
+        save_merged(self.refs[0], self.cfg, plan.merge_to)
+    self.plan = plan
+    return plan
+
+# %% ../nbs/09_sample.ipynb #067f79e6
+@patch
+def llm(self: VllmEngine):
+    "The started engine (started now if not yet: merged copy written if needed, GPU memory noted before it loads)."
+    if self._llm is not None: return self._llm
+    from vllm import LLM
+    self.prepare()
+    self._free_before = gpu_free_bytes()
+    self._llm = LLM(**self.plan.engine)
+    return self._llm
+
+# %% ../nbs/09_sample.ipynb #e73b665b
+@patch
+def lora_request(self: VllmEngine, ref: ModelRef):
+    "The `LoRARequest` for `ref`'s calls (its adapter's own id, from 1), None for the base or a merged copy."
+    if not self.serves(ref):
+        raise ValueError(f"this vLLM engine serves {[r.to_dict() for r in self.refs]}, not {ref.to_dict()}")
+    self.llm()
+    if not self.plan.loras or not ref.adapters: return None
+    from vllm.lora.request import LoRARequest
+    path = _adapter_dir(ref.adapters[0])
+    i = self.plan.loras.index(path) + 1
+    return LoRARequest(f"adapter-{i}", i, path)
+
+# %% ../nbs/09_sample.ipynb #99914944
+@patch
+def close(self: VllmEngine):
+    "Shut the engine down (if started), drop its last reference here, and check that its GPU memory came back."
+    if self._llm is None: return
+    llm, self._llm = self._llm, None
+    shutdown_vllm(llm)
+    del llm
+    check_memory_back(self._free_before)
 
 # %% ../nbs/09_sample.ipynb #5524b06b
 def shared_engine(refs: list, cfg: ModelConfig, sampling: SamplingConfig, seed: int = 0):

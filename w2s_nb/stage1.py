@@ -89,63 +89,99 @@ def stage1_variants(cfg: RunConfig, t: int) -> list[str]:
     need = set(cfg.stage1.variants) | {"hybrid"} | ({"weak", "icl"} if t < cfg.stage1.rounds else set())
     return [v for v in ("weak", "icl", "hybrid") if v in need]
 
-# %% ../nbs/11_stage1.ipynb #ce9c0439
-def run_stage1(cfg: RunConfig, rd: RunDir) -> dict:
-    "Weak-ICL, consistency selection and strong SFT for every round, plus the full-weak and ceiling baselines."
-    t0, fmt, dev, tpl = time.time(), answer_format(cfg.data), resolve_device(cfg.device), cfg.data.prompt_template
+# %% ../nbs/11_stage1.ipynb #6d50890e
+def _stage1_inputs(rd: RunDir) -> tuple[list, list, list, dict]:
+    "`(D_gold,2 questions, D_weak, weak demonstrations, D_gold,2 gold by id)`: what Stage I reads of the run."
     q2 = assert_no_gold(read_jsonl(rd.path("data", "gold2_questions.jsonl")), "D_gold,2 questions")
     d_weak, demos = read_jsonl(rd.path("weak", "d_weak.jsonl")), read_jsonl(rd.path("weak", "demos.jsonl"))
     gold2 = {r["id"]: r for r in read_jsonl(rd.path("data", "gold2_gold.jsonl"))}  # reporting + ceiling only
-    gold_ans = {i: r["answer"] for i, r in gold2.items()}
-    base, run = base_ref(cfg.strong), launch_kwargs(cfg, dev)
-    def label(ref: ModelRef, prompts: list[dict], out, engine=None) -> list[dict]:
-        "Greedy labels of D_gold,2 by the strong model `ref` (`engine`: a vLLM engine shared with the other labeller)."
-        texts = generate_texts(ref, cfg.strong, prompts, cfg.sampling, n=1, temperature=0.0, out_dir=out, engine=engine,
-                               **run)
-        return label_records(q2, texts, fmt, cfg.data.answer_extraction)
-    models, refs, rounds = {}, {}, []
-    for t in range(1, cfg.stage1.rounds + 1):
-        rdir = rd.path("stage1", f"round{t}")
-        if t == 1:
-            lab_w, lab_i = d_weak, label(base, icl_prompts(q2, demos, tpl), rdir / "d_icl_shards")
-            atomic_write_jsonl(rdir / "d_icl.jsonl", lab_i)
-        else:
-            labellers = [refs[f"s1_r{t-1}_weak"], refs[f"s1_r{t-1}_icl"]]
-            with shared_engine(labellers, cfg.strong, cfg.sampling, cfg.seed) as engine:  # shut down before training
-                lab_w = label(labellers[0], question_prompts(q2, cfg), rdir / "labels_weak_shards", engine)
-                lab_i = label(labellers[1], question_prompts(q2, cfg), rdir / "labels_icl_shards", engine)
-        atomic_write_jsonl(rdir / "labels_weak.jsonl", lab_w)
-        atomic_write_jsonl(rdir / "labels_icl.jsonl", lab_i)
-        sel = select_consistent(lab_w, lab_i, fmt)
-        atomic_write_jsonl(rdir / "selection.jsonl", sel)
-        kept = [s for s in sel if s["agree"]]
-        if not kept:
-            raise RuntimeError(
-                f"stage I round {t}: the weak and ICL answers agree on no question; nothing to train on "
-                f"(see {rdir / 'selection.jsonl'})"
-            )
-        for v in stage1_variants(cfg, t):
-            name = f"s1_r{t}_{v}"
-            refs[name] = train_sft(base, cfg.strong, variant_examples(sel, v, tpl), rdir / v, **run)
-            models[name] = model_entry(refs[name], rd, "strong", "stage1", f"Stage I r{t} {v}", round=t, variant=v)
-        m = dict(
-            round=t,
-            n_questions=len(sel),
-            selected=len(kept),
-            weak_empty=sum(not r["pred"] for r in lab_w),
-            icl_empty=sum(not r["pred"] for r in lab_i),
-            weak_cut=sum(was_cut(r.get("finish")) for r in lab_w),
-            icl_cut=sum(was_cut(r.get("finish")) for r in lab_i),
-            cut=sum(s["cut"] for s in sel),
-            selection_label_acc=label_quality(kept, gold_ans, "weak_pred", fmt),
-            weak_label_acc=label_quality(lab_w, gold_ans, "pred", fmt),
-            icl_label_acc=label_quality(lab_i, gold_ans, "pred", fmt),
-            labellers=["weak", "icl"] if t == 1 else [f"s1_r{t-1}_weak", f"s1_r{t-1}_icl"],
+    return q2, d_weak, demos, gold2
+
+# %% ../nbs/11_stage1.ipynb #8eff6701
+def _strong_labels(cfg: RunConfig, q2: list[dict], fmt: str, run: dict, ref: ModelRef, prompts: list[dict], out,
+                   engine=None) -> list[dict]:
+    "Greedy labels of D_gold,2 by the strong model `ref` (`engine`: a vLLM engine shared with the other labeller)."
+    texts = generate_texts(ref, cfg.strong, prompts, cfg.sampling, n=1, temperature=0.0, out_dir=out, engine=engine,
+                           **run)
+    return label_records(q2, texts, fmt, cfg.data.answer_extraction)
+
+# %% ../nbs/11_stage1.ipynb #35595001
+def _round_labels(cfg: RunConfig, t: int, q2: list[dict], d_weak: list[dict], demos: list[dict], base: ModelRef,
+                  refs: dict, rdir, fmt: str, tpl: str, run: dict) -> tuple[list, list]:
+    """Round `t`'s two label sets `(weak, icl)`, written to `rdir`: round 1 D_weak and the untrained strong model's
+    weak-ICL labels, later rounds the previous round's `weak` and `icl` models (one shared vLLM engine)."""
+    if t == 1:
+        lab_w, lab_i = d_weak, _strong_labels(cfg, q2, fmt, run, base, icl_prompts(q2, demos, tpl),
+                                              rdir / "d_icl_shards")
+        atomic_write_jsonl(rdir / "d_icl.jsonl", lab_i)
+    else:
+        labellers = [refs[f"s1_r{t-1}_weak"], refs[f"s1_r{t-1}_icl"]]
+        with shared_engine(labellers, cfg.strong, cfg.sampling, cfg.seed) as engine:  # shut down before training
+            lab_w = _strong_labels(cfg, q2, fmt, run, labellers[0], question_prompts(q2, cfg),
+                                   rdir / "labels_weak_shards", engine)
+            lab_i = _strong_labels(cfg, q2, fmt, run, labellers[1], question_prompts(q2, cfg),
+                                   rdir / "labels_icl_shards", engine)
+    atomic_write_jsonl(rdir / "labels_weak.jsonl", lab_w)
+    atomic_write_jsonl(rdir / "labels_icl.jsonl", lab_i)
+    return lab_w, lab_i
+
+# %% ../nbs/11_stage1.ipynb #d8e1a40f
+def _round_selection(t: int, lab_w: list[dict], lab_i: list[dict], fmt: str, rdir) -> tuple[list, list]:
+    "`(selection, kept)` of round `t` (the selection written to `rdir`); an error when no question is kept."
+    sel = select_consistent(lab_w, lab_i, fmt)
+    atomic_write_jsonl(rdir / "selection.jsonl", sel)
+    kept = [s for s in sel if s["agree"]]
+    if not kept:
+        raise RuntimeError(
+            f"stage I round {t}: the weak and ICL answers agree on no question; nothing to train on "
+            f"(see {rdir / 'selection.jsonl'})"
         )
-        atomic_write_json(rdir / "metrics.json", m)
-        rounds.append(m)
-    final = f"s1_r{cfg.stage1.rounds}_hybrid"
-    models["m_plus"] = {**models[final], "label": "M_plus (Stage I)", "alias_of": final}
+    return sel, kept
+
+# %% ../nbs/11_stage1.ipynb #9161b9a0
+def _train_round(cfg: RunConfig, rd: RunDir, t: int, sel: list[dict], base: ModelRef, rdir, tpl: str, run: dict,
+                 refs: dict, models: dict):
+    "Train round `t`'s variants on the selection (SFT from the strong base); `refs` and `models` get each of them."
+    for v in stage1_variants(cfg, t):
+        name = f"s1_r{t}_{v}"
+        refs[name] = train_sft(base, cfg.strong, variant_examples(sel, v, tpl), rdir / v, **run)
+        models[name] = model_entry(refs[name], rd, "strong", "stage1", f"Stage I r{t} {v}", round=t, variant=v)
+
+# %% ../nbs/11_stage1.ipynb #c154a0cf
+def _round_metrics(t: int, sel: list[dict], kept: list[dict], lab_w: list[dict], lab_i: list[dict],
+                   gold_ans: dict, fmt: str) -> dict:
+    "Round `t`'s figures: selection size, empty and cut labels, label quality against the hidden gold (reporting)."
+    return dict(
+        round=t,
+        n_questions=len(sel),
+        selected=len(kept),
+        weak_empty=sum(not r["pred"] for r in lab_w),
+        icl_empty=sum(not r["pred"] for r in lab_i),
+        weak_cut=sum(was_cut(r.get("finish")) for r in lab_w),
+        icl_cut=sum(was_cut(r.get("finish")) for r in lab_i),
+        cut=sum(s["cut"] for s in sel),
+        selection_label_acc=label_quality(kept, gold_ans, "weak_pred", fmt),
+        weak_label_acc=label_quality(lab_w, gold_ans, "pred", fmt),
+        icl_label_acc=label_quality(lab_i, gold_ans, "pred", fmt),
+        labellers=["weak", "icl"] if t == 1 else [f"s1_r{t-1}_weak", f"s1_r{t-1}_icl"],
+    )
+
+# %% ../nbs/11_stage1.ipynb #b505ea65
+def _stage1_round(cfg: RunConfig, rd: RunDir, t: int, q2: list[dict], d_weak: list[dict], demos: list[dict],
+                  gold_ans: dict, base: ModelRef, fmt: str, tpl: str, run: dict, refs: dict, models: dict) -> dict:
+    "One Stage I round: label, select, train the variants (into `refs` / `models`); its metrics, also written."
+    rdir = rd.path("stage1", f"round{t}")
+    lab_w, lab_i = _round_labels(cfg, t, q2, d_weak, demos, base, refs, rdir, fmt, tpl, run)
+    sel, kept = _round_selection(t, lab_w, lab_i, fmt, rdir)
+    _train_round(cfg, rd, t, sel, base, rdir, tpl, run, refs, models)
+    m = _round_metrics(t, sel, kept, lab_w, lab_i, gold_ans, fmt)
+    atomic_write_json(rdir / "metrics.json", m)
+    return m
+
+# %% ../nbs/11_stage1.ipynb #d1bd03cd
+def _train_baselines(cfg: RunConfig, rd: RunDir, base: ModelRef, q2: list[dict], d_weak: list[dict], gold2: dict,
+                     tpl: str, run: dict, models: dict) -> list[dict]:
+    "Train the configured baselines (full weak FT, the gold ceiling) into `models`; the full-weak examples."
     full_weak = label_examples(d_weak, tpl) if cfg.stage1.full_weak_baseline else []
     if cfg.stage1.full_weak_baseline:
         ref = train_sft(base, cfg.strong, full_weak, rd.path("stage1", "full_weak"), **run)
@@ -159,6 +195,21 @@ def run_stage1(cfg: RunConfig, rd: RunDir) -> dict:
             **run,
         )
         models["ceiling"] = model_entry(ref, rd, "strong", "ceiling", "strong ceiling (gold)")
+    return full_weak
+
+# %% ../nbs/11_stage1.ipynb #ce9c0439
+def run_stage1(cfg: RunConfig, rd: RunDir) -> dict:
+    "Weak-ICL, consistency selection and strong SFT for every round, plus the full-weak and ceiling baselines."
+    t0, fmt, dev, tpl = time.time(), answer_format(cfg.data), resolve_device(cfg.device), cfg.data.prompt_template
+    q2, d_weak, demos, gold2 = _stage1_inputs(rd)
+    gold_ans = {i: r["answer"] for i, r in gold2.items()}
+    base, run = base_ref(cfg.strong), launch_kwargs(cfg, dev)
+    models, refs, rounds = {}, {}, []
+    for t in range(1, cfg.stage1.rounds + 1):
+        rounds.append(_stage1_round(cfg, rd, t, q2, d_weak, demos, gold_ans, base, fmt, tpl, run, refs, models))
+    final = f"s1_r{cfg.stage1.rounds}_hybrid"
+    models["m_plus"] = {**models[final], "label": "M_plus (Stage I)", "alias_of": final}
+    full_weak = _train_baselines(cfg, rd, base, q2, d_weak, gold2, tpl, run, models)
     atomic_write_json(rd.path("stage1", "models.json"), models)
     metrics = dict(rounds=rounds, d_weak_label_acc=label_quality(d_weak, gold_ans, "pred", fmt), m_plus=final,
                    full_weak_examples=len(full_weak), full_weak_cut=sum(was_cut(r.get("finish")) for r in d_weak),

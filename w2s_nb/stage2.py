@@ -147,13 +147,11 @@ def majority_vs_greedy(greedy: list[str], samples: list[list[str]], gold: list[s
 # %% ../nbs/12_stage2.ipynb #e8a27ee2
 SKIP_REASONS = ("low_confidence", "no_rejected", "below_tau_high", "empty_majority", "cut")
 
-# %% ../nbs/12_stage2.ipynb #5725cfea
-def run_stage2(cfg: RunConfig, rd: RunDir) -> dict:
-    "Sample from M_plus, build confidence pairs, train every configured preference method from M_plus."
-    t0, fmt, dev, s2 = time.time(), answer_format(cfg.data), resolve_device(cfg.device), cfg.stage2
-    m_plus = model_ref(rd, read_models(rd, ["stage1"])["m_plus"])
-    d_weak = read_jsonl(rd.path("weak", "d_weak.jsonl"))
-    sampled = generate_texts(
+# %% ../nbs/12_stage2.ipynb #689ab4d8
+def _sample_m_plus(cfg: RunConfig, rd: RunDir, m_plus, d_weak: list[dict], dev: str) -> list[dict]:
+    "`stage2.n` samples of M_plus per D_weak question (resumable shards in `stage2/samples`)."
+    s2 = cfg.stage2
+    return generate_texts(
         m_plus,
         cfg.strong,
         question_prompts(d_weak, cfg),
@@ -164,7 +162,11 @@ def run_stage2(cfg: RunConfig, rd: RunDir) -> dict:
         out_dir=rd.path("stage2", "samples"),
         **launch_kwargs(cfg, dev),
     )
-    conf, pairs, skipped = build_pairs(d_weak, sampled, s2, fmt, cfg.data.prompt_template, cfg.seed,
+
+# %% ../nbs/12_stage2.ipynb #633b1232
+def _stage2_pairs(cfg: RunConfig, rd: RunDir, d_weak: list[dict], sampled: list[dict], fmt: str) -> tuple:
+    "`(confidences, pairs, skips)` built from the samples and written; an error when there is no pair."
+    conf, pairs, skipped = build_pairs(d_weak, sampled, cfg.stage2, fmt, cfg.data.prompt_template, cfg.seed,
                                        cfg.data.answer_extraction)
     atomic_write_jsonl(rd.path("stage2", "confidence.jsonl"), conf)
     atomic_write_jsonl(rd.path("stage2", "pairs.jsonl"), pairs)
@@ -172,22 +174,31 @@ def run_stage2(cfg: RunConfig, rd: RunDir) -> dict:
         raise RuntimeError(
             f"stage II: no preference pairs (skips: {skipped}); lower stage2.tau / tau_high or check M_plus samples"
         )
-    gold = {r["id"]: r["answer"] for r in read_jsonl(rd.path("data", "gold2_gold.jsonl"))}  # reporting only
+    return conf, pairs, skipped
+
+# %% ../nbs/12_stage2.ipynb #f2422027
+def _train_methods(cfg: RunConfig, rd: RunDir, m_plus, pairs: list[dict], dev: str) -> dict:
+    "Train every configured preference method from M_plus on `pairs`: `{m_pro_<method>: models.json entry}`."
     models = {}
-    for method in s2.methods:
+    for method in cfg.stage2.methods:
         ref = train_preference(
             m_plus,
             cfg.strong,
-            s2.pref,
+            cfg.stage2.pref,
             method,
             [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs],
             rd.path("stage2", method),
             **launch_kwargs(cfg, dev),
         )
         models[f"m_pro_{method}"] = model_entry(ref, rd, "strong", "stage2", f"M_pro ({method.upper()})", method=method)
-    atomic_write_json(rd.path("stage2", "models.json"), models)
-    kinds = Counter(p["kind"] for p in pairs)
-    metrics = dict(
+    return models
+
+# %% ../nbs/12_stage2.ipynb #ad8b0831
+def _stage2_metrics(cfg: RunConfig, d_weak: list[dict], conf: list[dict], pairs: list[dict], skipped: dict,
+                    gold: dict, fmt: str, t0: float) -> dict:
+    "Stage II's figures: confidences, pair counts by kind, pair quality (hidden gold, reporting), cuts, skips."
+    s2, kinds = cfg.stage2, Counter(p["kind"] for p in pairs)
+    return dict(
         n_questions=len(d_weak),
         n_samples=s2.n,
         confidences=[c["confidence"] for c in conf],
@@ -204,6 +215,19 @@ def run_stage2(cfg: RunConfig, rd: RunDir) -> dict:
         skipped={k: skipped.get(k, 0) for k in SKIP_REASONS},
         wall_s=round(time.time() - t0, 1),
     )
+
+# %% ../nbs/12_stage2.ipynb #5725cfea
+def run_stage2(cfg: RunConfig, rd: RunDir) -> dict:
+    "Sample from M_plus, build confidence pairs, train every configured preference method from M_plus."
+    t0, fmt, dev = time.time(), answer_format(cfg.data), resolve_device(cfg.device)
+    m_plus = model_ref(rd, read_models(rd, ["stage1"])["m_plus"])
+    d_weak = read_jsonl(rd.path("weak", "d_weak.jsonl"))
+    sampled = _sample_m_plus(cfg, rd, m_plus, d_weak, dev)
+    conf, pairs, skipped = _stage2_pairs(cfg, rd, d_weak, sampled, fmt)
+    gold = {r["id"]: r["answer"] for r in read_jsonl(rd.path("data", "gold2_gold.jsonl"))}  # reporting only
+    models = _train_methods(cfg, rd, m_plus, pairs, dev)
+    atomic_write_json(rd.path("stage2", "models.json"), models)
+    metrics = _stage2_metrics(cfg, d_weak, conf, pairs, skipped, gold, fmt, t0)
     atomic_write_json(rd.path("stage2", "stage2_metrics.json"), metrics)
     return metrics
 
