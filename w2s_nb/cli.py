@@ -67,7 +67,8 @@ def _sweep(args) -> int:
 # %% ../nbs/19_cli.ipynb #6f3147d0
 def _report(args) -> int:
     from pathlib import Path
-    from w2s_nb.report import compare_runs, make_report
+    from w2s_nb.compare import compare_runs
+    from w2s_nb.report import make_report
     try:
         if len(args.run_dirs) == 1: written = make_report(args.run_dirs[0], args.out)
         else: written = compare_runs(args.run_dirs, args.out or Path(args.run_dirs[0]).parent / "compare")

@@ -302,7 +302,7 @@ def run_sweep(
     `compare_runs` them into `out_dir` (default `sweep_report_dir`); `kw` goes to `run_pipeline`. `(run dirs, written
     files)`.
     """
-    from w2s_nb.report import compare_runs
+    from w2s_nb.compare import compare_runs
 
     if not seeds:
         raise ConfigError("a sweep needs at least one seed")
