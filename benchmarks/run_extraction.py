@@ -13,6 +13,7 @@ from w2s_nb.answers import EXTRACTION_RULES, extract_answer, is_equiv
 from w2s_nb.config import load_config
 from w2s_nb.data import answer_format
 from w2s_nb.files import read_jsonl
+from w2s_nb.rundir import RunDir
 
 
 def counts(texts: list[str], golds: list[str], fmt: str, rule: str) -> tuple[int, int]:
@@ -23,7 +24,7 @@ def counts(texts: list[str], golds: list[str], fmt: str, rule: str) -> tuple[int
 
 def text_sets(run: Path) -> list[tuple[str, list[str], list[str]]]:
     "(name, texts, gold answers) of the run's label sets and test predictions."
-    gold2 = {r["id"]: r["answer"] for r in read_jsonl(run / "data" / "gold2_gold.jsonl")}
+    gold2 = RunDir(run).gold2_by_id("answer")
     test = {r["id"]: r["answer"] for r in read_jsonl(run / "data" / "test.jsonl")}
     sets = []
     for name, path in (("D_weak", run / "weak" / "d_weak.jsonl"), ("D_icl", run / "stage1" / "round1" / "d_icl.jsonl")):

@@ -30,7 +30,8 @@ import random
 
 from w2s_nb.answers import extract_answer, is_equiv
 from w2s_nb.data import answer_format, zero_shot_prompt
-from w2s_nb.eval import evaluate, mcnemar, paired_counts, summarize
+from w2s_nb.eval import evaluate, summarize
+from w2s_nb.stats import mcnemar, paired_counts
 from w2s_nb.models import resolve_device
 from w2s_nb.rundir import RunDir
 from w2s_nb.files import read_jsonl, stable_hash
@@ -46,7 +47,7 @@ def gold_pairs(rd: RunDir, cfg, kind: str, m_plus, dev: str) -> list:
     "`kind` pairs for the run's D_gold,2 questions from M_plus's Stage II samples, labelled by the hidden gold answers."
     fmt, rule = answer_format(cfg.data), cfg.data.answer_extraction
     d_weak = read_jsonl(rd.path("weak", "d_weak.jsonl"))
-    gold = {r["id"]: r["answer"] for r in read_jsonl(rd.path("data", "gold2_gold.jsonl"))}
+    gold = rd.gold2_by_id("answer")
     samples = {q: r["samples"] for q, r in read_shards(rd.path("stage2", "samples")).items()}
     if missing := [w["id"] for w in d_weak if w["id"] not in samples]:
         raise SystemExit(f"{rd.path('stage2', 'samples')}: no Stage II samples for {len(missing)} questions (run stage2 first)")

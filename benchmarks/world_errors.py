@@ -46,7 +46,7 @@ def run_errors(run_dir) -> dict:
     "Error kinds per evaluated model, and Stage I's kept / kept-but-wrong counts per round."
     rd = RunDir(Path(run_dir))
     test = {r["id"]: r for r in read_jsonl(rd.path("data", "test.jsonl"))}
-    gold2 = {r["id"]: r["answer"] for r in read_jsonl(rd.path("data", "gold2_gold.jsonl"))}
+    gold2 = rd.gold2_by_id("answer")
     models = {}
     for f in sorted(rd.path("eval").glob("*.jsonl")):
         rows = read_jsonl(f)

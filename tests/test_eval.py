@@ -7,8 +7,9 @@ import pytest
 
 import w2s_nb.sample
 from w2s_nb.config import EvalConfig, ModelConfig, RunConfig, SamplingConfig
-from w2s_nb.eval import (accuracy_by_difficulty, add_pgr, difficulty, majority_answer, mcnemar, paired_counts, pass_at_k, pgr,
-                         run_eval, run_models, score_predictions, solution_lines, summarize, wilson_interval)
+from w2s_nb.eval import (accuracy_by_difficulty, add_pgr, difficulty, majority_answer, run_eval, run_models,
+                         score_predictions, solution_lines, summarize)
+from w2s_nb.stats import mcnemar, paired_counts, pass_at_k, pgr, wilson_interval
 from w2s_nb.rundir import RunDir
 from w2s_nb.files import atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
 

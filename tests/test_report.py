@@ -7,7 +7,8 @@ import matplotlib.image
 import pytest
 
 from w2s_nb.cli import main
-from w2s_nb.eval import accuracy_by_difficulty, wilson_interval
+from w2s_nb.eval import accuracy_by_difficulty
+from w2s_nb.stats import wilson_interval
 from w2s_nb.figures import plot_accuracy, plot_by_difficulty, save_figure
 from w2s_nb.report import load_run, make_report, paired_tests
 

@@ -104,3 +104,21 @@ def test_lock_refuses_second_process_and_releases_on_kill(tmp_path):
 def test_versions_lists_stack():
     v = versions()
     assert v["python"].count(".") == 2 and v["torch"] and "bitsandbytes" in v
+
+
+def test_one_stage_table_is_what_the_run_directory_pipeline_and_registry_read():
+    """Every stage's notebook exists, its function resolves and takes (cfg, rd), it needs only earlier stages, and the
+    pipeline's, the run directory's and the model registry's views are the table's."""
+    import inspect
+    from pathlib import Path
+    from w2s_nb import models, pipeline, rundir
+    names = [s.name for s in rundir.STAGE_TABLE]
+    assert tuple(names) == rundir.STAGES == pipeline.STAGES
+    funcs = pipeline.stage_functions()
+    for i, s in enumerate(rundir.STAGE_TABLE):
+        assert (Path(__file__).parent.parent / "nbs" / "stages" / s.notebook).exists(), s.notebook
+        assert list(inspect.signature(funcs[s.name]).parameters)[:2] == ["cfg", "rd"], s.function
+        assert set(s.needs) <= set(names[:i]), s.name
+        assert pipeline.STAGE_NOTEBOOKS[s.name] == s.notebook and pipeline.STAGE_PARAMS[s.name] == list(s.params)
+    assert models.MODEL_STAGES == ("weak", "stage1", "stage2")
+    assert rundir.STAGE_PRODUCTS["eval"] == "eval/metrics.json" and "report" not in rundir.STAGE_PRODUCTS

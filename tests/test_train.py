@@ -14,8 +14,9 @@ from transformers import AutoModelForCausalLM, TrainerCallback
 
 from w2s_nb.config import LoraSettings, ModelConfig, PrefSettings, SFTSettings
 from w2s_nb.models import ModelRef, load_model, load_tokenizer, lora_config
-from w2s_nb.train import (completion_logprobs, finished, launch_command, preference_trainer, read_train_log,
-                          train_preference, train_sft)
+from w2s_nb.train import (completion_logprobs, finished, preference_trainer, read_train_log, train_preference,
+                          train_sft)
+from w2s_nb.launch import launch_command
 
 SFT = SFTSettings(epochs=2, lr=1e-2, batch_size=8, max_length=64)
 

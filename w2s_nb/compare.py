@@ -180,7 +180,7 @@ def seed_summary(runs: list[dict]) -> list[dict]:
 # %% ../nbs/17_compare.ipynb #5fbfa75e
 def pooled_paired_tests(runs: list[dict]) -> list[dict]:
     "Every step's McNemar counts summed over the runs, the exact test on the sums, and each run's `(seed, b, c)`."
-    from w2s_nb.eval import mcnemar
+    from w2s_nb.stats import mcnemar
     pooled: dict[tuple, dict] = {}
     for r in runs:
         for t in paired_tests(r):

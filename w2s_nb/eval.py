@@ -16,37 +16,16 @@ from statistics import NormalDist
 from typing import NamedTuple, Optional
 
 from .answers import majority_answer
+from .stats import pass_at_k, pgr, wilson_interval
 from .config import EvalConfig, ModelConfig, RunConfig, SamplingConfig
 from .models import read_models
 from .rundir import RunDir
 from .files import atomic_write_json, atomic_write_jsonl, read_json, read_jsonl, stable_hash
 
 # %% auto #0
-__all__ = ['DIFFICULTY_NAMES', 'META_KEYS', 'wilson_interval', 'pass_at_k', 'score_predictions', 'summarize', 'solution_lines',
-           'difficulty', 'accuracy_by_difficulty', 'PGR', 'pgr', 'paired_counts', 'mcnemar', 'eval_sampling',
-           'cut_count', 'evaluate', 'run_models', 'add_pgr', 'total_cut', 'engine_groups', 'run_eval']
-
-# %% ../nbs/14_eval.ipynb #31dc44c9
-def wilson_interval(correct: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    "Wilson score interval of a proportion `correct / n` at confidence `level`."
-    if n < 1: raise ValueError(f"n={n}: expected at least one question")
-    if not 0 <= correct <= n: raise ValueError(f"correct={correct}: expected 0 <= correct <= n={n}")
-    if not 0 < level < 1: raise ValueError(f"level={level}: expected 0 < level < 1")
-    z = NormalDist().inv_cdf(0.5 + level / 2)
-    p, z2 = correct / n, z * z
-    denom = 1 + z2 / n
-    centre = (p + z2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    lo, hi = centre - half, centre + half
-    return (0.0 if correct == 0 else max(0.0, lo)), (1.0 if correct == n else min(1.0, hi))  # exact at the ends
-
-# %% ../nbs/14_eval.ipynb #c293883c
-def pass_at_k(n: int, c: int, k: int) -> float:
-    "Unbiased pass@k from `n` samples with `c` correct: `1 - C(n-c, k) / C(n, k)`."
-    if not 1 <= k <= n: raise ValueError(f"k={k}: expected 1 <= k <= n={n}")
-    if not 0 <= c <= n: raise ValueError(f"c={c}: expected 0 <= c <= n={n}")
-    if n - c < k: return 1.0
-    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+__all__ = ['DIFFICULTY_NAMES', 'META_KEYS', 'score_predictions', 'summarize', 'solution_lines', 'difficulty',
+           'accuracy_by_difficulty', 'eval_sampling', 'cut_count', 'evaluate', 'run_models', 'add_pgr', 'total_cut',
+           'engine_groups', 'run_eval']
 
 # %% ../nbs/14_eval.ipynb #ceaf4ea0
 def _gold_answer(g) -> str:
@@ -123,56 +102,6 @@ def accuracy_by_difficulty(rows: list[dict], difficulty_by_id: dict) -> list[dic
         if (d := difficulty_by_id[r["id"]]) is not None: groups.setdefault(d, []).append(r)
     return [dict(difficulty=d, **{k: summarize(g)[k] for k in ("accuracy", "correct", "n", "ci95")})
             for d, g in sorted(groups.items())]
-
-# %% ../nbs/14_eval.ipynb #980d6f82
-class PGR(NamedTuple):
-    "A PGR value, or `value=None` and the `reason` it is undefined."
-    value: Optional[float]
-    reason: Optional[str] = None
-
-# %% ../nbs/14_eval.ipynb #4ac5be82
-def pgr(w2s: float, floor: Optional[float], ceiling: Optional[float]) -> PGR:
-    """Performance Gap Recovered `(w2s - floor) / (ceiling - floor)` (Burns et al. 2023); undefined unless ceiling >
-    floor."""
-    if floor is None:
-        return PGR(None, "no weak-floor accuracy")
-    if ceiling is None:
-        return PGR(None, "no strong-ceiling accuracy")
-    if ceiling <= floor:
-        return PGR(
-            None, f"the strong ceiling ({ceiling:.3f}) does not beat the weak floor ({floor:.3f}): no gap to recover"
-        )
-    return PGR((w2s - floor) / (ceiling - floor))
-
-# %% ../nbs/14_eval.ipynb #0ef6058e
-def _correct_by_id(rows: list[dict], which: str) -> dict:
-    out = {}
-    for r in rows:
-        if r["id"] in out: raise ValueError(f"question {r['id']!r} appears twice in the {which} model's result rows")
-        out[r["id"]] = bool(r["correct"])
-    return out
-
-# %% ../nbs/14_eval.ipynb #59830936
-def paired_counts(rows_a: list[dict], rows_b: list[dict]) -> tuple[int, int]:
-    """`(b, c)` for two models' result rows on the same questions: b = right in `rows_a` only, c = right in `rows_b`
-    only."""
-    a, b = _correct_by_id(rows_a, "first"), _correct_by_id(rows_b, "second")
-    if a.keys() != b.keys():
-        only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
-        raise ValueError(
-            f"a paired test needs the same questions: {len(only_a)} id(s) only in the first model's rows"
-            f"{f' (e.g. {only_a[0]!r})' if only_a else ''}, {len(only_b)} only in the second's"
-            f"{f' (e.g. {only_b[0]!r})' if only_b else ''}"
-        )
-    return sum(a[q] and not b[q] for q in a), sum(b[q] and not a[q] for q in a)
-
-# %% ../nbs/14_eval.ipynb #2ba0282d
-def mcnemar(b: int, c: int) -> float:
-    "Exact two-sided McNemar p-value of `b` vs `c` discordant questions (binomial test at ½)."
-    if b < 0 or c < 0: raise ValueError(f"b={b}, c={c}: expected counts >= 0")
-    n = b + c
-    if n == 0: return 1.0
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n)
 
 # %% ../nbs/14_eval.ipynb #73a5fd22
 def eval_sampling(cfg: EvalConfig, sampling: SamplingConfig) -> SamplingConfig:

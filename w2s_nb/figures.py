@@ -158,7 +158,7 @@ def y_grid(ax):
 # %% ../nbs/15_figures.ipynb #121aa118
 def pgr_note(metrics: dict) -> Optional[str]:
     "Why PGR is undefined in this run (None when it is defined)."
-    from w2s_nb.eval import pgr
+    from w2s_nb.stats import pgr
     ms, f, c = metrics["models"], metrics.get("weak_floor"), metrics.get("ceiling")
     return pgr(0.0, ms[f]["accuracy"] if f in ms else None, ms[c]["accuracy"] if c in ms else None).reason
 

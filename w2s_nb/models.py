@@ -14,19 +14,20 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from .config import ModelConfig, TrainSettings
-from .rundir import RunDir
+from .rundir import MODEL_STAGES, RunDir
 from .files import atomic_dir, atomic_write_text, read_json
+from .launch import launch_mode
 from .world import world_model_path
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'LAUNCH_MODES', 'MODEL_STAGES', 'REAL_CHECKPOINTS', 'REAL_SETS', 'ModelRef', 'resolve_device',
-           'resolve_model_path', 'hub_kwargs', 'resolve_dtype', 'load_tokenizer', 'context_length', 'bnb_4bit_problem',
-           'disable_bnb_cpu_repack', 'effective_finetune', 'bnb_config', 'launch_mode', 'placement_kwargs',
-           'merge_adapters', 'attach_adapter', 'load_model', 'lora_config', 'save_merged', 'convert_gguf',
-           'dequantize_4bit', 'model_entry', 'model_ref', 'read_models', 'base_ref', 'RealCheckpoint',
-           'real_models_dir', 'real_model_path', 'fetch_real_model', 'fetch_real_models']
+__all__ = ['log', 'LAUNCH_MODES', 'REAL_CHECKPOINTS', 'REAL_SETS', 'ModelRef', 'resolve_device', 'resolve_model_path',
+           'hub_kwargs', 'resolve_dtype', 'load_tokenizer', 'context_length', 'bnb_4bit_problem',
+           'disable_bnb_cpu_repack', 'effective_finetune', 'bnb_config', 'placement_kwargs', 'merge_adapters',
+           'attach_adapter', 'load_model', 'lora_config', 'save_merged', 'convert_gguf', 'dequantize_4bit',
+           'model_entry', 'model_ref', 'read_models', 'base_ref', 'RealCheckpoint', 'real_models_dir',
+           'real_model_path', 'fetch_real_model', 'fetch_real_models']
 
 # %% ../nbs/07_models.ipynb #4ec2d935
 @dataclass
@@ -209,15 +210,6 @@ def bnb_config(compute_dtype: torch.dtype, quant_storage: Optional[torch.dtype] 
 # %% ../nbs/07_models.ipynb #dece3e20
 LAUNCH_MODES = ("plain", "ddp", "fsdp", "deepspeed")
 
-# %% ../nbs/07_models.ipynb #ded2c22f
-def launch_mode(env=None) -> str:
-    "How this process was launched (from `accelerate launch`'s environment): plain, ddp, fsdp or deepspeed."
-    env = os.environ if env is None else env
-    on = lambda k: env.get(k, "").lower() in ("1", "true")
-    if on("ACCELERATE_USE_FSDP"): return "fsdp"
-    if on("ACCELERATE_USE_DEEPSPEED"): return "deepspeed"
-    return "ddp" if int(env.get("WORLD_SIZE", 1)) > 1 else "plain"
-
 # %% ../nbs/07_models.ipynb #ffe744a4
 def placement_kwargs(mode: str, device: str, dtype: torch.dtype, quantized: bool) -> tuple[dict, bool]:
     """(`from_pretrained` placement + quantisation arguments, whether to `prepare_model_for_kbit_training`) for a
@@ -352,9 +344,6 @@ def dequantize_4bit(model) -> int:
             setattr(parent, name, lin.requires_grad_(False))
             n += 1
     return n
-
-# %% ../nbs/07_models.ipynb #6d2a9c15
-MODEL_STAGES = ("weak", "stage1", "stage2")
 
 # %% ../nbs/07_models.ipynb #b4eaf063
 def _portable(p: str, rd: RunDir) -> str:

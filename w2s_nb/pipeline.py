@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from .config import ConfigError, ModelConfig, RunConfig, load_config, save_config, to_dict, validate
-from .rundir import STAGES, RunDir, git_commit, hardware, project_root, stage_key, utc_now, versions
+from .rundir import STAGE_TABLE, STAGES, RunDir, git_commit, hardware, project_root, stage_key, utc_now, versions
 from .files import run_lock, stable_hash, stat_fingerprint
 from .world import ensure_world_models
 
@@ -23,29 +23,8 @@ __all__ = ['STAGE_NOTEBOOKS', 'STAGE_PARAMS', 'CHECKPOINT_KEYS', 'stage_params',
            'run_sweep']
 
 # %% ../nbs/18_pipeline.ipynb #41a80664
-STAGE_NOTEBOOKS = {s: f"{i:02d}_{s}.ipynb" for i, s in enumerate(STAGES)}  # in nbs/stages/: the thin run notebooks
-
-STAGE_PARAMS = {  # config keys a stage's key depends on (earlier stages enter through the chain)
-    "data": ["seed", "data"],
-    "weak": [
-        "seed",
-        "device",
-        "weak",
-        "sampling",
-        "stage1.n_shots",
-        "stage1.demo_source",
-        "stage1.demo_choice",
-        "stage1.demo_ids",
-        "strong.path",
-        "strong.revision",
-        "strong.context_length",
-    ],  # demos fit the strong context
-    "stage1": ["strong", "stage1"],
-    "stage2": ["stage2"],
-    "eval": ["eval"],
-    "report": [],
-}
-
+STAGE_NOTEBOOKS = {s.name: s.notebook for s in STAGE_TABLE}  # in nbs/stages/: the thin run notebooks
+STAGE_PARAMS = {s.name: list(s.params) for s in STAGE_TABLE}  # config keys a stage's key depends on
 CHECKPOINT_KEYS = ("save_steps", "save_total_limit")  # how often a trainer saves: not what it computes
 
 # %% ../nbs/18_pipeline.ipynb #93e8ce4b
@@ -110,10 +89,12 @@ def notebooks_dir() -> Path:
 
 # %% ../nbs/18_pipeline.ipynb #26460c59
 def stage_functions() -> dict:
-    "The function behind each stage notebook (for `inline=True` runs and benchmarks)."
-    from w2s_nb import data, weak, stage1, stage2, eval as ev, report
-    return {"data": data.run_data, "weak": weak.run_weak, "stage1": stage1.run_stage1, "stage2": stage2.run_stage2,
-            "eval": ev.run_eval, "report": lambda cfg, rd: report.make_report(rd.root)}
+    "The function behind each stage notebook (`STAGE_TABLE`'s `module:function`; for `inline=True` runs and benchmarks)."
+    import importlib
+    def load(spec: str):
+        module, name = spec.split(":")
+        return getattr(importlib.import_module(f"w2s_nb.{module}"), name)
+    return {s.name: load(s.function) for s in STAGE_TABLE}
 
 # %% ../nbs/18_pipeline.ipynb #1521d915
 def execute_stage(stage: str, rd: RunDir, cfg: RunConfig, inline: bool = False, kernel=None) -> Path | None:

@@ -21,7 +21,7 @@ from .files import atomic_write_text, read_json, read_jsonl
 # %% auto #0
 __all__ = ['load_run', 'difficulty_row', 'difficulty_markdown', 'stage_steps', 'eval_rows', 'paired_tests', 'fmt_p', 'paired_row',
            'paired_markdown', 'results_header', 'model_row', 'stage1_row', 'stage1_markdown', 'stage2_markdown',
-           'figures_markdown', 'results_markdown', 'report_figures', 'make_report']
+           'figures_markdown', 'results_markdown', 'report_figures', 'make_report', 'run_report']
 
 # %% ../nbs/16_report.ipynb #7062f22c
 def _read_optional(path) -> Optional[dict]:
@@ -95,7 +95,7 @@ def eval_rows(run: dict, name: str) -> Optional[list[dict]]:
 # %% ../nbs/16_report.ipynb #4c350276
 def _step_test(run: dict, rows: dict, a: str, b: str) -> Optional[dict]:
     "McNemar's exact test of the step from kind `a` to kind `b` on their rows (None when either has no rows)."
-    from w2s_nb.eval import mcnemar, paired_counts
+    from w2s_nb.stats import mcnemar, paired_counts
 
     na, nb = cell_name(run, a), cell_name(run, b)
     ra, rb = rows[na], rows[nb]
@@ -265,3 +265,8 @@ def make_report(run_dir, out_dir=None) -> dict[str, Path]:
     md = atomic_write_text(out_dir / "results.md", results_markdown(run, [f"{s}.png" for s, _ in figs]))
     written[md.name] = md
     return written
+
+# %% ../nbs/16_report.ipynb #97b1971c
+def run_report(cfg, rd: RunDir) -> dict[str, Path]:
+    "The report stage (`rundir.STAGE_TABLE`): `make_report` of the run directory `rd` (the config is not needed)."
+    return make_report(rd.root)

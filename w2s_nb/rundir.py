@@ -16,16 +16,17 @@ import shutil
 import subprocess
 import tempfile
 from importlib import metadata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from fastcore.basics import patch
-from .files import atomic_write_json, hash_files, read_json, run_lock, stable_hash
+from .files import atomic_write_json, hash_files, read_json, read_jsonl, run_lock, stable_hash
 
 # %% auto #0
-__all__ = ['PACKAGES', 'STAGES', 'DONE', 'STARTED', 'STAGE_PRODUCTS', 'STAGE_NEEDS', 'versions', 'git_commit', 'hardware',
-           'utc_now', 'RunDir', 'project_root', 'default_config_path', 'StageMissing', 'require_stages', 'open_run',
-           'stage_key']
+__all__ = ['PACKAGES', 'WEAK_PARAMS', 'STAGE_TABLE', 'STAGES', 'STAGE_PRODUCTS', 'STAGE_NEEDS', 'MODEL_STAGES', 'DONE', 'STARTED',
+           'versions', 'git_commit', 'hardware', 'Stage', 'utc_now', 'RunDir', 'project_root', 'default_config_path',
+           'StageMissing', 'require_stages', 'open_run', 'stage_key']
 
 # %% ../nbs/02_rundir.ipynb #f02f202c
 PACKAGES = (
@@ -81,8 +82,38 @@ def hardware() -> dict:
     return dict(cpu_capability=torch.backends.cpu.get_cpu_capability(), cpu_count=os.cpu_count(), cuda=gpus,
                 cuda_bf16=torch.cuda.is_bf16_supported() if gpus else None)
 
-# %% ../nbs/02_rundir.ipynb #ac6704de
-STAGES = ("data", "weak", "stage1", "stage2", "eval", "report")
+# %% ../nbs/02_rundir.ipynb #1d6d9017
+@dataclass(frozen=True)
+class Stage:
+    "One stage of a run (see the table below)."
+    name: str
+    notebook: str  # in nbs/stages/
+    function: str  # "module:function", called as function(cfg, rd) by inline runs and benchmarks
+    params: tuple  # config keys its key depends on (earlier stages enter through the key chain)
+    needs: tuple  # stages whose products it reads
+    product: str | None  # what the next stages read from it
+    holds_models: bool  # writes <stage>/models.json
+
+# %% ../nbs/02_rundir.ipynb #8b551b7c
+WEAK_PARAMS = ("seed", "device", "weak", "sampling", "stage1.n_shots", "stage1.demo_source", "stage1.demo_choice",
+               "stage1.demo_ids", "strong.path", "strong.revision", "strong.context_length")  # demos fit the strong context
+STAGE_TABLE = (
+    Stage("data", "00_data.ipynb", "data:run_data", ("seed", "data"), (), "data/splits.json", False),
+    Stage("weak", "01_weak.ipynb", "weak:run_weak", WEAK_PARAMS, ("data",), "weak/models.json", True),
+    Stage("stage1", "02_stage1.ipynb", "stage1:run_stage1", ("strong", "stage1"), ("data", "weak"),
+          "stage1/models.json", True),
+    Stage("stage2", "03_stage2.ipynb", "stage2:run_stage2", ("stage2",), ("data", "weak", "stage1"),
+          "stage2/models.json", True),
+    Stage("eval", "04_eval.ipynb", "eval:run_eval", ("eval",), ("data", "weak", "stage1", "stage2"),
+          "eval/metrics.json", False),
+    Stage("report", "05_report.ipynb", "report:run_report", (), ("eval",), None, False),  # reads only the metrics
+)
+
+# %% ../nbs/02_rundir.ipynb #35568ae5
+STAGES = tuple(s.name for s in STAGE_TABLE)
+STAGE_PRODUCTS = {s.name: s.product for s in STAGE_TABLE if s.product}  # what the next stages read
+STAGE_NEEDS = {s.name: s.needs for s in STAGE_TABLE}
+MODEL_STAGES = tuple(s.name for s in STAGE_TABLE if s.holds_models)
 DONE = "_done.json"
 STARTED = "_started.json"
 
@@ -177,6 +208,14 @@ def finish_stage(self: RunDir, stage: str, key: str, wall_s: float, inputs: dict
     atomic_write_json(self.path(stage, DONE), {"key": key, "finished": info["finished"], "wall_s": info["wall_s"]})
     return info
 
+# %% ../nbs/02_rundir.ipynb #46f141f1
+@patch
+def gold2_by_id(self: RunDir, field: str | None = None) -> dict:
+    """D_gold,2 with its gold (`data/gold2_gold.jsonl`) by question id: whole records, or one `field` of each (e.g.
+    `"answer"`). Only reporting and the strong ceiling read it: the strong side of weak-to-strong never does."""
+    rows = read_jsonl(self.path("data", "gold2_gold.jsonl"))
+    return {r["id"]: (r if field is None else r[field]) for r in rows}
+
 # %% ../nbs/02_rundir.ipynb #9b7e8847
 def project_root() -> Path:
     "The project folder (holds `configs/`, `environments/`, `nbs/`)."
@@ -187,13 +226,6 @@ def project_root() -> Path:
 def default_config_path() -> Path:
     "The embedded default config (`configs/default.yaml` of the project)."
     return project_root() / "configs" / "default.yaml"
-
-# %% ../nbs/02_rundir.ipynb #2ef3f20a
-STAGE_PRODUCTS = {"data": "data/splits.json", "weak": "weak/models.json", "stage1": "stage1/models.json",
-                  "stage2": "stage2/models.json", "eval": "eval/metrics.json"}  # what the next stages read
-
-STAGE_NEEDS = {"data": (), "weak": ("data",), "stage1": ("data", "weak"), "stage2": ("data", "weak", "stage1"),
-               "eval": ("data", "weak", "stage1", "stage2"), "report": ("eval",)}  # the report reads only the metrics
 
 # %% ../nbs/02_rundir.ipynb #073cfe0b
 class StageMissing(FileNotFoundError):

@@ -29,19 +29,19 @@ from .config import ModelConfig, SamplingConfig, from_dict, to_dict, validate
 from .models import (ModelRef, _adapter_dir, _local_device, _source, context_length, dequantize_4bit,
                            load_model, load_tokenizer, resolve_device, resolve_dtype, save_merged)
 from .files import atomic_write_text
-from .train import check_job_world, in_launch, launch_job, read_job, world_size  # the launcher training uses
+from .launch import barrier, check_job_processes, in_launch, launch_job, process_count, rank_and_count, read_job
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'FINISH_REASONS', 'VLLM_TESTED', 'VLLM_OVERRIDE', 'VLLM_MEMORY_SLACK', 'VLLM_LORA_RANKS', 'SAMPLING_TIMEOUT_S',
-           'TORCHRUN_ENV', 'finish_reason', 'hf_generate', 'read_shards', 'rank_and_world', 'shard_name',
-           'finished_records', 'was_cut', 'finish_reasons', 'complete_samples', 'batch_bounds', 'model_context',
-           'token_caps', 'check_prompts_fit', 'context_overflow', 'remove_stale_tmp', 'sample',
-           'installed_vllm_version', 'vllm_version_problem', 'vllm_problem', 'choose_backend', 'vllm_preflight',
-           'shutdown_vllm', 'gpu_free_bytes', 'check_memory_back', 'vllm_lora_rank', 'VllmPlan', 'vllm_dtype',
-           'vllm_shares_base', 'vllm_engine_args', 'vllm_finish', 'vllm_generate_fn', 'VllmEngine', 'shared_engine',
-           'launch_sampling', 'vllm_data_parallel', 'generate_texts', 'rank_gpus', 'run_sample_job', 'main']
+           'TORCHRUN_ENV', 'finish_reason', 'hf_generate', 'read_shards', 'shard_name', 'finished_records', 'was_cut',
+           'finish_reasons', 'complete_samples', 'batch_bounds', 'model_context', 'token_caps', 'check_prompts_fit',
+           'context_overflow', 'remove_stale_tmp', 'sample', 'installed_vllm_version', 'vllm_version_problem',
+           'vllm_problem', 'choose_backend', 'vllm_preflight', 'shutdown_vllm', 'gpu_free_bytes', 'check_memory_back',
+           'vllm_lora_rank', 'VllmPlan', 'vllm_dtype', 'vllm_shares_base', 'vllm_engine_args', 'vllm_finish',
+           'vllm_generate_fn', 'VllmEngine', 'shared_engine', 'launch_sampling', 'vllm_data_parallel', 'generate_texts',
+           'rank_gpus', 'run_sample_job', 'main']
 
 # %% ../nbs/09_sample.ipynb #ac873821
 FINISH_REASONS = ("stop", "length")  # why a sample ended: EOS or a stop string / the token cap
@@ -90,11 +90,6 @@ def read_shards(out_dir) -> dict:
             if r["id"] in recs: raise ValueError(f"{out_dir}: id {r['id']!r} is written twice ({p.name})")
             recs[r["id"]] = r
     return recs
-
-# %% ../nbs/09_sample.ipynb #62ce1e61
-def rank_and_world() -> tuple[int, int]:
-    "(this process's rank, number of processes) of a launch; (0, 1) in a plain process."
-    return int(os.environ.get("RANK", 0)), world_size()
 
 # %% ../nbs/09_sample.ipynb #188ebc93
 def shard_name(index: int, rank: int = 0, world: int = 1) -> str:
@@ -224,13 +219,6 @@ def context_overflow(lens: list, max_new_tokens: int, limit: Optional[int]) -> O
             f"{limit} positions (longest prompt {max(lens)} tokens): their new tokens are capped at {limit} minus the "
             f"prompt's length, and samples cut there are recorded with finish 'length'")
 
-# %% ../nbs/09_sample.ipynb #d4216479
-def _barrier(world: int) -> bool:
-    "Wait for the other ranks when there are several and a process group is up; whether it waited."
-    if world == 1 or not (torch.distributed.is_available() and torch.distributed.is_initialized()): return False
-    torch.distributed.barrier()
-    return True
-
 # %% ../nbs/09_sample.ipynb #42e225c3
 def remove_stale_tmp(out_dir, rank: int = 0, world: int = 1) -> list:
     "Delete this rank's half-written shard files (`.shard-….jsonl.….tmp`) that a killed run left; their names."
@@ -339,14 +327,14 @@ def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_
     new tokens; `temperature=0` is greedy. With a tokenizer, prompt + new tokens never pass the model's context
     (`context_limit`, default `model_context(model)`). `generate_fn(prompts, seed, caps)` (default: transformers on
     `model`) answers per prompt `(samples, finish)`, with at most `caps[i]` new tokens for prompt `i`. `rank_world`:
-    this process's (rank, number of processes) of a launch, default from the environment (`rank_and_world`)."""
+    this process's (rank, number of processes) of a launch, default from the environment (`rank_and_count`)."""
     _check_sample_args(n, temperature, top_p)
     recs = _as_records(prompts)
     done = {} if out_dir is None else _open_out_dir(out_dir, recs, n, temperature, top_p, max_new_tokens, stop, seed)
-    rank, world = (rank_world or rank_and_world()) if out_dir is not None else (0, 1)
+    rank, world = (rank_world or rank_and_count()) if out_dir is not None else (0, 1)
     if out_dir is not None:
         remove_stale_tmp(out_dir, rank, world)  # a killed run's unfinished write
-    _barrier(world)  # every rank has read the same shards before any rank writes one
+    barrier(world)  # every rank has read the same shards before any rank writes one
     todo = [r for r in recs if r["id"] not in done]
     lens, limit = _prompt_lens(model, tokenizer, todo, max_new_tokens, context_limit, rank)
     todo, lens = _rank_share(recs, todo, lens, rank, world)
@@ -358,7 +346,7 @@ def sample(model, tokenizer, prompts, n: int = 1, temperature: float = 0.0, top_
         caps, bounds = _plan_batches(lens, n, temperature, batch_size, max_new_tokens,
                                      max_batch_tokens if tokenizer is not None else None, limit)
         _run_batches(todo, caps, bounds, generate_fn, n, seed, done, out_dir, shard_size, rank, world)
-    if _barrier(world):
+    if barrier(world):
         done = read_shards(out_dir)  # every rank's shards are written: read them all
     return [done[r["id"]] for r in recs if r["id"] in done]
 
@@ -732,7 +720,7 @@ def rank_gpus(local_rank: int, tensor_parallel_size: int, local_world: int, visi
 def _vllm_rank(job: dict) -> list:
     """One data-parallel vLLM rank: pinned to its own GPUs, the launch's torchrun variables hidden from vLLM (its engine
     is a process of its own), its share of the prompts into own shards; no process group (the launcher reads them)."""
-    rank, world = rank_and_world()
+    rank, world = rank_and_count()
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     sampling = from_dict(SamplingConfig, job["sampling"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
@@ -747,7 +735,7 @@ def _vllm_rank(job: dict) -> list:
 def run_sample_job(job: dict) -> list:
     """One rank of a launched sampling job (as `launch_sampling` writes it): with transformers the whole model on this
     rank's device, with vLLM an engine on this rank's GPUs; its slice of the prompts."""
-    check_job_world(job)
+    check_job_processes(job)
     if job.get("backend", "hf") == "vllm": return _vllm_rank(job)
     _start_process_group(job["device"], job.get("timeout_s", SAMPLING_TIMEOUT_S))
     try: return _hf_sample(ModelRef.from_dict(job["ref"]), validate(from_dict(ModelConfig, job["cfg"])), job["prompts"],

@@ -94,7 +94,7 @@ def _stage1_inputs(rd: RunDir) -> tuple[list, list, list, dict]:
     "`(D_gold,2 questions, D_weak, weak demonstrations, D_gold,2 gold by id)`: what Stage I reads of the run."
     q2 = assert_no_gold(read_jsonl(rd.path("data", "gold2_questions.jsonl")), "D_gold,2 questions")
     d_weak, demos = read_jsonl(rd.path("weak", "d_weak.jsonl")), read_jsonl(rd.path("weak", "demos.jsonl"))
-    gold2 = {r["id"]: r for r in read_jsonl(rd.path("data", "gold2_gold.jsonl"))}  # reporting + ceiling only
+    gold2 = rd.gold2_by_id()  # reporting + ceiling only
     return q2, d_weak, demos, gold2
 
 # %% ../nbs/11_stage1.ipynb #8eff6701

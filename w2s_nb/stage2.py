@@ -224,7 +224,7 @@ def run_stage2(cfg: RunConfig, rd: RunDir) -> dict:
     d_weak = read_jsonl(rd.path("weak", "d_weak.jsonl"))
     sampled = _sample_m_plus(cfg, rd, m_plus, d_weak, dev)
     conf, pairs, skipped = _stage2_pairs(cfg, rd, d_weak, sampled, fmt)
-    gold = {r["id"]: r["answer"] for r in read_jsonl(rd.path("data", "gold2_gold.jsonl"))}  # reporting only
+    gold = rd.gold2_by_id("answer")  # reporting only
     models = _train_methods(cfg, rd, m_plus, pairs, dev)
     atomic_write_json(rd.path("stage2", "models.json"), models)
     metrics = _stage2_metrics(cfg, d_weak, conf, pairs, skipped, gold, fmt, t0)

@@ -21,12 +21,12 @@ from .config import (DIST_TIMEOUT_S, ModelConfig, PrefSettings, TrainSettings, f
 from .models import (ModelRef, effective_finetune, load_model, load_tokenizer, lora_config, resolve_device,
                            resolve_dtype, save_merged)
 from .files import atomic_write_text, replace_dir, stable_hash
+from .launch import check_job_processes, in_launch, launch_job, process_count, read_job
 
 # %% auto #0
-__all__ = ['RESULT', 'CHECKPOINTS', 'RESUME_KEY', 'finished', 'world_size', 'in_launch', 'launch_kwargs', 'last_checkpoint',
-           'resume_key', 'prepare_resume', 'saved_model_problem', 'drop_adapters', 'read_train_log', 'release_memory',
-           'train_sft', 'preference_trainer', 'train_preference', 'check_job_world', 'run_job', 'launch_command',
-           'launch_job', 'read_job', 'main', 'completion_logprobs']
+__all__ = ['RESULT', 'CHECKPOINTS', 'RESUME_KEY', 'finished', 'launch_kwargs', 'last_checkpoint', 'resume_key', 'prepare_resume',
+           'saved_model_problem', 'drop_adapters', 'read_train_log', 'release_memory', 'train_sft',
+           'preference_trainer', 'train_preference', 'run_job', 'main', 'completion_logprobs']
 
 # %% ../nbs/08_train.ipynb #1b11a2f7
 RESULT = "result.json"
@@ -44,16 +44,6 @@ def _check_examples(rows: list, keys: tuple, what: str) -> list:
         if not isinstance(r, dict) or any(not isinstance(r.get(k), str) for k in keys):
             raise ValueError(f"{what}: example {i} must be a dict with string fields {keys}, got {r!r}")
     return [{k: r[k] for k in keys} for r in rows]
-
-# %% ../nbs/08_train.ipynb #90890464
-def world_size() -> int:
-    "The number of processes of this launch (1 outside `accelerate launch` / torchrun)."
-    return int(os.environ.get("WORLD_SIZE", 1))
-
-# %% ../nbs/08_train.ipynb #adce757b
-def in_launch() -> bool:
-    "Whether this process is a rank of an `accelerate launch` / torchrun (so it must not launch one itself)."
-    return "WORLD_SIZE" in os.environ
 
 # %% ../nbs/08_train.ipynb #e40c3f24
 def _save_args(s: TrainSettings) -> dict:
@@ -229,7 +219,7 @@ def _run_sft(ref: ModelRef, cfg: ModelConfig, examples: list, out_dir, seed: int
     "Train in this process (or as one rank of an `accelerate launch`), resuming from the newest checkpoint."
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
-    common = _common_args(out_dir, cfg.sft, cfg, seed, device, world_size(), timeout_s)
+    common = _common_args(out_dir, cfg.sft, cfg, seed, device, process_count(), timeout_s)
     args = SFTConfig(
         **common, packing=False, completion_only_loss=True
     )  # before the model: ZeRO-3 partitions it while loading
@@ -301,7 +291,7 @@ def preference_trainer(ref: ModelRef, cfg: ModelConfig, pref: PrefSettings, meth
                        seed: int, device: str, callbacks=None, timeout_s: int = DIST_TIMEOUT_S):
     "(TRL trainer ready to `train()`, tokenizer, effective finetune, the ref the trained adapter goes on)."
     from datasets import Dataset
-    common = _common_args(out_dir, pref, cfg, seed, device, world_size(), timeout_s)
+    common = _common_args(out_dir, pref, cfg, seed, device, process_count(), timeout_s)
     args = _pref_args(method, pref, common)  # before the model (ZeRO-3)
     model, tok, peft_cfg, ft, start = _prepare(ref, cfg, pref, device, seed)
     ref_model = None
@@ -351,19 +341,10 @@ def train_preference(
     finally:
         release_memory()
 
-# %% ../nbs/08_train.ipynb #1a176dcd
-def check_job_world(job: dict):
-    "Refuse to run a job under a launch with another number of processes than it asks for."
-    if job.get("num_processes", world_size()) != world_size():  # e.g. a MULTI_CPU accelerate config: 1 process
-        raise RuntimeError(
-            f"the job asks for num_processes={job['num_processes']} but this launch runs {world_size()} "
-            "process(es); check the accelerate config (on CPU: distributed_type MULTI_GPU with use_cpu: true)"
-        )
-
 # %% ../nbs/08_train.ipynb #ccbf03ce
 def run_job(job: dict) -> ModelRef:
     "Run a training job spec (a dict as written by `train_sft`/`train_preference`) in this process."
-    check_job_world(job)
+    check_job_processes(job)
     ref, cfg = ModelRef.from_dict(job["ref"]), validate(from_dict(ModelConfig, job["cfg"]))
     timeout_s = job.get("timeout_s", DIST_TIMEOUT_S)
     if job["kind"] == "sft":
@@ -373,49 +354,10 @@ def run_job(job: dict) -> ModelRef:
                                job["pairs"], job["out_dir"], job["seed"], job["device"], timeout_s=timeout_s)
     raise ValueError(f"unknown job kind {job['kind']!r}: expected sft or preference")
 
-# %% ../nbs/08_train.ipynb #7b87f6f3
-def launch_command(job_path, num_processes: int, accelerate_config: Optional[str] = None,
-                   module: str = "w2s_nb.train") -> list[str]:
-    "The `accelerate launch` command line that runs `python -m module JOB.json` on `num_processes` processes."
-    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
-    if accelerate_config: cmd += ["--config_file", str(accelerate_config)]
-    else: cmd += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    return cmd + ["--num_processes", str(num_processes), "-m", module, str(job_path)]
-
-# %% ../nbs/08_train.ipynb #6a270403
-def launch_job(job: dict, out_dir, num_processes: int, accelerate_config: Optional[str], result: Callable,
-               module: str = "w2s_nb.train"):
-    """Write `job` to `out_dir/job.json` and run it with `python -m module` under `accelerate launch` on `num_processes`
-    processes, their output streamed live and kept in `out_dir/launch.log`; return `result()`, what the job left (read
-    once). Unless the launch exits 0 and `result()` is not None, raise with the log's path and its last lines."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    job_path = atomic_write_text(out_dir / "job.json", json.dumps(job))
-    log_path = out_dir / "launch.log"
-    with open(log_path, "wb") as log:  # stream the ranks' output (progress bars) live and keep a copy
-        p = subprocess.Popen(launch_command(job_path, num_processes, accelerate_config, module),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        while chunk := os.read(p.stdout.fileno(), 4096):
-            log.write(chunk)
-            sys.stderr.write(chunk.decode(errors="replace"))
-            sys.stderr.flush()
-        rc = p.wait()
-    if rc == 0 and (out := result()) is not None: return out
-    tail = log_path.read_bytes()[-3000:].decode(errors="replace")
-    raise RuntimeError(
-        f"accelerate launch of {module} failed (exit {rc}; full output in {log_path}); last output:\n{tail}"
-    )
-
 # %% ../nbs/08_train.ipynb #39b789b3
 def _launch(job: dict, out_dir, num_processes: int, accelerate_config: Optional[str]) -> ModelRef:
     "Run a training job under `accelerate launch`; return its result."
     return launch_job(job, out_dir, num_processes, accelerate_config, result=lambda: finished(out_dir))
-
-# %% ../nbs/08_train.ipynb #e497e44f
-def read_job(argv, module: str) -> dict:
-    "The job of `python -m module JOB.json` (`argv`: the arguments after the module)."
-    if len(argv) != 1: raise SystemExit(f"usage: python -m {module} JOB.json")
-    return json.loads(Path(argv[0]).read_text())
 
 # %% ../nbs/08_train.ipynb #62cb4cba
 def main(argv=None):

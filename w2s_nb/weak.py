@@ -184,7 +184,7 @@ def run_weak(cfg: RunConfig, rd: RunDir) -> dict:
     test = rd.path("data", "test.jsonl")  # evaluation's weak-ICL prompts use the same demonstrations
     ctx, budget, tokens = demo_budget(cfg, q2 + (read_jsonl(test) if test.exists() else []))
     if s1.demo_source == "d_weak":      # D_gold,2 gold only marks (or, for demo_choice=correct, picks) right demos
-        gold2 = read_jsonl(rd.path("data", "gold2_gold.jsonl"))
+        gold2 = list(rd.gold2_by_id().values())
         demos, passed = d_weak_demos(d_weak, gold2, s1, cfg.seed, fmt, tokens, budget)
     else:
         gold1 = read_jsonl(rd.path("data", "gold1.jsonl"))
