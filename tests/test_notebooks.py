@@ -69,3 +69,27 @@ def test_tutorial_executes_at_small_size(tmp_path):
     images = [o for c in cells if c["cell_type"] == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 3  # selection, confidence, accuracy
     assert (tmp_path / "tutorial" / "report" / "results.md").exists()
+
+
+def _exported_cells():
+    import json
+    for nb in sorted((ROOT / "nbs").glob("[0-9]*.ipynb")):
+        for c in json.loads(nb.read_text())["cells"]:
+            src = "".join(c["source"])
+            if c["cell_type"] == "code" and src.lstrip().startswith("#| export"): yield nb.name, src
+
+
+def test_cells_are_nbdev_sized_and_lines_short():
+    """One definition per exported cell: median <= 10 lines, none over 40; no line of the package over 120 characters
+    (nbdev writes `__all__` itself, wrapped at 120 after its `__all__ = ` prefix) and no `;` joins."""
+    import io, statistics, tokenize
+    sizes = {(nb, src.splitlines()[1]): len(src.splitlines()) for nb, src in _exported_cells()}
+    assert statistics.median(sizes.values()) <= 10
+    assert not [k for k, n in sizes.items() if n > 40], [k for k, n in sizes.items() if n > 40]
+    for py in sorted((ROOT / "w2s_nb").glob("*.py")):
+        if py.name == "_modidx.py": continue
+        text = py.read_text()
+        long = [i for i, l in enumerate(text.splitlines(), 1) if len(l) > 120 and not l.startswith("__all__ = ")]
+        assert not long, f"{py.name}: lines {long} are over 120 characters"
+        semis = [t.start[0] for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.string == ";"]
+        assert not semis, f"{py.name}: lines {semis} join statements with ';'"

@@ -89,7 +89,8 @@ def notebooks_dir() -> Path:
 
 # %% ../nbs/18_pipeline.ipynb #26460c59
 def stage_functions() -> dict:
-    "The function behind each stage notebook (`STAGE_TABLE`'s `module:function`; for `inline=True` runs and benchmarks)."
+    """The function behind each stage notebook (`STAGE_TABLE`'s `module:function`; for `inline=True` runs and
+    benchmarks)."""
     import importlib
     def load(spec: str):
         module, name = spec.split(":")

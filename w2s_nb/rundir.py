@@ -96,7 +96,8 @@ class Stage:
 
 # %% ../nbs/02_rundir.ipynb #8b551b7c
 WEAK_PARAMS = ("seed", "device", "weak", "sampling", "stage1.n_shots", "stage1.demo_source", "stage1.demo_choice",
-               "stage1.demo_ids", "strong.path", "strong.revision", "strong.context_length")  # demos fit the strong context
+               "stage1.demo_ids", "strong.path", "strong.revision",
+               "strong.context_length")  # its demonstrations must fit the strong model's context
 STAGE_TABLE = (
     Stage("data", "00_data.ipynb", "data:run_data", ("seed", "data"), (), "data/splits.json", False),
     Stage("weak", "01_weak.ipynb", "weak:run_weak", WEAK_PARAMS, ("data",), "weak/models.json", True),

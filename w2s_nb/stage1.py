@@ -9,8 +9,8 @@ import time
 
 from .answers import answers_agree, is_equiv
 from .config import RunConfig
-from .data import (answer_format, assert_no_gold, few_shot_prompt, icl_prompts, label_completion, question_prompts,
-                         zero_shot_prompt)
+from .data import (answer_format, assert_no_gold, few_shot_prompt, icl_prompts, label_completion,
+                         question_prompts, zero_shot_prompt)
 from .models import ModelRef, base_ref, model_entry, resolve_device
 from .rundir import RunDir
 from .files import atomic_write_json, atomic_write_jsonl, read_jsonl
