@@ -130,7 +130,7 @@ def d_weak_demos(d_weak: list[dict], gold2: list[dict], s1: Stage1Config, seed: 
 # %% ../nbs/10_weak.ipynb #0f5b2c88
 def icl_prompt_tokens(questions: list[dict], template: str, tokenizer, above: int | None = None,
                       first: int = 16) -> Callable[[list[dict]], int]:
-    """A function of demonstrations: the tokens of the longest weak-ICL prompt (`stage1.icl_prompts`) over `questions`.
+    """A function of demonstrations: the tokens of the longest weak-ICL prompt (`data.icl_prompts`) over `questions`.
     With `above`, the `first` longest questions (by characters) are counted first, and a prompt longer than `above`
     found among them is returned at once (the rule's outcome is the same; a demonstration that does not fit costs one
     small batch instead of every question)."""
