@@ -6,9 +6,9 @@ Stage II can only teach M_plus what its own majority vote knows better than its 
 majority answers moves greedy decoding towards them. This prints, for the test questions, greedy accuracy,
 majority-of-`n` accuracy, per-sample accuracy, and the 2x2 table (greedy right?, majority right?) for all
 questions and for those whose confidence (the majority's share) reaches the run's `tau`
-(`stage2.majority_vs_greedy`). Greedy answers are the run's own evaluation rows (generated again only if the run evaluated by majority vote);
+(`probes.majority_vs_greedy`). Greedy answers are the run's own evaluation rows (generated again only if the run evaluated by majority vote);
 samples come from the package's `generate_texts` with the run's model and sampling settings;
-answers are read with the run's extraction rule. `nbs/12_stage2.ipynb` quotes these figures.
+answers are read with the run's extraction rule. `nbs/19_probes.ipynb` quotes these figures.
 """
 import argparse
 import json
@@ -20,7 +20,7 @@ from w2s_nb.models import resolve_device
 from w2s_nb.rundir import RunDir
 from w2s_nb.files import read_jsonl
 from w2s_nb.sample import generate_texts
-from w2s_nb.stage2 import majority_vs_greedy
+from w2s_nb.probes import majority_vs_greedy
 from w2s_nb.data import question_prompts
 
 from _w2s import run_model
@@ -36,7 +36,7 @@ def greedy_answers(rd: RunDir, cfg, name: str, ref, prompts: list, fmt: str, rul
 
 
 def compare(run_dir, model: str = "m_plus", n: int = 10, temperature: float = 0.7, top_p: float = 1.0) -> dict:
-    "`stage2.majority_vs_greedy` for run model `model` on the run's test split (greedy and `n` samples at `temperature`)."
+    "`probes.majority_vs_greedy` for run model `model` on the run's test split (greedy and `n` samples at `temperature`)."
     rd, cfg, ref, entry, test = run_model(run_dir, model)
     fmt, rule, dev = answer_format(cfg.data), cfg.data.answer_extraction, resolve_device(cfg.device)
     prompts = question_prompts(test, cfg)

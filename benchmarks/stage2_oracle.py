@@ -37,7 +37,7 @@ from w2s_nb.rundir import RunDir
 from w2s_nb.files import read_jsonl, stable_hash
 from w2s_nb.sample import generate_texts, read_shards
 from w2s_nb.data import label_completion
-from w2s_nb.stage2 import ORACLE_PAIRS, oracle_pairs
+from w2s_nb.probes import ORACLE_PAIRS, oracle_pairs
 from w2s_nb.train import train_preference
 from w2s_nb.data import question_prompts
 

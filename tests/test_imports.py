@@ -54,3 +54,25 @@ def test_no_import_cycle_between_package_modules():
     assert {"files", "config", "rundir", "world", "models"} <= set(graph)
     assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph))}"
     assert graph["files"] == set(), "files is the bottom layer: it imports nothing from w2s_nb"
+
+
+def notebook_order(nbs: Path = PKG.parent / "nbs") -> dict[str, int]:
+    "Each exported module's notebook number (`07_models.ipynb` -> models: 7), read from its `default_exp` line."
+    import json, re
+    out = {}
+    for nb in nbs.glob("[0-9][0-9]_*.ipynb"):
+        src = "".join(s for c in json.loads(nb.read_text())["cells"] for s in c["source"] if "default_exp" in s)
+        if m := re.search(r"#\| *default_exp +(\w+)", src): out[m.group(1)] = int(nb.name[:2])
+    return out
+
+
+def test_modules_import_only_from_notebooks_before_them():
+    """Data-flow order: a module imports only modules whose notebooks come earlier, so a reader of `nbs/` in order never
+    meets a name defined further on (stronger than no cycle); `trainable` sits between `models` and `train`, the probes
+    that read gold after every stage."""
+    order, graph = notebook_order(), import_graph()
+    assert set(order) == set(graph), f"modules without a numbered notebook: {set(graph) ^ set(order)}"
+    upward = sorted((m, d) for m, deps in graph.items() for d in deps if order[d] >= order[m])
+    assert upward == [], f"imports of later notebooks' modules: {upward}"
+    assert order["models"] < order["trainable"] < order["train"] and order["stage2"] < order["probes"]
+    assert not any("probes" in deps for m, deps in graph.items()), "no package module uses the probes"

@@ -3,7 +3,7 @@ import pytest
 
 from w2s_nb.config import Stage2Config
 from w2s_nb.data import GoldLeakError
-from w2s_nb.stage2 import build_pairs, majority, majority_vs_greedy, pair_quality, question_pairs
+from w2s_nb.stage2 import build_pairs, majority, pair_quality, question_pairs
 
 S = [f"s{i}" for i in range(10)]
 WEAK = dict(id="q", text="WEAK", pred="5")
@@ -114,28 +114,6 @@ def test_build_pairs_groups_olympic_votes_by_the_judge():
     sampled = [dict(id="a", samples=[r" $\boxed{\frac{1}{2}}$"] * 6 + [r" $\boxed{2}$"] * 4)]
     conf, prs, _ = build_pairs(d_weak, sampled, Stage2Config(), "olympic", "{question}\n\nAnswer:", seed=0)
     assert conf[0]["confidence"] == 0.6 and [p["kind"] for p in prs] == ["weak_chosen"] and prs[0]["rejected"].endswith("{2}$")
-
-
-def test_majority_vs_greedy_counts_corrections_and_spoils():
-    # q1: greedy wrong, confident majority right; q2: greedy right, majority wrong at share 0.4 (below tau);
-    # q3: both right; q4: no sample has an answer (empty majority counts as wrong, never confident)
-    out = majority_vs_greedy(["4", "7", "9", "3"],
-                             [["5", "5", "5", "4", "1"], ["6", "6", "7", "1", "2"], ["9"] * 5, [""] * 5],
-                             ["5", "7", "9", "3"], "gsm8k", tau=0.6)
-    assert (out["questions"], out["greedy"], out["majority"]) == (4, 3 / 4, 2 / 4)
-    assert out["per_sample"] == 9 / 20
-    assert out["table"] == {"greedy_right/majority_right": 1, "greedy_right/majority_wrong": 2, "greedy_wrong/majority_right": 1}
-    assert out["table_confident"] == {"greedy_right/majority_right": 1, "greedy_wrong/majority_right": 1}
-    # answers are scored by equivalence in the format, not by string: 0.5 is right for gold \frac{1}{2} in MATH
-    math = majority_vs_greedy(["0.5"], [["\\frac{1}{2}", "\\frac{1}{2}", "3"]], ["\\frac{1}{2}"], "math", tau=0.6)
-    assert math["table_confident"] == {"greedy_right/majority_right": 1} and math["per_sample"] == 2 / 3
-
-
-def test_majority_vs_greedy_rejects_mismatched_inputs():
-    with pytest.raises(ValueError, match="2 greedy answers, 1 sample lists, 1 gold"):
-        majority_vs_greedy(["1", "2"], [["1"]], ["1"], "gsm8k", tau=0.6)
-    with pytest.raises(ValueError, match="one sample per question"):
-        majority_vs_greedy(["1"], [[]], ["1"], "gsm8k", tau=0.6)
 
 
 # ---------------------------------------------------------------- cut samples (finish "length")

@@ -241,7 +241,8 @@ def test_trained_models_are_freed(sft_run, tiny_model_dir, tiny_examples, tiny_p
 def test_finish_refuses_to_mark_done_without_adapter_files(tiny_model_dir, tmp_path):
     "A save that leaves no adapter weights (e.g. FSDP shards) raises; result.json is not written."
     from types import SimpleNamespace
-    from w2s_nb.train import _finish, saved_model_problem
+    from w2s_nb.trainable import Trainable, saved_model_problem
+    from w2s_nb.train import _finish
     acc = SimpleNamespace(unwrap_model=lambda m: m, is_main_process=True, wait_for_everyone=lambda: None, num_processes=1)
     def save_model(d):  # writes the config but not the weights
         Path(d).mkdir(parents=True); (Path(d) / "adapter_config.json").write_text("{}")
@@ -249,7 +250,7 @@ def test_finish_refuses_to_mark_done_without_adapter_files(tiny_model_dir, tmp_p
                               state=SimpleNamespace(log_history=[]))
     cfg = cfg_for(tiny_model_dir)
     with pytest.raises(RuntimeError, match="has none of adapter_model.safetensors.*not marked done"):
-        _finish(trainer, ModelRef(tiny_model_dir), cfg, None, tmp_path, "lora", "cpu", False, {})
+        _finish(trainer, Trainable(None, None, None, "lora", ModelRef(tiny_model_dir)), cfg, tmp_path, "cpu", False, {})
     assert finished(tmp_path) is None and not (tmp_path / "adapter").exists()
     assert saved_model_problem(tmp_path, "full") == f"{tmp_path} has no config.json"
 

@@ -325,6 +325,17 @@ def convert_gguf(path: str, gguf_file: str, out_dir, dtype: str = "float32") -> 
         tok.save_pretrained(tmp)
     return out_dir
 
+# %% ../nbs/07_models.ipynb #9bfd7d99
+def _unpacked_4bit(weight) -> tuple:
+    """(NF4 data, quant state) of a `Params4bit` in bitsandbytes' standard layout. On a CPU with AVX512-BF16 the first
+    inference forward pass repacks the weight in place for its CPU kernel (`packing_format_for_cpu`), a layout that
+    `dequantize_4bit` misreads; the inverse is computed on copies, so the layer keeps its packed weight."""
+    qs = weight.quant_state
+    if not getattr(qs, "packing_format_for_cpu", False): return weight.data, qs
+    import copy
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse  # bitsandbytes' own inverse
+    return _convert_weight_packed_for_cpu_inverse(weight.data.clone(), copy.deepcopy(qs))
+
 # %% ../nbs/07_models.ipynb #1b7b9ca4
 def dequantize_4bit(model) -> int:
     """Replace every bitsandbytes `Linear4bit` in `model` (under a PEFT LoRA layer too) by an `nn.Linear` with the
@@ -336,7 +347,7 @@ def dequantize_4bit(model) -> int:
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if not isinstance(child, bnb.nn.Linear4bit): continue
-            w = bnb.functional.dequantize_4bit(child.weight.data, child.weight.quant_state).to(child.compute_dtype)
+            w = bnb.functional.dequantize_4bit(*_unpacked_4bit(child.weight)).to(child.compute_dtype)
             lin = torch.nn.Linear(child.in_features, child.out_features, bias=child.bias is not None,
                                   dtype=w.dtype, device=w.device)
             lin.weight.data.copy_(w)
