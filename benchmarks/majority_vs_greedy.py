@@ -1,6 +1,6 @@
 """Greedy decoding vs the majority of n samples for one model of a finished run, on its test split.
 
-    python benchmarks/majority_vs_greedy.py RUN_DIR [--model m_plus] [--n 10] [--temperature 0.7] [--top-p 1.0]
+    python benchmarks/majority_vs_greedy.py RUN_DIR [--model m_plus] [--n 10] [--temperature 0.7] [--top-p 1.0] [--min-p 0.1]
 
 Stage II can only teach M_plus what its own majority vote knows better than its greedy answer: DPO on confident
 majority answers moves greedy decoding towards them. This prints, for the test questions, greedy accuracy,
@@ -9,6 +9,9 @@ questions and for those whose confidence (the majority's share) reaches the run'
 (`probes.majority_vs_greedy`). Greedy answers are the run's own evaluation rows (generated again only if the run evaluated by majority vote);
 samples come from the package's `generate_texts` with the run's model and sampling settings;
 answers are read with the run's extraction rule. `nbs/19_probes.ipynb` quotes these figures.
+`--min-p P` (issue 31's probe; transformers sampling only) keeps only tokens with at least P times the top token's
+probability: the package's samplers take no `min_p`, so this script sets transformers' `GenerationConfig.min_p` on
+every sampling call it makes (`nbs/04_world.ipynb`, last section, quotes those figures).
 """
 import argparse
 import json
@@ -47,6 +50,16 @@ def compare(run_dir, model: str = "m_plus", n: int = 10, temperature: float = 0.
     return dict(run=str(run_dir), model=model, n=n, temperature=temperature, top_p=top_p, tau=cfg.stage2.tau, **out)
 
 
+def use_min_p(min_p: float):
+    "Make every sampling `transformers.GenerationConfig` built in this process carry `min_p` (a probe, not an option)."
+    import transformers
+    init = transformers.GenerationConfig.__init__
+    def with_min_p(self, **kw):
+        if kw.get("do_sample"): kw["min_p"] = min_p
+        init(self, **kw)
+    transformers.GenerationConfig.__init__ = with_min_p
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir")
@@ -54,8 +67,12 @@ def main():
     ap.add_argument("--n", type=int, default=10)
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--top-p", type=float, default=1.0)
+    ap.add_argument("--min-p", type=float, default=None, help="transformers' min_p for the samples (a probe)")
     a = ap.parse_args()
-    print(json.dumps(compare(a.run_dir, a.model, a.n, a.temperature, a.top_p), indent=1))
+    if a.min_p is not None:
+        if not 0 < a.min_p <= 1: ap.error(f"--min-p {a.min_p}: expected 0 < min_p <= 1")
+        use_min_p(a.min_p)
+    print(json.dumps(dict(compare(a.run_dir, a.model, a.n, a.temperature, a.top_p), min_p=a.min_p), indent=1))
 
 
 if __name__ == "__main__":
