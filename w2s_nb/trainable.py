@@ -28,18 +28,12 @@ class Trainable:
     start: ModelRef  # the ref the trained adapter goes on
     reference: Any = None  # a frozen copy of the starting model (DPO with full fine-tuning), else None
 
-# %% ../nbs/08_trainable.ipynb #ff4439cb
-def _trained_on(ref: ModelRef, model, ft: str) -> ModelRef:
-    "The ref a trained adapter goes on: a 4-bit ref's top adapter is loaded trainable, trained further, not stacked on."
-    from peft import PeftModel
-    if ft != "full" and isinstance(model, PeftModel): return ModelRef(ref.base, ref.adapters[:-1], ref.gguf_file)
-    return ref
-
 # %% ../nbs/08_trainable.ipynb #7aa7c67d
 def prepare_trainable(ref: ModelRef, cfg: ModelConfig, s: TrainSettings, device: str, seed: int,
                       frozen_copy: bool = False) -> Trainable:
     """`ref` loaded for training with the trainer settings `s`, after seeding with `seed`. `frozen_copy`: with full
     fine-tuning also load a frozen copy as DPO's reference (with adapters the reference is the model, adapter off)."""
+    from peft import PeftModel
     from transformers import set_seed
     set_seed(seed)
     ft = effective_finetune(cfg, device)
@@ -47,8 +41,9 @@ def prepare_trainable(ref: ModelRef, cfg: ModelConfig, s: TrainSettings, device:
     if ft == "full":
         frozen = load_model(ref, cfg, device).requires_grad_(False) if frozen_copy else None
         return Trainable(model, tok, None, ft, ref, frozen)
-    start = _trained_on(ref, model, ft)
-    return Trainable(model, tok, lora_config(cfg) if start is ref else None, ft, start)
+    if isinstance(model, PeftModel):  # a 4-bit ref's top adapter, loaded trainable: trained further, not stacked on
+        return Trainable(model, tok, None, ft, ModelRef(ref.base, ref.adapters[:-1], ref.gguf_file))
+    return Trainable(model, tok, lora_config(cfg), ft, ref)
 
 # %% ../nbs/08_trainable.ipynb #48bccdc7
 def saved_model_problem(d: Path, ft: str) -> Optional[str]:
@@ -83,10 +78,10 @@ def save_trained(trainer, t: Trainable, cfg: ModelConfig, out_dir, device: str, 
     copy `merged/` where `merge`. Every process calls it; the main one writes. Returns `t.start` + the trained
     adapter (full fine-tuning: the new model)."""
     out_dir, acc, ft = Path(out_dir).resolve(), trainer.accelerator, t.finetune
-    new = ModelRef(str(out_dir / "model")) if ft == "full" else t.start.with_adapter(out_dir / "adapter")
+    target, tmp = _partial_dir(out_dir, ft)
+    new = ModelRef(str(target)) if ft == "full" else t.start.with_adapter(target)
     model = acc.unwrap_model(trainer.model)
     untrained = [n for n in (getattr(model, "peft_config", None) or {}) if n != "default"]  # e.g. DPO's frozen "ref"
-    target, tmp = _partial_dir(out_dir, ft)
     if acc.is_main_process and tmp.exists(): shutil.rmtree(tmp)
     acc.wait_for_everyone()
     if getattr(trainer, "is_fsdp_enabled", False):  # gather the shards: a sharded state dict is no loadable adapter
