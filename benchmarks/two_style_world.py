@@ -17,9 +17,22 @@ sizes and pretraining budgets as the shipped world) and the world's GSM8K-format
 `configs/default.yaml` on them (`weak.path`, `strong.path`, `data.path`, `data.test_path`) and measures the
 precondition with `benchmarks/majority_vs_greedy.py`. About 11 minutes on 2 cores (build 4, run 5, probe 2);
 `nbs/04_world.ipynb`, last section, has the figures for `--p-compact` 0.5 and 0.7.
+
+    python benchmarks/two_style_world.py --compact-docs 0.2 [--compact-in-target] [--strong-docs 28000] [--out ...]
+
+The third session's variant: the shipped corpus is kept and compact documents are *added* (a share `--compact-docs`
+of all documents, so a model pretrained on `24000 / (1 - Q)` documents still sees the shipped number of the
+others), in the corpus's other formats only or, with `--compact-in-target`, in the task's `Question:/Answer:`
+format too. Both models are pretrained again on the shipped tokenizer (weak: the shipped document count scaled up
+so, strong: `--strong-docs`), and the world's data files give *every* training solution in the compact style (the
+weak supervisor learns to write compact chains; the test file stays stepwise, its solutions are never read). The
+run then measures the precondition twice: at Stage II's temperature as it is, and with `--min-p` 0.3.
+About 20 minutes on 2 cores; `nbs/04_world.ipynb`, last section, has the figures.
 """
 import argparse
+import dataclasses
 import json
+import random
 import subprocess
 import sys
 import zlib
@@ -47,6 +60,46 @@ def two_style_renderer(p_compact: float):
     return render
 
 
+def compact_doc(rng, probs: list[dict], in_target: bool) -> list:
+    "A corpus document of compact solutions in one of the other formats (or the task's, `in_target`)."
+    ql, al = rng.choice(W.WRAPPERS + ([W.TARGET] if in_target else []))
+    marker = rng.choice(W.MARKERS)
+    segs = []
+    for i, pr in enumerate(probs):
+        body = f"\n{al} " + compact(pr) + "\n" + marker.format(n=pr["answer"])
+        segs += [(("\n\n" if i else "") + ql, True), (" " + pr["question"], False), (body, True)]
+    return segs
+
+
+def corpus_with_compact(q: float, in_target: bool):
+    "`world.corpus` with a share `q` of compact documents added before the shipped draw of each document."
+    def corpus(seed: int, n_docs: int, spec: W.WorldSpec = W.WorldSpec()) -> list[list]:
+        rng, docs = random.Random(seed), []
+        while len(docs) < n_docs:
+            if rng.random() < q:
+                docs.append(compact_doc(rng, [W.make_problem(rng, spec) for _ in range(rng.randint(1, 4))], in_target))
+            elif rng.random() < spec.p_drill: docs.append(W.drill(rng, rng.randint(10, 30), spec))
+            else: docs.append(W.render_doc(rng, [W.make_problem(rng, spec) for _ in range(rng.randint(1, 4))], spec))
+        return docs
+    return corpus
+
+
+def build_added(out: Path, q: float, in_target: bool, strong_docs: int) -> dict:
+    """Both models pretrained on the shipped corpus plus compact documents (the shipped tokenizer), and data files
+    whose training solutions are all compact (the test file stepwise)."""
+    base, tok = W.WorldSpec(), W.world_model_path("strong")  # the shipped models share one tokenizer
+    W.corpus = corpus_with_compact(q, in_target)
+    spec = dataclasses.replace(base, weak=dataclasses.replace(base.weak, docs=round(base.weak.docs / (1 - q))),
+                               strong=dataclasses.replace(base.strong, docs=strong_docs))
+    for role in ("weak", "strong"):
+        if not (out / role / "world.json").exists(): W.build_model(role, out / role, spec, tokenizer_dir=tok)
+    probs, data = W.dataset(10_000, 9000), dict(train=out / "data" / "train.jsonl", test=out / "data" / "test.jsonl")
+    W.atomic_write_jsonl(data["train"], [{"question": p["question"], "answer": compact(p) + f"\n#### {p['answer']}"}
+                                         for p in probs[:8000]])
+    W.atomic_write_jsonl(data["test"], [W.gsm_record(p) for p in probs[8000:]])  # the shipped world's test file
+    return dict(models={r: str(out / r) for r in ("weak", "strong")}, data={k: str(v) for k, v in data.items()})
+
+
 def build(out: Path, p_compact: float) -> dict:
     "Both models and the data files of the candidate world in `out` (skipped where already built)."
     W.render_solution = two_style_renderer(p_compact)
@@ -57,24 +110,32 @@ def build(out: Path, p_compact: float) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--p-compact", type=float, required=True, help="share of worked solutions in the compact style")
+    ap.add_argument("--p-compact", type=float, default=None, help="share of worked solutions in the compact style")
+    ap.add_argument("--compact-docs", type=float, default=None, help="share of compact documents added to the corpus")
+    ap.add_argument("--compact-in-target", action="store_true", help="compact documents in the task's format too")
+    ap.add_argument("--strong-docs", type=int, default=28000, help="strong pretraining documents (--compact-docs)")
     ap.add_argument("--out", default=None, help="where the world goes (default: runs/two-style-<p>)")
     ap.add_argument("--skip-run", action="store_true", help="only build the world")
     ap.add_argument("--set", action="append", default=[], help="extra KEY=VALUE overrides for the run")
     a = ap.parse_args()
-    if not 0 <= a.p_compact <= 1: ap.error(f"--p-compact {a.p_compact}: expected 0 to 1")
-    tag = f"two-style-{a.p_compact:g}"
+    if (a.p_compact is None) == (a.compact_docs is None): ap.error("give one of --p-compact and --compact-docs")
+    share = a.p_compact if a.compact_docs is None else a.compact_docs
+    if not 0 <= share <= 1 or (a.compact_docs is not None and share == 1): ap.error(f"share {share}: expected 0 to 1")
+    tag = (f"two-style-{a.p_compact:g}" if a.compact_docs is None else
+           f"compact-docs-{a.compact_docs:g}{'-target' if a.compact_in_target else ''}-{a.strong_docs}")
     out = Path(a.out or ROOT / "runs" / f"{tag}-world")
-    world = build(out, a.p_compact)
+    world = (build(out, a.p_compact) if a.compact_docs is None else
+             build_added(out, a.compact_docs, a.compact_in_target, a.strong_docs))
     print(json.dumps(world, indent=1))
     if a.skip_run: return
     sets = [f"weak.path={world['models']['weak']}", f"strong.path={world['models']['strong']}",
             f"data.path={world['data']['train']}", f"data.test_path={world['data']['test']}", *a.set]
     rc, secs = w2s_run(tag, sets)
     if rc: raise SystemExit(f"w2s run failed ({rc}) after {secs:.0f} s")
-    probe = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "majority_vs_greedy.py"), str(ROOT / "runs" / tag)],
-                           capture_output=True, text=True, check=True)
-    print(probe.stdout)
+    for extra in ([], ["--min-p", "0.3"]) if a.compact_docs is not None else ([],):
+        probe = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "majority_vs_greedy.py"), str(ROOT / "runs" / tag),
+                                *extra], capture_output=True, text=True, check=True)
+        print(probe.stdout)
 
 
 if __name__ == "__main__":
