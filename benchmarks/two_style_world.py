@@ -18,12 +18,13 @@ sizes and pretraining budgets as the shipped world) and the world's GSM8K-format
 precondition with `benchmarks/majority_vs_greedy.py`. About 11 minutes on 2 cores (build 4, run 5, probe 2);
 `nbs/04_world.ipynb`, last section, has the figures for `--p-compact` 0.5 and 0.7.
 
-    python benchmarks/two_style_world.py --compact-docs 0.2 [--compact-in-target] [--strong-docs 28000] [--out ...]
+    python benchmarks/two_style_world.py --compact-docs 0.2 [--compact-in-target | --compact-target-share S] [--strong-docs 28000]
 
 The third session's variant: the shipped corpus is kept and compact documents are *added* (a share `--compact-docs`
 of all documents, so a model pretrained on `24000 / (1 - Q)` documents still sees the shipped number of the
-others), in the corpus's other formats only or, with `--compact-in-target`, in the task's `Question:/Answer:`
-format too. Both models are pretrained again on the shipped tokenizer (weak: the shipped document count scaled up
+others): for the weak model in every format, for the strong one in the corpus's other formats only or, with
+`--compact-in-target`, in the task's `Question:/Answer:` format too (`--compact-target-share S`: that share of them
+in the task's format). Both models are pretrained again on the shipped tokenizer (weak: the shipped document count scaled up
 so, strong: `--strong-docs`), and the world's data files give *every* training solution in the compact style (the
 weak supervisor learns to write compact chains; the test file stays stepwise, its solutions are never read). The
 run then measures the precondition twice: at Stage II's temperature as it is, and with `--min-p` 0.3.
@@ -60,9 +61,11 @@ def two_style_renderer(p_compact: float):
     return render
 
 
-def compact_doc(rng, probs: list[dict], in_target: bool) -> list:
-    "A corpus document of compact solutions in one of the other formats (or the task's, `in_target`)."
-    ql, al = rng.choice(W.WRAPPERS + ([W.TARGET] if in_target else []))
+def compact_doc(rng, probs: list[dict], in_target) -> list:
+    """A corpus document of compact solutions in one of the other formats, or in any format including the task's
+    (`in_target` True), or in the task's with probability `in_target` (a float)."""
+    if isinstance(in_target, float): ql, al = W.TARGET if rng.random() < in_target else rng.choice(W.WRAPPERS)
+    else: ql, al = rng.choice(W.WRAPPERS + ([W.TARGET] if in_target else []))
     marker = rng.choice(W.MARKERS)
     segs = []
     for i, pr in enumerate(probs):
@@ -84,14 +87,14 @@ def corpus_with_compact(q: float, in_target: bool):
     return corpus
 
 
-def build_added(out: Path, q: float, in_target: bool, strong_docs: int) -> dict:
+def build_added(out: Path, q: float, in_target, strong_docs: int) -> dict:
     """Both models pretrained on the shipped corpus plus compact documents (the shipped tokenizer), and data files
     whose training solutions are all compact (the test file stepwise)."""
     base, tok = W.WorldSpec(), W.world_model_path("strong")  # the shipped models share one tokenizer
-    W.corpus = corpus_with_compact(q, in_target)
     spec = dataclasses.replace(base, weak=dataclasses.replace(base.weak, docs=round(base.weak.docs / (1 - q))),
                                strong=dataclasses.replace(base.strong, docs=strong_docs))
-    for role in ("weak", "strong"):
+    for role, where in (("weak", True), ("strong", in_target)):  # the weak model's compact documents: every format
+        W.corpus = corpus_with_compact(q, where)
         if not (out / role / "world.json").exists(): W.build_model(role, out / role, spec, tokenizer_dir=tok)
     probs, data = W.dataset(10_000, 9000), dict(train=out / "data" / "train.jsonl", test=out / "data" / "test.jsonl")
     W.atomic_write_jsonl(data["train"], [{"question": p["question"], "answer": compact(p) + f"\n#### {p['answer']}"}
@@ -113,6 +116,8 @@ def main():
     ap.add_argument("--p-compact", type=float, default=None, help="share of worked solutions in the compact style")
     ap.add_argument("--compact-docs", type=float, default=None, help="share of compact documents added to the corpus")
     ap.add_argument("--compact-in-target", action="store_true", help="compact documents in the task's format too")
+    ap.add_argument("--compact-target-share", type=float, default=None,
+                    help="instead: this share of the compact documents in the task's format, the rest in the others")
     ap.add_argument("--strong-docs", type=int, default=28000, help="strong pretraining documents (--compact-docs)")
     ap.add_argument("--out", default=None, help="where the world goes (default: runs/two-style-<p>)")
     ap.add_argument("--skip-run", action="store_true", help="only build the world")
@@ -120,12 +125,13 @@ def main():
     a = ap.parse_args()
     if (a.p_compact is None) == (a.compact_docs is None): ap.error("give one of --p-compact and --compact-docs")
     share = a.p_compact if a.compact_docs is None else a.compact_docs
+    in_target = a.compact_in_target if a.compact_target_share is None else a.compact_target_share
     if not 0 <= share <= 1 or (a.compact_docs is not None and share == 1): ap.error(f"share {share}: expected 0 to 1")
     tag = (f"two-style-{a.p_compact:g}" if a.compact_docs is None else
-           f"compact-docs-{a.compact_docs:g}{'-target' if a.compact_in_target else ''}-{a.strong_docs}")
+           f"compact-docs-{a.compact_docs:g}-target-{in_target}-{a.strong_docs}")
     out = Path(a.out or ROOT / "runs" / f"{tag}-world")
     world = (build(out, a.p_compact) if a.compact_docs is None else
-             build_added(out, a.compact_docs, a.compact_in_target, a.strong_docs))
+             build_added(out, a.compact_docs, in_target, a.strong_docs))
     print(json.dumps(world, indent=1))
     if a.skip_run: return
     sets = [f"weak.path={world['models']['weak']}", f"strong.path={world['models']['strong']}",
