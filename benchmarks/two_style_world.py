@@ -127,6 +127,8 @@ def main():
     share = a.p_compact if a.compact_docs is None else a.compact_docs
     in_target = a.compact_in_target if a.compact_target_share is None else a.compact_target_share
     if not 0 <= share <= 1 or (a.compact_docs is not None and share == 1): ap.error(f"share {share}: expected 0 to 1")
+    if a.compact_target_share is not None and (a.compact_docs is None or not 0 <= a.compact_target_share <= 1):
+        ap.error(f"--compact-target-share {a.compact_target_share}: expected 0 to 1, with --compact-docs")
     tag = (f"two-style-{a.p_compact:g}" if a.compact_docs is None else
            f"compact-docs-{a.compact_docs:g}-target-{in_target}-{a.strong_docs}")
     out = Path(a.out or ROOT / "runs" / f"{tag}-world")
