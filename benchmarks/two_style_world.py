@@ -29,6 +29,12 @@ so, strong: `--strong-docs`), and the world's data files give *every* training s
 weak supervisor learns to write compact chains; the test file stays stepwise, its solutions are never read). The
 run then measures the precondition twice: at Stage II's temperature as it is, and with `--min-p` 0.3.
 About 20 minutes on 2 cores; `nbs/04_world.ipynb`, last section, has the figures.
+
+    python benchmarks/two_style_world.py --answer-only 0.8
+
+The fourth session's variant, the corpus's own second way: the shipped models (whose pretraining puts 80% of the
+task's `Question:/Answer:` documents answer-only), and data files whose training solutions are `#### N` alone for
+a share of the questions (by a hash of the question; the rest and the test file stepwise). About 10 minutes.
 """
 import argparse
 import dataclasses
@@ -103,6 +109,18 @@ def build_added(out: Path, q: float, in_target, strong_docs: int) -> dict:
     return dict(models={r: str(out / r) for r in ("weak", "strong")}, data={k: str(v) for k, v in data.items()})
 
 
+def build_answer_only(out: Path, share: float) -> dict:
+    "The shipped models, and data files whose training solutions are `#### N` alone for `share` of the questions."
+    def record(p: dict) -> dict:
+        if zlib.crc32(p["question"].encode()) % 10 >= round(share * 10): return W.gsm_record(p)
+        return {"question": p["question"], "answer": f"#### {p['answer']}"}
+    probs, data = W.dataset(10_000, 9000), dict(train=out / "data" / "train.jsonl", test=out / "data" / "test.jsonl")
+    W.atomic_write_jsonl(data["train"], [record(p) for p in probs[:8000]])
+    W.atomic_write_jsonl(data["test"], [W.gsm_record(p) for p in probs[8000:]])
+    models = {r: str(W.world_model_path(r)) for r in ("weak", "strong")}
+    return dict(models=models, data={k: str(v) for k, v in data.items()})
+
+
 def build(out: Path, p_compact: float) -> dict:
     "Both models and the data files of the candidate world in `out` (skipped where already built)."
     W.render_solution = two_style_renderer(p_compact)
@@ -118,29 +136,33 @@ def main():
     ap.add_argument("--compact-in-target", action="store_true", help="compact documents in the task's format too")
     ap.add_argument("--compact-target-share", type=float, default=None,
                     help="instead: this share of the compact documents in the task's format, the rest in the others")
+    ap.add_argument("--answer-only", type=float, default=None, help="share of training solutions as `#### N` alone")
     ap.add_argument("--strong-docs", type=int, default=28000, help="strong pretraining documents (--compact-docs)")
     ap.add_argument("--out", default=None, help="where the world goes (default: runs/two-style-<p>)")
     ap.add_argument("--skip-run", action="store_true", help="only build the world")
     ap.add_argument("--set", action="append", default=[], help="extra KEY=VALUE overrides for the run")
     a = ap.parse_args()
-    if (a.p_compact is None) == (a.compact_docs is None): ap.error("give one of --p-compact and --compact-docs")
-    share = a.p_compact if a.compact_docs is None else a.compact_docs
+    given = [x for x in (a.p_compact, a.compact_docs, a.answer_only) if x is not None]
+    if len(given) != 1: ap.error("give one of --p-compact, --compact-docs and --answer-only")
+    share = given[0]
     in_target = a.compact_in_target if a.compact_target_share is None else a.compact_target_share
     if not 0 <= share <= 1 or (a.compact_docs is not None and share == 1): ap.error(f"share {share}: expected 0 to 1")
     if a.compact_target_share is not None and (a.compact_docs is None or not 0 <= a.compact_target_share <= 1):
         ap.error(f"--compact-target-share {a.compact_target_share}: expected 0 to 1, with --compact-docs")
-    tag = (f"two-style-{a.p_compact:g}" if a.compact_docs is None else
-           f"compact-docs-{a.compact_docs:g}-target-{in_target}-{a.strong_docs}")
+    if a.answer_only is not None and round(share * 10) != share * 10:
+        ap.error(f"--answer-only {share}: expected a multiple of 0.1")
+    tag = (f"two-style-{a.p_compact:g}" if a.p_compact is not None else f"answer-only-{a.answer_only:g}"
+           if a.answer_only is not None else f"compact-docs-{a.compact_docs:g}-target-{in_target}-{a.strong_docs}")
     out = Path(a.out or ROOT / "runs" / f"{tag}-world")
-    world = (build(out, a.p_compact) if a.compact_docs is None else
-             build_added(out, a.compact_docs, in_target, a.strong_docs))
+    world = (build(out, a.p_compact) if a.p_compact is not None else build_answer_only(out, a.answer_only)
+             if a.answer_only is not None else build_added(out, a.compact_docs, in_target, a.strong_docs))
     print(json.dumps(world, indent=1))
     if a.skip_run: return
     sets = [f"weak.path={world['models']['weak']}", f"strong.path={world['models']['strong']}",
             f"data.path={world['data']['train']}", f"data.test_path={world['data']['test']}", *a.set]
     rc, secs = w2s_run(tag, sets)
     if rc: raise SystemExit(f"w2s run failed ({rc}) after {secs:.0f} s")
-    for extra in ([], ["--min-p", "0.3"]) if a.compact_docs is not None else ([],):
+    for extra in ([], ["--min-p", "0.3"]) if a.p_compact is None else ([],):
         probe = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "majority_vs_greedy.py"), str(ROOT / "runs" / tag),
                                 *extra], capture_output=True, text=True, check=True)
         print(probe.stdout)
