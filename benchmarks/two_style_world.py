@@ -93,6 +93,15 @@ def corpus_with_compact(q: float, in_target: bool):
     return corpus
 
 
+def write_data(out: Path, train_record) -> dict:
+    """The world's data files in `out / "data"` from the shipped draw (`world_data_paths`' problems): `train_record`
+    gives each of the 8,000 training records, the 1,000 test records are the shipped world's (stepwise)."""
+    probs, data = W.dataset(10_000, 9000), dict(train=out / "data" / "train.jsonl", test=out / "data" / "test.jsonl")
+    W.atomic_write_jsonl(data["train"], [train_record(p) for p in probs[:8000]])
+    W.atomic_write_jsonl(data["test"], [W.gsm_record(p) for p in probs[8000:]])
+    return {k: str(v) for k, v in data.items()}
+
+
 def build_added(out: Path, q: float, in_target, strong_docs: int) -> dict:
     """Both models pretrained on the shipped corpus plus compact documents (the shipped tokenizer), and data files
     whose training solutions are all compact (the test file stepwise)."""
@@ -102,11 +111,8 @@ def build_added(out: Path, q: float, in_target, strong_docs: int) -> dict:
     for role, where in (("weak", True), ("strong", in_target)):  # the weak model's compact documents: every format
         W.corpus = corpus_with_compact(q, where)
         if not (out / role / "world.json").exists(): W.build_model(role, out / role, spec, tokenizer_dir=tok)
-    probs, data = W.dataset(10_000, 9000), dict(train=out / "data" / "train.jsonl", test=out / "data" / "test.jsonl")
-    W.atomic_write_jsonl(data["train"], [{"question": p["question"], "answer": compact(p) + f"\n#### {p['answer']}"}
-                                         for p in probs[:8000]])
-    W.atomic_write_jsonl(data["test"], [W.gsm_record(p) for p in probs[8000:]])  # the shipped world's test file
-    return dict(models={r: str(out / r) for r in ("weak", "strong")}, data={k: str(v) for k, v in data.items()})
+    data = write_data(out, lambda p: {"question": p["question"], "answer": compact(p) + f"\n#### {p['answer']}"})
+    return dict(models={r: str(out / r) for r in ("weak", "strong")}, data=data)
 
 
 def build_answer_only(out: Path, share: float) -> dict:
@@ -114,11 +120,7 @@ def build_answer_only(out: Path, share: float) -> dict:
     def record(p: dict) -> dict:
         if zlib.crc32(p["question"].encode()) % 10 >= round(share * 10): return W.gsm_record(p)
         return {"question": p["question"], "answer": f"#### {p['answer']}"}
-    probs, data = W.dataset(10_000, 9000), dict(train=out / "data" / "train.jsonl", test=out / "data" / "test.jsonl")
-    W.atomic_write_jsonl(data["train"], [record(p) for p in probs[:8000]])
-    W.atomic_write_jsonl(data["test"], [W.gsm_record(p) for p in probs[8000:]])
-    models = {r: str(W.world_model_path(r)) for r in ("weak", "strong")}
-    return dict(models=models, data={k: str(v) for k, v in data.items()})
+    return dict(models={r: str(W.world_model_path(r)) for r in ("weak", "strong")}, data=write_data(out, record))
 
 
 def build(out: Path, p_compact: float) -> dict:
@@ -131,31 +133,30 @@ def build(out: Path, p_compact: float) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--p-compact", type=float, default=None, help="share of worked solutions in the compact style")
-    ap.add_argument("--compact-docs", type=float, default=None, help="share of compact documents added to the corpus")
+    world_kind = ap.add_mutually_exclusive_group(required=True)
+    world_kind.add_argument("--p-compact", type=float, help="share of worked solutions in the compact style")
+    world_kind.add_argument("--compact-docs", type=float, help="share of compact documents added to the corpus")
+    world_kind.add_argument("--answer-only", type=float, help="share of training solutions as `#### N` alone")
     ap.add_argument("--compact-in-target", action="store_true", help="compact documents in the task's format too")
     ap.add_argument("--compact-target-share", type=float, default=None,
                     help="instead: this share of the compact documents in the task's format, the rest in the others")
-    ap.add_argument("--answer-only", type=float, default=None, help="share of training solutions as `#### N` alone")
     ap.add_argument("--strong-docs", type=int, default=28000, help="strong pretraining documents (--compact-docs)")
     ap.add_argument("--out", default=None, help="where the world goes (default: runs/two-style-<p>)")
     ap.add_argument("--skip-run", action="store_true", help="only build the world")
     ap.add_argument("--set", action="append", default=[], help="extra KEY=VALUE overrides for the run")
     a = ap.parse_args()
-    given = [x for x in (a.p_compact, a.compact_docs, a.answer_only) if x is not None]
-    if len(given) != 1: ap.error("give one of --p-compact, --compact-docs and --answer-only")
-    share = given[0]
+    share = next(x for x in (a.p_compact, a.compact_docs, a.answer_only) if x is not None)
     in_target = a.compact_in_target if a.compact_target_share is None else a.compact_target_share
     if not 0 <= share <= 1 or (a.compact_docs is not None and share == 1): ap.error(f"share {share}: expected 0 to 1")
     if a.compact_target_share is not None and (a.compact_docs is None or not 0 <= a.compact_target_share <= 1):
         ap.error(f"--compact-target-share {a.compact_target_share}: expected 0 to 1, with --compact-docs")
-    if a.answer_only is not None and round(share * 10) != share * 10:
+    if a.answer_only is not None and abs(share * 10 - round(share * 10)) > 1e-9:
         ap.error(f"--answer-only {share}: expected a multiple of 0.1")
-    tag = (f"two-style-{a.p_compact:g}" if a.p_compact is not None else f"answer-only-{a.answer_only:g}"
-           if a.answer_only is not None else f"compact-docs-{a.compact_docs:g}-target-{in_target}-{a.strong_docs}")
-    out = Path(a.out or ROOT / "runs" / f"{tag}-world")
-    world = (build(out, a.p_compact) if a.p_compact is not None else build_answer_only(out, a.answer_only)
-             if a.answer_only is not None else build_added(out, a.compact_docs, in_target, a.strong_docs))
+    if a.p_compact is not None: tag, make = f"two-style-{share:g}", lambda out: build(out, share)
+    elif a.answer_only is not None: tag, make = f"answer-only-{share:g}", lambda out: build_answer_only(out, share)
+    else: tag, make = (f"compact-docs-{share:g}-target-{in_target}-{a.strong_docs}",
+                       lambda out: build_added(out, share, in_target, a.strong_docs))
+    world = make(Path(a.out or ROOT / "runs" / f"{tag}-world"))
     print(json.dumps(world, indent=1))
     if a.skip_run: return
     sets = [f"weak.path={world['models']['weak']}", f"strong.path={world['models']['strong']}",

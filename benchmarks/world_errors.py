@@ -8,7 +8,9 @@ evaluated model this compares the solution's equations with the gold solution's 
 `operand` (a number read wrongly from the question or carried wrongly), `operation` (the wrong one of + - *),
 `arithmetic` (right numbers and operation, wrong result), `no answer` (nothing extracted) or `other`. It also
 prints, per Stage I round, how many `D_gold,2` questions the filter kept and how many of those share a wrong
-answer (gold labels used for this diagnosis only). With `--sample MODEL` it instead samples `n` solutions of the
+answer (gold labels used for this diagnosis only), and each model's greedy answers by *way* (`ways`: how many, how many
+right): `answer-only` (no equation before `####`), `compact` (a line computing two or more operations at once, the
+two-style worlds of `benchmarks/two_style_world.py`) or `stepwise`. With `--sample MODEL` it instead samples `n` solutions of the
 first `questions` test questions from that model of the run and gives the shares of right answers and of each error
 kind among the samples (how much more often a sample slips than a greedy answer). `nbs/04_world.ipynb` quotes these figures. World runs only:
 the equation format is the world's.
@@ -42,6 +44,14 @@ def error_kind(gold_solution: str, prediction: str, extracted: str) -> str:
     return "operation" if g[1] != p[1] else "operand"
 
 
+def answer_way(prediction: str) -> str:
+    "How a solution gets to its answer: `answer-only`, `compact` (two or more operations on one line) or `stepwise`."
+    work = prediction.split("####")[0]
+    if "=" not in work: return "answer-only"
+    compact = any(len(re.findall(r"\d+ [-+*] ", line.split("=")[0])) >= 2 for line in work.splitlines() if "=" in line)
+    return "compact" if compact else "stepwise"
+
+
 def run_errors(run_dir) -> dict:
     "Error kinds per evaluated model, and Stage I's kept / kept-but-wrong counts per round."
     rd = RunDir(Path(run_dir))
@@ -51,7 +61,10 @@ def run_errors(run_dir) -> dict:
     for f in sorted(rd.path("eval").glob("*.jsonl")):
         rows = read_jsonl(f)
         kinds = Counter(error_kind(test[r["id"]]["solution"], r["prediction"], r["extracted"]) for r in rows if not r["correct"])
-        models[f.stem] = dict(questions=len(rows), wrong=sum(kinds.values()), **dict(kinds.most_common()))
+        ways = {}
+        for r in rows: ways.setdefault(answer_way(r["prediction"]), [0, 0])[int(r["correct"])] += 1
+        models[f.stem] = dict(questions=len(rows), wrong=sum(kinds.values()), **dict(kinds.most_common()),
+                              ways={w: dict(n=n + k, right=k) for w, (n, k) in sorted(ways.items())})
     rounds = {}
     for sel in sorted(rd.path("stage1").glob("round*/selection.jsonl")):
         kept = [r for r in read_jsonl(sel) if r["agree"]]
